@@ -1,0 +1,2 @@
+//! Envelope encryption for protected column values (no I/O).
+#![forbid(unsafe_code)]

@@ -1,0 +1,2 @@
+//! The TOML column policy (no I/O).
+#![forbid(unsafe_code)]

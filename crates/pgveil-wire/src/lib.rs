@@ -1,0 +1,2 @@
+//! PostgreSQL wire protocol codec (no I/O).
+#![forbid(unsafe_code)]

@@ -1,0 +1,2 @@
+//! Test harness: ephemeral PostgreSQL clusters and an in-process pgveil.
+#![forbid(unsafe_code)]
