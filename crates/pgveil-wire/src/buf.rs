@@ -19,10 +19,6 @@ impl<'a> Reader<'a> {
         self.buf.len()
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
-        self.buf.is_empty()
-    }
-
     fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {
         if self.buf.len() < n {
             return Err(WireError::Truncated(self.what));
@@ -57,10 +53,6 @@ impl<'a> Reader<'a> {
             what: self.what,
             why: "negative count",
         })
-    }
-
-    pub(crate) fn bytes(&mut self, n: usize) -> Result<&'a [u8], WireError> {
-        self.take(n)
     }
 
     /// A NUL-terminated string (not validated as UTF-8; Postgres allows any
