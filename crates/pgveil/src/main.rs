@@ -1,2 +1,123 @@
+//! The `pgveil` command line. `anyhow` lives here, at the binary's edge.
 #![forbid(unsafe_code)]
-fn main() {}
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use pgveil::config::{Config, LogFormat};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(
+    name = "pgveil",
+    version,
+    about = "Transparent PostgreSQL encryption proxy"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy.
+    Serve {
+        /// Configuration file (TOML). Defaults apply when omitted.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Listen address, overriding the file and PGVEIL_LISTEN.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// Upstream PostgreSQL host:port, overriding the file and PGVEIL_UPSTREAM.
+        #[arg(long)]
+        upstream: Option<String>,
+    },
+    /// Start a throwaway PostgreSQL with pgveil in front of it and print URLs.
+    Demo {
+        /// Port for pgveil (0 picks a free one).
+        #[arg(long, default_value_t = 6432)]
+        port: u16,
+    },
+    /// Validate a configuration file and exit.
+    Check {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+}
+
+fn init_logging(format: LogFormat, level: &str) {
+    let filter = std::env::var("PGVEIL_LOG").unwrap_or_else(|_| level.to_string());
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<Config> {
+    Ok(Config::load(path, std::env::vars())?)
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal(token: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+    token.cancel();
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    match cli.command {
+        Command::Serve {
+            config,
+            listen,
+            upstream,
+        } => {
+            let mut cfg = load_config(config.as_deref())?;
+            if let Some(l) = listen {
+                cfg.listen = l;
+            }
+            if let Some(u) = upstream {
+                cfg.upstream.address = u;
+            }
+            init_logging(cfg.log.format, &cfg.log.level);
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind(cfg.listen)
+                    .await
+                    .with_context(|| format!("cannot listen on {}", cfg.listen))?;
+                let token = CancellationToken::new();
+                tokio::spawn(shutdown_signal(token.clone()));
+                pgveil::run(listener, cfg, token).await?;
+                Ok(())
+            })
+        }
+        Command::Demo { port } => {
+            init_logging(LogFormat::Human, "info");
+            rt.block_on(async move {
+                let token = CancellationToken::new();
+                tokio::spawn(shutdown_signal(token.clone()));
+                pgveil::demo::run(port, token).await
+            })
+        }
+        Command::Check { config } => {
+            let cfg = load_config(config.as_deref())?;
+            pgveil::server::Shared::new(cfg).context("configuration is invalid")?;
+            println!("configuration OK");
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,363 @@
+//! `pgveil.toml`: the proxy's configuration.
+//!
+//! Sources, later ones overriding earlier ones: built-in defaults, the TOML
+//! file, `PGVEIL_*` environment variables, command-line flags. Unknown keys are
+//! errors that name the key and its line, so a typo never silently falls back
+//! to a default.
+//!
+//! Environment overrides address any key: `PGVEIL_<SECTION>__<KEY>` (double
+//! underscore between levels), e.g. `PGVEIL_UPSTREAM__TLS_MODE=verify-full`,
+//! `PGVEIL_MAX_CONNECTIONS=500`. Two short forms exist for the most common
+//! ones: `PGVEIL_LISTEN` and `PGVEIL_UPSTREAM` (host:port).
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{origin}: {message}")]
+    Invalid { origin: String, message: String },
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address clients connect to.
+    pub listen: SocketAddr,
+    /// Client sessions served at once; further clients get SQLSTATE 53300.
+    pub max_connections: usize,
+    /// Time a client has for TLS, startup and authentication.
+    pub handshake_timeout_secs: u64,
+    /// On SIGTERM/SIGINT, time sessions get to finish before they are closed.
+    pub shutdown_timeout_secs: u64,
+    /// Largest message accepted from either side (bytes).
+    pub max_message_size: usize,
+    pub tls: TlsConfig,
+    pub upstream: UpstreamConfig,
+    pub log: LogConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:6432".parse().expect("valid default"),
+            max_connections: 1000,
+            handshake_timeout_secs: 10,
+            shutdown_timeout_secs: 30,
+            max_message_size: pgveil_wire::frame::DEFAULT_MAX_MESSAGE,
+            tls: TlsConfig::default(),
+            upstream: UpstreamConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+/// TLS towards clients (pgveil is the server).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM certificate chain served to clients. TLS is off when unset.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: Option<PathBuf>,
+    /// When set, clients must present a certificate signed by this CA (mTLS).
+    pub client_ca_file: Option<PathBuf>,
+    /// Refuse clients that do not use TLS (SQLSTATE 28000).
+    pub require_tls: bool,
+}
+
+/// How pgveil connects to PostgreSQL, mirroring libpq's `sslmode`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpstreamTlsMode {
+    /// Plain TCP.
+    #[default]
+    Disable,
+    /// TLS when the server offers it, plain otherwise; no verification.
+    Prefer,
+    /// TLS, no certificate verification (protects against passive snooping only).
+    Require,
+    /// TLS, certificate chain verified against `ca_file` and host name checked.
+    VerifyFull,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamConfig {
+    /// `host:port` of PostgreSQL.
+    pub address: String,
+    pub tls_mode: UpstreamTlsMode,
+    /// CA bundle for `verify-full`.
+    pub ca_file: Option<PathBuf>,
+    /// Name to verify in the server certificate (defaults to the host part of `address`).
+    pub server_name: Option<String>,
+    pub connect_timeout_secs: u64,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        Self {
+            address: "127.0.0.1:5432".into(),
+            tls_mode: UpstreamTlsMode::Disable,
+            ca_file: None,
+            server_name: None,
+            connect_timeout_secs: 10,
+        }
+    }
+}
+
+impl UpstreamConfig {
+    /// Host part of `address` (brackets of an IPv6 literal removed).
+    pub fn host(&self) -> &str {
+        let a = self.address.as_str();
+        let host = match a.rfind(':') {
+            Some(i) if !a[i + 1..].contains(']') => &a[..i],
+            _ => a,
+        };
+        host.trim_start_matches('[').trim_end_matches(']')
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// `tracing` filter directive, e.g. `info` or `pgveil=debug`; `PGVEIL_LOG` overrides.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Human,
+            level: "info".into(),
+        }
+    }
+}
+
+impl Config {
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_secs(self.handshake_timeout_secs)
+    }
+
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_secs(self.shutdown_timeout_secs)
+    }
+
+    /// Parses a TOML document (no environment overrides).
+    pub fn from_toml(src: &str, origin: &str) -> Result<Self, ConfigError> {
+        let cfg: Config = toml::from_str(src).map_err(|e| ConfigError::Invalid {
+            origin: origin.to_string(),
+            message: e.to_string(),
+        })?;
+        cfg.validate(origin)?;
+        Ok(cfg)
+    }
+
+    /// Loads a file (or only defaults when `path` is `None`), then applies
+    /// `PGVEIL_*` variables from `env`.
+    pub fn load(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let (src, origin) = match path {
+            Some(p) => (
+                std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.to_path_buf(),
+                    source,
+                })?,
+                p.display().to_string(),
+            ),
+            None => (String::new(), "defaults".to_string()),
+        };
+        let mut doc: toml::Table = toml::from_str(&src).map_err(|e| ConfigError::Invalid {
+            origin: origin.clone(),
+            message: e.to_string(),
+        })?;
+        // Check the file on its own first so its errors carry line numbers.
+        Config::from_toml(&src, &origin)?;
+        let mut overridden = false;
+        for (name, value) in env {
+            let Some(rest) = name.strip_prefix("PGVEIL_") else {
+                continue;
+            };
+            if rest == "LOG" {
+                continue; // the log filter, read by the logging setup
+            }
+            let path: Vec<String> = match rest {
+                "LISTEN" => vec!["listen".into()],
+                "UPSTREAM" => vec!["upstream".into(), "address".into()],
+                _ => rest.split("__").map(|s| s.to_ascii_lowercase()).collect(),
+            };
+            set_path(&mut doc, &path, &value);
+            overridden = true;
+        }
+        if !overridden {
+            return Config::from_toml(&src, &origin);
+        }
+        let cfg: Config = toml::Value::Table(doc)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Invalid {
+                origin: format!("{origin} with PGVEIL_* environment overrides"),
+                message: e.to_string(),
+            })?;
+        cfg.validate(&origin)?;
+        Ok(cfg)
+    }
+
+    fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        let bad = |message: String| {
+            Err(ConfigError::Invalid {
+                origin: origin.to_string(),
+                message,
+            })
+        };
+        if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
+            return bad("tls.cert_file and tls.key_file must be set together".into());
+        }
+        if self.tls.require_tls && self.tls.cert_file.is_none() {
+            return bad("tls.require_tls = true needs tls.cert_file and tls.key_file".into());
+        }
+        if self.tls.client_ca_file.is_some() && self.tls.cert_file.is_none() {
+            return bad("tls.client_ca_file needs tls.cert_file and tls.key_file".into());
+        }
+        if self.upstream.tls_mode == UpstreamTlsMode::VerifyFull && self.upstream.ca_file.is_none()
+        {
+            return bad("upstream.tls_mode = \"verify-full\" needs upstream.ca_file".into());
+        }
+        if self.max_connections == 0 {
+            return bad("max_connections must be at least 1".into());
+        }
+        if self.max_message_size < 1024 {
+            return bad("max_message_size must be at least 1024 bytes".into());
+        }
+        if self.upstream.address.rsplit_once(':').is_none() {
+            return bad(format!(
+                "upstream.address {:?} must be host:port",
+                self.upstream.address
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Sets `path` in `doc` to `raw`, typed as TOML would type it (integer,
+/// boolean) or as a string otherwise.
+fn set_path(doc: &mut toml::Table, path: &[String], raw: &str) {
+    let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .filter(|v| !v.is_table())
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()));
+    let mut t = doc;
+    for (i, key) in path.iter().enumerate() {
+        if i + 1 == path.len() {
+            t.insert(key.clone(), value);
+            return;
+        }
+        let entry = t
+            .entry(key.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if !entry.is_table() {
+            *entry = toml::Value::Table(toml::Table::new());
+        }
+        t = entry.as_table_mut().expect("just made a table");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = Config::load(None, env(&[])).unwrap();
+        assert_eq!(c.max_connections, 1000);
+        assert_eq!(c.upstream.tls_mode, UpstreamTlsMode::Disable);
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_line() {
+        let e = Config::from_toml(
+            "listen = \"127.0.0.1:1\"\n[upstream]\naddres = \"x:1\"\n",
+            "f.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("addres"), "{e}");
+        assert!(e.contains("line 3"), "{e}");
+        assert!(e.starts_with("f.toml"), "{e}");
+    }
+
+    #[test]
+    fn env_overrides() {
+        let c = Config::load(
+            None,
+            env(&[
+                ("PGVEIL_LISTEN", "0.0.0.0:7000"),
+                ("PGVEIL_UPSTREAM", "db:5433"),
+                ("PGVEIL_MAX_CONNECTIONS", "7"),
+                ("PGVEIL_UPSTREAM__TLS_MODE", "require"),
+                ("PGVEIL_LOG", "debug"),
+                ("HOME", "/root"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.listen.port(), 7000);
+        assert_eq!(c.upstream.address, "db:5433");
+        assert_eq!(c.upstream.host(), "db");
+        assert_eq!(c.max_connections, 7);
+        assert_eq!(c.upstream.tls_mode, UpstreamTlsMode::Require);
+    }
+
+    #[test]
+    fn unknown_env_key_is_named() {
+        let e = Config::load(None, env(&[("PGVEIL_UPSTREAM__NOPE", "1")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("nope"), "{e}");
+    }
+
+    #[test]
+    fn inconsistent_tls_is_rejected() {
+        let e = Config::from_toml("[tls]\nrequire_tls = true\n", "f").unwrap_err();
+        assert!(e.to_string().contains("require_tls"));
+        let e = Config::from_toml("[upstream]\ntls_mode = \"verify-full\"\n", "f").unwrap_err();
+        assert!(e.to_string().contains("ca_file"));
+        let e = Config::from_toml("[upstream]\ntls_mode = \"sometimes\"\n", "f").unwrap_err();
+        assert!(e.to_string().contains("sometimes"), "{e}");
+    }
+
+    #[test]
+    fn ipv6_host() {
+        let u = UpstreamConfig {
+            address: "[::1]:5432".into(),
+            ..Default::default()
+        };
+        assert_eq!(u.host(), "::1");
+    }
+}

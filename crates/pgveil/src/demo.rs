@@ -1,0 +1,101 @@
+//! `pgveil demo`: a throwaway PostgreSQL, development certificates and pgveil
+//! in front of it, for a newcomer to try in one command.
+
+use crate::certs::DevCa;
+use crate::config::Config;
+use crate::pgtemp::{self, Cluster};
+use std::path::PathBuf;
+use tokio_util::sync::CancellationToken;
+
+/// Everything the demo started; dropping it cleans up.
+pub struct Demo {
+    pub cluster: Cluster,
+    pub config: Config,
+    pub ca_file: PathBuf,
+    pub database_url: String,
+    pub direct_url: String,
+    _dir: tempfile::TempDir,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error(transparent)]
+    Postgres(#[from] pgtemp::PgTempError),
+    #[error(transparent)]
+    Certs(#[from] crate::certs::CertError),
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl Demo {
+    /// Starts PostgreSQL and prepares pgveil's configuration (listening on
+    /// `listen_port`, or a free port when 0).
+    pub fn prepare(listen_port: u16) -> Result<Self, DemoError> {
+        let cluster = Cluster::start(&pgtemp::Options::default())?;
+        let dir = tempfile::Builder::new().prefix("pgveil-demo-").tempdir()?;
+        let ca = DevCa::new("pgveil demo CA")?;
+        let ca_file = dir.path().join("ca.crt");
+        ca.write_cert(&ca_file)?;
+        let server = ca.issue(
+            "localhost",
+            &["localhost", "127.0.0.1"],
+            false,
+            30,
+            dir.path(),
+            "server",
+        )?;
+        let port = if listen_port == 0 {
+            pgtemp::free_port()?
+        } else {
+            listen_port
+        };
+        let mut config = Config::default();
+        config.listen = ([127, 0, 0, 1], port).into();
+        config.upstream.address = cluster.address();
+        config.tls.cert_file = Some(server.cert);
+        config.tls.key_file = Some(server.key);
+        let password = cluster.superuser_password();
+        let database_url = format!(
+            "postgres://{}:{password}@localhost:{port}/postgres?sslmode=verify-full&sslrootcert={}",
+            pgtemp::SUPERUSER,
+            ca_file.display()
+        );
+        let direct_url = cluster.url("postgres");
+        Ok(Self {
+            cluster,
+            config,
+            ca_file,
+            database_url,
+            direct_url,
+            _dir: dir,
+        })
+    }
+}
+
+/// Runs the demo until `shutdown` fires.
+pub async fn run(listen_port: u16, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let demo = tokio::task::spawn_blocking(move || Demo::prepare(listen_port)).await??;
+    let listener = tokio::net::TcpListener::bind(demo.config.listen).await?;
+    println!(
+        "pgveil demo is running (PostgreSQL {} in {}).",
+        pg_version(&demo),
+        demo.cluster.dir().display()
+    );
+    println!("DATABASE_URL={}", demo.database_url);
+    println!("DIRECT_DATABASE_URL={}", demo.direct_url);
+    println!("psql \"{}\"", demo.database_url);
+    println!("Press Ctrl-C to stop; everything is removed on exit.");
+    crate::server::run(listener, demo.config.clone(), shutdown).await?;
+    drop(demo);
+    Ok(())
+}
+
+fn pg_version(demo: &Demo) -> String {
+    std::process::Command::new(demo.cluster.bindir().join("postgres"))
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.split_whitespace().nth(2).map(str::to_string))
+        .unwrap_or_else(|| "?".into())
+}

@@ -1,0 +1,575 @@
+//! One client session: startup, TLS, upstream connection, authentication
+//! relay, then the message relay.
+//!
+//! ```text
+//! client ──TCP──▶ [direct TLS?] ─▶ startup loop (SSLRequest/GSSENCRequest/
+//!   CancelRequest/StartupMessage, ≤ handshake timeout)
+//!   ─▶ connect upstream (TLS per upstream.tls_mode) ─▶ forward StartupMessage
+//!   ─▶ relay authentication (SCRAM / md5 / cleartext), stripping -PLUS
+//!   ─▶ relay ParameterStatus, mint BackendKeyData, first ReadyForQuery
+//!   ─▶ two pumps: client→server and server→client, until Terminate/EOF/FATAL
+//! ```
+//! Protocol reference: "Message Flow" in the PostgreSQL documentation.
+
+use crate::error::ProxyError;
+use crate::server::Shared;
+use crate::tls::{ClientStream, UpstreamStream, ALPN_POSTGRESQL};
+use bytes::{Bytes, BytesMut};
+use pgveil_wire::backend::{self, auth, BackendKeyData, ErrorFields};
+use pgveil_wire::frontend;
+use pgveil_wire::startup::{self, CancelRequest, StartupMessage, StartupPacket};
+use pgveil_wire::{Frame, FrameReader};
+use std::sync::Arc;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+/// Output is written when input runs dry or when this much is pending,
+/// whichever comes first: one write per batch of pipelined messages rather
+/// than one per message.
+const FLUSH_THRESHOLD: usize = 64 * 1024;
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Runs one client connection to completion and logs how it ended.
+pub async fn handle(shared: Arc<Shared>, tcp: TcpStream, hard_stop: CancellationToken) {
+    let _ = tcp.set_nodelay(true);
+    let result = tokio::select! {
+        r = session(&shared, tcp) => r,
+        _ = hard_stop.cancelled() => Err(ProxyError::ShuttingDown),
+    };
+    match result {
+        Ok(()) => debug!("session closed"),
+        Err(e) if e.is_disconnect() => debug!(error = %e, "client disconnected"),
+        Err(e) => info!(error = %e, "session ended with error"),
+    }
+}
+
+/// A buffered connection end: the stream plus bytes read but not yet framed.
+struct Conn<S> {
+    stream: S,
+    rbuf: BytesMut,
+    wbuf: BytesMut,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
+    fn new(stream: S) -> Self {
+        Self {
+            stream,
+            rbuf: BytesMut::with_capacity(READ_CHUNK),
+            wbuf: BytesMut::with_capacity(READ_CHUNK),
+        }
+    }
+
+    /// Reads more bytes; EOF is an error here because every caller expects a
+    /// complete message.
+    async fn fill(&mut self) -> Result<(), ProxyError> {
+        if self.rbuf.capacity() - self.rbuf.len() < 1024 {
+            self.rbuf.reserve(READ_CHUNK);
+        }
+        if self.stream.read_buf(&mut self.rbuf).await? == 0 {
+            return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+        }
+        Ok(())
+    }
+
+    async fn read_frame(&mut self, reader: &FrameReader) -> Result<Frame, ProxyError> {
+        loop {
+            if let Some(f) = reader.parse(&mut self.rbuf)? {
+                return Ok(f);
+            }
+            self.fill().await?;
+        }
+    }
+
+    fn push(&mut self, bytes: &[u8]) {
+        self.wbuf.extend_from_slice(bytes);
+    }
+
+    async fn flush(&mut self) -> Result<(), ProxyError> {
+        if !self.wbuf.is_empty() {
+            self.stream.write_all(&self.wbuf).await?;
+            self.wbuf.clear();
+        }
+        self.stream.flush().await?;
+        Ok(())
+    }
+
+    async fn send(&mut self, bytes: &[u8]) -> Result<(), ProxyError> {
+        self.push(bytes);
+        self.flush().await
+    }
+}
+
+/// Sends a FATAL error for `e` if it has a client-visible form.
+async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(
+    client: &mut Conn<S>,
+    e: ProxyError,
+) -> Result<(), ProxyError> {
+    if let Some(f) = e.client_error() {
+        let _ = client.send(f.raw()).await;
+    }
+    Err(e)
+}
+
+async fn session(shared: &Arc<Shared>, tcp: TcpStream) -> Result<(), ProxyError> {
+    let cfg = &shared.config;
+    let mut client: Option<Conn<ClientStream>> = None;
+    let handshake =
+        tokio::time::timeout(cfg.handshake_timeout(), handshake(shared, tcp, &mut client)).await;
+    let established = match handshake {
+        Ok(r) => r?,
+        Err(_) => {
+            if let Some(c) = client.as_mut() {
+                let _ = refuse(c, ProxyError::HandshakeTimeout).await;
+            }
+            return Err(ProxyError::HandshakeTimeout);
+        }
+    };
+    let Some(up) = established else {
+        return Ok(()); // a cancel request, or the server refused the login
+    };
+    let client = client.expect("handshake leaves the client in place");
+    relay(shared, client, up).await
+}
+
+/// What the handshake hands to the relay.
+struct Upstream {
+    conn: Conn<UpstreamStream>,
+    _cancel: crate::cancel::CancelGuard,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// Startup, TLS, upstream connection and authentication. `client` is filled
+/// in as soon as the connection is a [`Conn`], so the caller can still report
+/// a timeout to the client.
+async fn handshake(
+    shared: &Arc<Shared>,
+    tcp: TcpStream,
+    client_slot: &mut Option<Conn<ClientStream>>,
+) -> Result<Option<Upstream>, ProxyError> {
+    let cfg = &shared.config;
+    // PostgreSQL 17 direct TLS: the first byte is a TLS handshake record.
+    let mut first = [0u8; 1];
+    let direct_tls = tcp.peek(&mut first).await? == 1 && first[0] == 0x16;
+    let stream = if direct_tls {
+        let Some(acceptor) = &shared.tls_acceptor else {
+            return Err(ProxyError::TlsNotConfigured);
+        };
+        let tls = acceptor.accept(tcp).await.map_err(ProxyError::ClientTls)?;
+        if tls.get_ref().1.alpn_protocol() != Some(ALPN_POSTGRESQL) {
+            return Err(ProxyError::DirectTlsWithoutAlpn);
+        }
+        ClientStream::Tls(Box::new(tls))
+    } else {
+        ClientStream::Plain(tcp)
+    };
+    let mut client = client_slot.insert(Conn::new(stream));
+
+    let startup = loop {
+        let packet = loop {
+            if let Some(p) = startup::parse_startup(&mut client.rbuf)? {
+                break p;
+            }
+            client.fill().await?;
+        };
+        match packet {
+            StartupPacket::SslRequest => {
+                if client.stream.is_tls() {
+                    return refuse(
+                        client,
+                        ProxyError::UnexpectedClientMessage {
+                            phase: "startup (SSLRequest after TLS)",
+                        },
+                    )
+                    .await
+                    .map(|_| None);
+                }
+                let Some(acceptor) = &shared.tls_acceptor else {
+                    client.send(b"N").await?;
+                    continue;
+                };
+                // Bytes pipelined behind SSLRequest were sent in the clear and
+                // must not be treated as if they came over TLS (CVE-2021-23214).
+                if !client.rbuf.is_empty() {
+                    return refuse(
+                        client,
+                        ProxyError::UnexpectedClientMessage {
+                            phase: "startup (data after SSLRequest)",
+                        },
+                    )
+                    .await
+                    .map(|_| None);
+                }
+                client.send(b"S").await?;
+                let conn = client_slot.take().expect("set above");
+                let ClientStream::Plain(tcp) = conn.stream else {
+                    unreachable!("checked above: not TLS yet")
+                };
+                let tls = acceptor.accept(tcp).await.map_err(ProxyError::ClientTls)?;
+                client = client_slot.insert(Conn {
+                    stream: ClientStream::Tls(Box::new(tls)),
+                    rbuf: conn.rbuf,
+                    wbuf: conn.wbuf,
+                });
+            }
+            StartupPacket::GssEncRequest => client.send(b"N").await?,
+            StartupPacket::Cancel(c) => {
+                forward_cancel(shared, c).await;
+                return Ok(None);
+            }
+            StartupPacket::Startup(m) => break m,
+        }
+    };
+    let span = tracing::Span::current();
+    span.record("user", startup.user().unwrap_or(""));
+    debug!(
+        user = startup.user().unwrap_or(""),
+        database = startup.database().unwrap_or(""),
+        tls = client.stream.tls_version().unwrap_or("none"),
+        "startup"
+    );
+
+    if cfg.tls.require_tls && !client.stream.is_tls() {
+        return refuse(client, ProxyError::TlsRequired).await.map(|_| None);
+    }
+    let Ok(permit) = shared.limit.clone().try_acquire_owned() else {
+        return refuse(client, ProxyError::TooManyConnections)
+            .await
+            .map(|_| None);
+    };
+    let upstream = match connect_upstream(shared).await {
+        Ok(u) => u,
+        Err(e) => {
+            warn!(error = %e, "upstream connection failed");
+            return refuse(client, e).await.map(|_| None);
+        }
+    };
+    let mut up = Conn::new(upstream);
+    up.send(&startup.encode()).await?;
+    let Some(cancel) = authenticate(shared, client, &mut up, &startup).await? else {
+        return Ok(None);
+    };
+    Ok(Some(Upstream {
+        conn: up,
+        _cancel: cancel,
+        _permit: permit,
+    }))
+}
+
+async fn connect_upstream(shared: &Shared) -> Result<UpstreamStream, ProxyError> {
+    let cfg = &shared.config.upstream;
+    let connect = async {
+        let tcp = TcpStream::connect(&cfg.address)
+            .await
+            .map_err(|e| ProxyError::UpstreamConnect(e.to_string()))?;
+        let _ = tcp.set_nodelay(true);
+        let Some((connector, name)) = &shared.upstream_tls else {
+            return Ok(UpstreamStream::Plain(tcp));
+        };
+        let mut tcp = tcp;
+        tcp.write_all(&startup::ssl_request()).await?;
+        let mut answer = [0u8; 1];
+        tcp.read_exact(&mut answer).await?;
+        match answer[0] {
+            b'S' => {
+                let tls = connector
+                    .connect(name.clone(), tcp)
+                    .await
+                    .map_err(|e| ProxyError::UpstreamConnect(format!("TLS: {e}")))?;
+                Ok(UpstreamStream::Tls(Box::new(tls)))
+            }
+            b'N' if cfg.tls_mode == crate::config::UpstreamTlsMode::Prefer => {
+                Ok(UpstreamStream::Plain(tcp))
+            }
+            b'N' => Err(ProxyError::UpstreamConnect(
+                "server does not support TLS but upstream.tls_mode requires it".into(),
+            )),
+            _ => Err(ProxyError::UpstreamConnect(
+                "unexpected answer to SSLRequest".into(),
+            )),
+        }
+    };
+    tokio::time::timeout(
+        std::time::Duration::from_secs(cfg.connect_timeout_secs),
+        connect,
+    )
+    .await
+    .map_err(|_| ProxyError::UpstreamConnect("connect timeout".into()))?
+}
+
+/// Relays authentication until the first `ReadyForQuery`. Returns `None` when
+/// the server ended the login (wrong password, unknown database, ...): its
+/// FATAL error has been relayed and nothing after it is.
+async fn authenticate(
+    shared: &Arc<Shared>,
+    client: &mut Conn<ClientStream>,
+    up: &mut Conn<UpstreamStream>,
+    _startup: &StartupMessage,
+) -> Result<Option<crate::cancel::CancelGuard>, ProxyError> {
+    let client_reader = FrameReader::new(shared.config.max_message_size);
+    let server_reader = FrameReader::new(shared.config.max_message_size);
+    let mut cancel = None;
+    loop {
+        let f = up.read_frame(&server_reader).await.map_err(server_side)?;
+        match f.tag() {
+            backend::tag::AUTHENTICATION => {
+                let code = backend::auth_code(&f).map_err(ProxyError::ServerProtocol)?;
+                let expects_answer = match code {
+                    auth::OK | auth::SASL_FINAL => {
+                        client.push(f.raw());
+                        false
+                    }
+                    auth::SASL => {
+                        // Channel binding cannot survive TLS termination: the
+                        // client's TLS session is not the server's.
+                        let mechs: Vec<Bytes> = backend::sasl_mechanisms(&f)
+                            .map_err(ProxyError::ServerProtocol)?
+                            .into_iter()
+                            .filter(|m| !m.ends_with(b"-PLUS"))
+                            .collect();
+                        client.push(backend::sasl_request(&mechs).raw());
+                        true
+                    }
+                    auth::CLEARTEXT | auth::MD5 | auth::SASL_CONTINUE => {
+                        client.push(f.raw());
+                        true
+                    }
+                    other => {
+                        return refuse(client, ProxyError::UnsupportedAuth(other))
+                            .await
+                            .map(|_| None)
+                    }
+                };
+                client.flush().await?;
+                if expects_answer {
+                    let answer = client.read_frame(&client_reader).await?;
+                    if answer.tag() != frontend::tag::PASSWORD {
+                        return refuse(
+                            client,
+                            ProxyError::UnexpectedClientMessage {
+                                phase: "authentication",
+                            },
+                        )
+                        .await
+                        .map(|_| None);
+                    }
+                    up.send(answer.raw()).await?;
+                }
+            }
+            backend::tag::BACKEND_KEY_DATA => {
+                let key = BackendKeyData::decode(&f).map_err(ProxyError::ServerProtocol)?;
+                let (minted, guard) = shared.cancel.register(key);
+                cancel = Some(guard);
+                client.push(minted.encode().raw());
+            }
+            backend::tag::ERROR_RESPONSE => {
+                client.send(f.raw()).await?;
+                let fatal = ErrorFields::decode(&f)
+                    .map(|e| e.is_fatal())
+                    .unwrap_or(true);
+                if fatal {
+                    return Ok(None);
+                }
+            }
+            backend::tag::READY_FOR_QUERY => {
+                client.send(f.raw()).await?;
+                return Ok(Some(cancel.unwrap_or_else(|| {
+                    // A server that sends no BackendKeyData cannot be
+                    // cancelled; register nothing usable.
+                    shared
+                        .cancel
+                        .register(BackendKeyData {
+                            process_id: 0,
+                            secret: Bytes::from_static(&[0; 4]),
+                        })
+                        .1
+                })));
+            }
+            // ParameterStatus, NoticeResponse, NegotiateProtocolVersion.
+            _ => client.push(f.raw()),
+        }
+    }
+}
+
+/// Framing errors on the upstream side are the server's, not the client's.
+fn server_side(e: ProxyError) -> ProxyError {
+    match e {
+        ProxyError::ClientProtocol(w) => ProxyError::ServerProtocol(w),
+        other => other,
+    }
+}
+
+/// Relays a client's cancel request to the backend it names, if the key is
+/// one pgveil minted. Unknown keys are ignored silently, as PostgreSQL does.
+async fn forward_cancel(shared: &Arc<Shared>, req: CancelRequest) {
+    let Some(key) = shared.cancel.lookup(req.process_id, &req.secret) else {
+        debug!("cancel request with unknown key ignored");
+        return;
+    };
+    let real = CancelRequest {
+        process_id: key.process_id,
+        secret: key.secret,
+    };
+    match connect_upstream(shared).await {
+        Ok(mut s) => {
+            if let Err(e) = s.write_all(&real.encode()).await {
+                warn!(error = %e, "forwarding cancel request failed");
+            }
+            let _ = s.shutdown().await;
+            debug!("cancel request forwarded");
+        }
+        Err(e) => warn!(error = %e, "cancel request: upstream connection failed"),
+    }
+}
+
+/// The steady state: two pumps, one per direction, until either side ends.
+async fn relay(
+    shared: &Arc<Shared>,
+    client: Conn<ClientStream>,
+    up: Upstream,
+) -> Result<(), ProxyError> {
+    let Upstream {
+        conn: server,
+        _cancel,
+        _permit,
+    } = up;
+    let max = shared.config.max_message_size;
+    let (c_read, c_write) = tokio::io::split(client.stream);
+    let (s_read, s_write) = tokio::io::split(server.stream);
+    // The client writer is shared so that a protocol error found on the
+    // client→server side can still be reported to the client.
+    let c_write = Arc::new(tokio::sync::Mutex::new(c_write));
+    let s_write = Arc::new(tokio::sync::Mutex::new(s_write));
+    let result = {
+        let c2s = pump(
+            c_read,
+            client.rbuf,
+            s_write,
+            FrameReader::new(max),
+            Direction::ClientToServer,
+        );
+        let s2c = pump(
+            s_read,
+            server.rbuf,
+            c_write.clone(),
+            FrameReader::new(max),
+            Direction::ServerToClient,
+        );
+        // Whichever side finishes first ends the session; the other pump is
+        // dropped, which closes its sockets.
+        tokio::select! {
+            r = c2s => r,
+            r = s2c => r,
+        }
+    };
+    if let Err(e @ ProxyError::ClientProtocol(_)) = &result {
+        if let Some(f) = e.client_error() {
+            let mut w = c_write.lock().await;
+            let _ = w.write_all(f.raw()).await;
+            let _ = w.flush().await;
+        }
+    }
+    result
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    ClientToServer,
+    ServerToClient,
+}
+
+/// Moves frames from `read` to `write` until the session ends.
+///
+/// Frames are forwarded as raw bytes. Output is written when the input has no
+/// further complete frame (or [`FLUSH_THRESHOLD`] is reached), so a pipeline
+/// of messages costs one write, and nothing waits for a `Sync` that may never
+/// come (COPY data, simple queries).
+///
+/// Client→server ends after forwarding `Terminate` or at client EOF;
+/// server→client ends after relaying a FATAL error (nothing after it is
+/// relayed) or at server EOF.
+///
+/// Not cancel-safe in the sense of resuming: dropping it mid-write may leave a
+/// partial message on the wire, which is only done when the session ends.
+async fn pump<R, W>(
+    mut read: R,
+    mut rbuf: BytesMut,
+    write: Arc<tokio::sync::Mutex<W>>,
+    reader: FrameReader,
+    dir: Direction,
+) -> Result<(), ProxyError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut wbuf = BytesMut::with_capacity(READ_CHUNK);
+    let to_error = |e: pgveil_wire::WireError| match dir {
+        Direction::ClientToServer => ProxyError::ClientProtocol(e),
+        Direction::ServerToClient => ProxyError::ServerProtocol(e),
+    };
+    loop {
+        let mut end = false;
+        let mut bad = None;
+        loop {
+            let frame = match reader.parse(&mut rbuf) {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(e) => {
+                    bad = Some(to_error(e));
+                    break;
+                }
+            };
+            wbuf.extend_from_slice(frame.raw());
+            end = match dir {
+                Direction::ClientToServer => frame.tag() == frontend::tag::TERMINATE,
+                Direction::ServerToClient => {
+                    frame.tag() == backend::tag::ERROR_RESPONSE
+                        && ErrorFields::decode(&frame)
+                            .map(|e| e.is_fatal())
+                            .unwrap_or(true)
+                }
+            };
+            if end || wbuf.len() >= FLUSH_THRESHOLD {
+                break;
+            }
+        }
+        if !wbuf.is_empty() {
+            let mut w = write.lock().await;
+            w.write_all(&wbuf).await?;
+            w.flush().await?;
+            wbuf.clear();
+        }
+        if let Some(e) = bad {
+            return Err(e);
+        }
+        if end {
+            return Ok(());
+        }
+        if reader_has_frame(&rbuf) {
+            continue;
+        }
+        if rbuf.capacity() - rbuf.len() < 1024 {
+            rbuf.reserve(READ_CHUNK);
+        }
+        if read.read_buf(&mut rbuf).await? == 0 {
+            return match dir {
+                // A client closing without Terminate is normal enough.
+                Direction::ClientToServer => Ok(()),
+                Direction::ServerToClient => {
+                    Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into())
+                }
+            };
+        }
+    }
+}
+
+/// True when `rbuf` already holds at least one complete message header and
+/// body, i.e. parsing can continue without reading.
+fn reader_has_frame(rbuf: &BytesMut) -> bool {
+    if rbuf.len() < 5 {
+        return false;
+    }
+    let len = i32::from_be_bytes([rbuf[1], rbuf[2], rbuf[3], rbuf[4]]);
+    len < 4 || rbuf.len() >= len as usize + 1
+}
