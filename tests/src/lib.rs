@@ -1,2 +1,312 @@
-//! Test harness: ephemeral PostgreSQL clusters and an in-process pgveil.
+//! Test harness: one ephemeral PostgreSQL cluster per test binary, dev
+//! certificates, an in-process pgveil per test, and client helpers.
+//!
+//! The cluster is real (initdb with SCRAM-SHA-256, random free port, temp
+//! dir). It is shared by the tests of one binary; each test that changes data
+//! uses its own database ([`fresh_database`]). Its log is printed when a
+//! harness step fails, and kept (path printed) when `PGVEIL_KEEP_PG=1`.
 #![forbid(unsafe_code)]
+
+use pgveil::certs::DevCa;
+use pgveil::pgtemp::{self, Cluster};
+use pgveil::Config;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock};
+use tokio_util::sync::CancellationToken;
+
+/// Roles every cluster has, with their passwords.
+pub const SCRAM_USER: (&str, &str) = ("scram_user", "scram-secret-1");
+pub const MD5_USER: (&str, &str) = ("md5_user", "md5-secret-2");
+pub const CLEARTEXT_USER: (&str, &str) = ("cleartext_user", "clear-secret-3");
+
+/// The shared cluster of this test binary.
+pub fn cluster() -> &'static Cluster {
+    static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+    CLUSTER.get_or_init(|| {
+        let opts = pgtemp::Options {
+            max_connections: 400,
+            ..Default::default()
+        };
+        let mut c = match Cluster::start(&opts) {
+            Ok(c) => c,
+            Err(e) => panic!("cannot start PostgreSQL for the tests: {e}"),
+        };
+        if std::env::var_os("PGVEIL_KEEP_PG").is_some() {
+            eprintln!("keeping PostgreSQL directory {}", c.keep().display());
+        }
+        let setup = format!(
+            "CREATE ROLE {s} LOGIN SUPERUSER PASSWORD '{sp}';
+             SET password_encryption = 'md5';
+             CREATE ROLE {m} LOGIN SUPERUSER PASSWORD '{mp}';
+             RESET password_encryption;
+             CREATE ROLE {c} LOGIN PASSWORD '{cp}';",
+            s = SCRAM_USER.0,
+            sp = SCRAM_USER.1,
+            m = MD5_USER.0,
+            mp = MD5_USER.1,
+            c = CLEARTEXT_USER.0,
+            cp = CLEARTEXT_USER.1,
+        );
+        if let Err(e) = c.psql("postgres", &setup) {
+            panic!("cluster setup failed: {e}\n{}", c.log());
+        }
+        // TLS on the server too, so upstream TLS modes and SCRAM-SHA-256-PLUS
+        // (offered by PostgreSQL only over TLS) are exercised.
+        let (cert, key) = certs()
+            .ca
+            .issue_pem("localhost", &["localhost", "127.0.0.1"], false, 30)
+            .expect("upstream cert");
+        c.enable_ssl(&cert, &key)
+            .unwrap_or_else(|e| panic!("enabling ssl failed: {e}\n{}", c.log()));
+        c
+    })
+}
+
+/// Creates an empty database with a unique name and returns the name.
+pub fn fresh_database(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let name = format!(
+        "{prefix}_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    );
+    cluster()
+        .psql("postgres", &format!("CREATE DATABASE {name}"))
+        .unwrap_or_else(|e| panic!("CREATE DATABASE failed: {e}"));
+    name
+}
+
+/// Development certificates shared by the tests of one binary.
+pub struct TestCerts {
+    pub dir: PathBuf,
+    pub ca_file: PathBuf,
+    pub ca: DevCa,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+    pub ca_pem: String,
+}
+
+pub fn certs() -> &'static TestCerts {
+    static CERTS: OnceLock<TestCerts> = OnceLock::new();
+    CERTS.get_or_init(|| {
+        let dir = tempfile::Builder::new()
+            .prefix("pgveil-certs-")
+            .tempdir()
+            .expect("tempdir")
+            .keep();
+        let ca = DevCa::new("pgveil test CA").expect("CA");
+        let ca_path = dir.join("ca.crt");
+        ca.write_cert(&ca_path).expect("write CA");
+        let server = ca
+            .issue(
+                "localhost",
+                &["localhost", "127.0.0.1"],
+                false,
+                30,
+                &dir,
+                "server",
+            )
+            .expect("server cert");
+        let client = ca
+            .issue(SCRAM_USER.0, &[SCRAM_USER.0], true, 30, &dir, "client")
+            .expect("client cert");
+        TestCerts {
+            ca_pem: ca.cert_pem().to_string(),
+            dir,
+            ca_file: ca_path,
+            ca,
+            server_cert: server.cert,
+            server_key: server.key,
+            client_cert: client.cert,
+            client_key: client.key,
+        }
+    })
+}
+
+/// A pgveil server running inside the test's runtime. Stops when dropped.
+pub struct Proxy {
+    pub addr: std::net::SocketAddr,
+    pub config: Config,
+    token: CancellationToken,
+    handle: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Proxy {
+    /// A config pointing at the shared cluster, TLS enabled with the test certs.
+    pub fn config() -> Config {
+        let certs = certs();
+        let mut cfg = Config::default();
+        cfg.listen = "127.0.0.1:0".parse().unwrap();
+        cfg.upstream.address = cluster().address();
+        cfg.tls.cert_file = Some(certs.server_cert.clone());
+        cfg.tls.key_file = Some(certs.server_key.clone());
+        cfg.handshake_timeout_secs = 5;
+        cfg.shutdown_timeout_secs = 2;
+        cfg
+    }
+
+    /// Starts pgveil with the default test config.
+    pub async fn start() -> Proxy {
+        Self::start_with(Self::config()).await
+    }
+
+    pub async fn start_with(config: Config) -> Proxy {
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .expect("bind proxy");
+        let addr = listener.local_addr().unwrap();
+        let token = CancellationToken::new();
+        let shared = Arc::new(pgveil::server::Shared::new(config.clone()).expect("valid config"));
+        let handle = tokio::spawn(pgveil::server::serve(listener, shared, token.clone()));
+        Proxy {
+            addr,
+            config,
+            token,
+            handle: Some(handle),
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// A libpq URL through the proxy.
+    pub fn url(&self, user: (&str, &str), database: &str, sslmode: &str) -> String {
+        format!(
+            "postgres://{}:{}@localhost:{}/{database}?sslmode={sslmode}&sslrootcert={}",
+            user.0,
+            user.1,
+            self.port(),
+            certs().ca_file.display()
+        )
+    }
+
+    /// A tokio-postgres config through the proxy.
+    pub fn pg_config(&self, database: &str) -> tokio_postgres::Config {
+        let mut c = tokio_postgres::Config::new();
+        c.host("localhost")
+            .port(self.port())
+            .user(SCRAM_USER.0)
+            .password(SCRAM_USER.1)
+            .dbname(database);
+        c
+    }
+
+    /// Cancels the server and waits for it to finish its graceful shutdown.
+    pub async fn shutdown(mut self) {
+        self.token.cancel();
+        if let Some(h) = self.handle.take() {
+            let _ = h.await;
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.token.cancel();
+        if let Some(h) = self.handle.take() {
+            h.abort();
+        }
+    }
+}
+
+/// tokio-postgres config straight to the cluster.
+pub fn direct_config(database: &str) -> tokio_postgres::Config {
+    let mut c = tokio_postgres::Config::new();
+    c.host("127.0.0.1")
+        .port(cluster().port())
+        .user(SCRAM_USER.0)
+        .password(SCRAM_USER.1)
+        .dbname(database)
+        .ssl_mode(tokio_postgres::config::SslMode::Disable);
+    c
+}
+
+/// A rustls client config trusting the test CA.
+pub fn client_tls() -> rustls::ClientConfig {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in pgveil::tls::load_certs(&certs().ca_file).expect("CA") {
+        roots.add(c).expect("add CA");
+    }
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth()
+}
+
+/// Connects with tokio-postgres over TLS (verify-full against the test CA).
+pub async fn connect_tls(config: &tokio_postgres::Config) -> tokio_postgres::Client {
+    let mut config = config.clone();
+    config.ssl_mode(tokio_postgres::config::SslMode::Require);
+    let tls = tokio_postgres_rustls::MakeRustlsConnect::new(client_tls());
+    let (client, conn) = config.connect(tls).await.expect("connect over TLS");
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    client
+}
+
+/// Connects with tokio-postgres without TLS.
+pub async fn connect_plain(config: &tokio_postgres::Config) -> tokio_postgres::Client {
+    let mut config = config.clone();
+    config.ssl_mode(tokio_postgres::config::SslMode::Disable);
+    let (client, conn) = config
+        .connect(tokio_postgres::NoTls)
+        .await
+        .expect("connect without TLS");
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    client
+}
+
+/// Finds a PostgreSQL client program (psql, pgbench, pg_dump) next to the
+/// server binaries or on PATH.
+pub fn pg_program(name: &str) -> PathBuf {
+    let in_bindir = cluster().bindir().join(name);
+    if in_bindir.is_file() {
+        return in_bindir;
+    }
+    PathBuf::from(name)
+}
+
+/// Runs psql with `args`, connection given as a URL; returns its output.
+pub fn psql(url: &str, args: &[&str]) -> Output {
+    Command::new(pg_program("psql"))
+        .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", url])
+        .args(args)
+        .env_remove("PGPASSWORD")
+        .env("PGCONNECT_TIMEOUT", "10")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run psql")
+}
+
+/// stdout of a successful command, or a panic with its stderr.
+pub fn ok_stdout(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "command failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Path helper for files written by tests.
+pub fn scratch_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        tempfile::Builder::new()
+            .prefix("pgveil-test-")
+            .tempdir()
+            .expect("tempdir")
+            .keep()
+    })
+}

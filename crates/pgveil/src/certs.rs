@@ -54,17 +54,15 @@ impl DevCa {
         Ok(())
     }
 
-    /// Issues a certificate valid for `names` (DNS names or IP addresses).
-    /// `days` sets the validity (from now).
-    pub fn issue(
+    /// Issues a certificate valid for `names` (DNS names or IP addresses) for
+    /// `days` from now, returning `(certificate PEM, private key PEM)`.
+    pub fn issue_pem(
         &self,
         common_name: &str,
         names: &[&str],
         client: bool,
         days: i64,
-        dir: &Path,
-        stem: &str,
-    ) -> Result<IssuedFiles, CertError> {
+    ) -> Result<(String, String), CertError> {
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, common_name);
@@ -87,12 +85,26 @@ impl DevCa {
             (now + std::time::Duration::from_secs(days.max(1) as u64 * 86_400)).into();
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &self.issuer)?;
+        Ok((cert.pem(), key.serialize_pem()))
+    }
+
+    /// [`DevCa::issue_pem`], written to `dir/stem.crt` and `dir/stem.key` (0600).
+    pub fn issue(
+        &self,
+        common_name: &str,
+        names: &[&str],
+        client: bool,
+        days: i64,
+        dir: &Path,
+        stem: &str,
+    ) -> Result<IssuedFiles, CertError> {
+        let (cert, key) = self.issue_pem(common_name, names, client, days)?;
         let files = IssuedFiles {
             cert: dir.join(format!("{stem}.crt")),
             key: dir.join(format!("{stem}.key")),
         };
-        std::fs::write(&files.cert, cert.pem())?;
-        write_private(&files.key, &key.serialize_pem())?;
+        std::fs::write(&files.cert, cert)?;
+        write_private(&files.key, &key)?;
         Ok(files)
     }
 }

@@ -361,6 +361,21 @@ impl Cluster {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// Turns on TLS in the server with the given PEM certificate and key
+    /// (written into the data directory, owned by the server's user, mode 0600).
+    pub fn enable_ssl(&self, cert_pem: &str, key_pem: &str) -> Result<(), PgTempError> {
+        let data = self.data_dir();
+        std::fs::write(data.join("server.crt"), cert_pem)?;
+        crate::certs::write_private(&data.join("server.key"), key_pem)?;
+        if let Some(user) = &self.run_as {
+            chown_r(&data.join("server.crt"), user)?;
+            chown_r(&data.join("server.key"), user)?;
+        }
+        self.psql("postgres", "ALTER SYSTEM SET ssl = on")?;
+        self.psql("postgres", "SELECT pg_reload_conf()")?;
+        Ok(())
+    }
+
     /// Keeps the directory (data and log) after the cluster is dropped.
     pub fn keep(&mut self) -> PathBuf {
         if let Some(d) = self.dir.take() {

@@ -364,7 +364,7 @@ async fn authenticate(
                 client.push(minted.encode().raw());
             }
             backend::tag::ERROR_RESPONSE => {
-                client.send(f.raw()).await?;
+                client.send(explain_auth_error(&f).raw()).await?;
                 let fatal = ErrorFields::decode(&f)
                     .map(|e| e.is_fatal())
                     .unwrap_or(true);
@@ -390,6 +390,31 @@ async fn authenticate(
             _ => client.push(f.raw()),
         }
     }
+}
+
+/// PostgreSQL refuses SCRAM when a TLS client (which then announces channel
+/// binding support, gs2 flag `y`) talks to a TLS server that offers
+/// `SCRAM-SHA-256-PLUS` (a downgrade check). pgveil cannot rewrite the flag
+/// without invalidating the client's proof, so it explains the fix instead.
+fn explain_auth_error(f: &Frame) -> Frame {
+    let Ok(mut e) = ErrorFields::decode(f) else {
+        return f.clone();
+    };
+    let negotiation = e
+        .get(backend::field::MESSAGE)
+        .is_some_and(|m| m.windows(29).any(|w| w == b"channel binding negotiation e"));
+    if !negotiation || e.get(backend::field::HINT).is_some() {
+        return f.clone();
+    }
+    e.fields.push((
+        backend::field::HINT,
+        Bytes::from_static(
+            b"pgveil terminates TLS, so SCRAM channel binding cannot reach the server. \
+              Connect with channel_binding=disable, or run pgveil with upstream.tls_mode = \"disable\" \
+              (e.g. over a private network or loopback).",
+        ),
+    ));
+    e.encode(backend::tag::ERROR_RESPONSE)
 }
 
 /// Framing errors on the upstream side are the server's, not the client's.
