@@ -118,6 +118,15 @@ async fn session(shared: &Arc<Shared>, tcp: TcpStream) -> Result<(), ProxyError>
     let handshake =
         tokio::time::timeout(cfg.handshake_timeout(), handshake(shared, tcp, &mut client)).await;
     let established = match handshake {
+        Ok(Err(
+            e @ (ProxyError::ClientProtocol(_) | ProxyError::UnexpectedClientMessage { .. }),
+        )) => {
+            // Malformed or oversized startup-phase input: say why (08P01).
+            return match client.as_mut() {
+                Some(c) => refuse(c, e).await,
+                None => Err(e),
+            };
+        }
         Ok(r) => r?,
         Err(_) => {
             if let Some(c) = client.as_mut() {
