@@ -44,6 +44,12 @@ pub struct Config {
     pub tls: TlsConfig,
     pub upstream: UpstreamConfig,
     pub log: LogConfig,
+    pub policy: PolicyConfig,
+    pub keys: KeysConfig,
+    /// Directory relative paths in this file are resolved against (the file's
+    /// own directory; the working directory for defaults).
+    #[serde(skip)]
+    pub base_dir: PathBuf,
 }
 
 impl Default for Config {
@@ -57,6 +63,9 @@ impl Default for Config {
             tls: TlsConfig::default(),
             upstream: UpstreamConfig::default(),
             log: LogConfig::default(),
+            policy: PolicyConfig::default(),
+            keys: KeysConfig::default(),
+            base_dir: PathBuf::from("."),
         }
     }
 }
@@ -124,6 +133,56 @@ impl UpstreamConfig {
             _ => a,
         };
         host.trim_start_matches('[').trim_end_matches(']')
+    }
+}
+
+/// Where the column policy lives.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    /// Policy TOML file (see `config/clinic.example.toml`). No file: nothing
+    /// is protected and pgveil is a plain TLS-terminating proxy.
+    pub file: Option<PathBuf>,
+}
+
+/// Where the key-encryption key comes from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KekProviderKind {
+    /// A file with the base64 KEK, readable by its owner only (development).
+    #[default]
+    File,
+    /// Base64 KEK in an environment variable (development, containers).
+    Env,
+}
+
+/// Keys: the KEK and the keyring of wrapped data keys.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeysConfig {
+    pub kek_provider: KekProviderKind,
+    /// KEK file for `kek_provider = "file"` (default: `pgveil-kek.key` beside the policy).
+    pub kek_file: Option<PathBuf>,
+    /// Variable holding the KEK for `kek_provider = "env"`.
+    pub kek_env: String,
+    /// Keyring file (default: `pgveil-keyring.toml` beside the policy).
+    pub keyring_file: Option<PathBuf>,
+    /// Encryptions one randomized data key may perform before rotation is required.
+    pub max_encryptions_per_key: u64,
+    /// Rotation period the key-age alerts compare against.
+    pub rotation_period_days: u64,
+}
+
+impl Default for KeysConfig {
+    fn default() -> Self {
+        Self {
+            kek_provider: KekProviderKind::File,
+            kek_file: None,
+            kek_env: "PGVEIL_KEK".into(),
+            keyring_file: None,
+            max_encryptions_per_key: 1 << 31,
+            rotation_period_days: 90,
+        }
     }
 }
 
@@ -209,8 +268,21 @@ impl Config {
             set_path(&mut doc, &path, &value);
             overridden = true;
         }
+        let base_dir = path
+            .and_then(|p| p.parent())
+            .map(|p| {
+                if p.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    p
+                }
+            })
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
         if !overridden {
-            return Config::from_toml(&src, &origin);
+            let mut cfg = Config::from_toml(&src, &origin)?;
+            cfg.base_dir = base_dir;
+            return Ok(cfg);
         }
         let cfg: Config = toml::Value::Table(doc)
             .try_into()
@@ -219,7 +291,46 @@ impl Config {
                 message: e.to_string(),
             })?;
         cfg.validate(&origin)?;
+        let mut cfg = cfg;
+        cfg.base_dir = base_dir;
         Ok(cfg)
+    }
+
+    /// Resolves a path from the file relative to the file's directory.
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+
+    /// The policy file, resolved.
+    pub fn policy_file(&self) -> Option<PathBuf> {
+        self.policy.file.as_deref().map(|p| self.resolve(p))
+    }
+
+    /// Directory that holds the policy (defaults for key files live there).
+    fn key_dir(&self) -> PathBuf {
+        self.policy_file()
+            .and_then(|p| p.parent().map(Path::to_path_buf))
+            .unwrap_or_else(|| self.base_dir.clone())
+    }
+
+    /// The keyring file, resolved (default: beside the policy).
+    pub fn keyring_file(&self) -> PathBuf {
+        match &self.keys.keyring_file {
+            Some(p) => self.resolve(p),
+            None => self.key_dir().join("pgveil-keyring.toml"),
+        }
+    }
+
+    /// The KEK file, resolved (default: beside the policy).
+    pub fn kek_file(&self) -> PathBuf {
+        match &self.keys.kek_file {
+            Some(p) => self.resolve(p),
+            None => self.key_dir().join("pgveil-kek.key"),
+        }
     }
 
     fn validate(&self, origin: &str) -> Result<(), ConfigError> {
@@ -244,6 +355,12 @@ impl Config {
         }
         if self.max_connections == 0 {
             return bad("max_connections must be at least 1".into());
+        }
+        if self.keys.max_encryptions_per_key == 0 || self.keys.max_encryptions_per_key > 1 << 32 {
+            return bad(
+                "keys.max_encryptions_per_key must be between 1 and 2^32 (AES-GCM random nonces)"
+                    .into(),
+            );
         }
         if self.max_message_size < 1024 {
             return bad("max_message_size must be at least 1024 bytes".into());
@@ -359,5 +476,21 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(u.host(), "::1");
+    }
+}
+
+#[cfg(test)]
+mod example_tests {
+    use super::*;
+
+    #[test]
+    fn example_config_parses() {
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../config/pgveil.example.toml"
+        ));
+        let cfg = Config::load(Some(path), Vec::new()).unwrap();
+        assert!(cfg.policy_file().unwrap().ends_with("clinic.example.toml"));
+        assert!(cfg.keyring_file().ends_with("pgveil-keyring.toml"));
     }
 }
