@@ -314,8 +314,12 @@ pub struct ErrorFields {
 
 impl ErrorFields {
     pub fn decode(frame: &Frame) -> Result<Self, WireError> {
-        let body = frame.body_bytes();
-        let mut r = Reader::new(&body, "ErrorResponse");
+        Self::decode_body(&frame.body_bytes())
+    }
+
+    /// Decodes an `ErrorResponse`/`NoticeResponse` body.
+    pub fn decode_body(body: &Bytes) -> Result<Self, WireError> {
+        let mut r = Reader::new(body, "ErrorResponse");
         let mut fields = Vec::new();
         loop {
             let code = r.u8()?;

@@ -88,12 +88,13 @@ impl FrameReader {
         self.max_body
     }
 
-    /// Splits one complete message off the front of `buf`.
+    /// Checks the message at the front of `buf` without consuming it.
     ///
-    /// Returns `Ok(None)` while the message is incomplete. The length is checked
-    /// as soon as the header is in, so an oversized claim is refused before its
-    /// body is buffered.
-    pub fn parse(&self, buf: &mut BytesMut) -> Result<Option<Frame>, WireError> {
+    /// Returns its tag and total length (header included) once it is complete,
+    /// `Ok(None)` while it is not. The same caps as [`FrameReader::parse`]
+    /// apply. Lets a relay forward runs of messages straight from its read
+    /// buffer, without splitting or copying them.
+    pub fn peek(&self, buf: &[u8]) -> Result<Option<(u8, usize)>, WireError> {
         if buf.len() < 5 {
             return Ok(None);
         }
@@ -114,12 +115,38 @@ impl FrameReader {
         }
         let total = body + 5;
         if buf.len() < total {
-            buf.reserve(total - buf.len());
             return Ok(None);
         }
-        Ok(Some(Frame {
-            raw: buf.split_to(total).freeze(),
-        }))
+        Ok(Some((buf[0], total)))
+    }
+
+    /// The total length of the message whose header starts `buf`, once the
+    /// header is complete (for reserving buffer space).
+    pub fn declared_total(buf: &[u8]) -> Option<usize> {
+        if buf.len() < 5 {
+            return None;
+        }
+        let len = i32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]);
+        usize::try_from(len).ok().map(|l| l + 1)
+    }
+
+    /// Splits one complete message off the front of `buf`.
+    ///
+    /// Returns `Ok(None)` while the message is incomplete. The length is checked
+    /// as soon as the header is in, so an oversized claim is refused before its
+    /// body is buffered.
+    pub fn parse(&self, buf: &mut BytesMut) -> Result<Option<Frame>, WireError> {
+        match self.peek(buf)? {
+            Some((_, total)) => Ok(Some(Frame {
+                raw: buf.split_to(total).freeze(),
+            })),
+            None => {
+                if let Some(total) = Self::declared_total(buf) {
+                    buf.reserve(total.saturating_sub(buf.len()));
+                }
+                Ok(None)
+            }
+        }
     }
 }
 

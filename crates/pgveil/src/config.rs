@@ -41,6 +41,8 @@ pub struct Config {
     pub shutdown_timeout_secs: u64,
     /// Largest message accepted from either side (bytes).
     pub max_message_size: usize,
+    /// Runtime worker threads; 0 means one per CPU.
+    pub worker_threads: usize,
     pub tls: TlsConfig,
     pub upstream: UpstreamConfig,
     pub log: LogConfig,
@@ -60,6 +62,7 @@ impl Default for Config {
             handshake_timeout_secs: 10,
             shutdown_timeout_secs: 30,
             max_message_size: pgveil_wire::frame::DEFAULT_MAX_MESSAGE,
+            worker_threads: 0,
             tls: TlsConfig::default(),
             upstream: UpstreamConfig::default(),
             log: LogConfig::default(),

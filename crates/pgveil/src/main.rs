@@ -77,10 +77,19 @@ async fn shutdown_signal(token: CancellationToken) {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let runtime = |workers: usize| {
+        // One worker: a current-thread runtime, which batches readiness
+        // events the way PgBouncer's single event loop does.
+        let mut b = if workers == 1 {
+            tokio::runtime::Builder::new_current_thread()
+        } else {
+            tokio::runtime::Builder::new_multi_thread()
+        };
+        if workers > 1 {
+            b.worker_threads(workers);
+        }
+        b.enable_all().build().context("starting the async runtime")
+    };
     match cli.command {
         Command::Serve {
             config,
@@ -95,7 +104,7 @@ fn main() -> anyhow::Result<()> {
                 cfg.upstream.address = u;
             }
             init_logging(cfg.log.format, &cfg.log.level);
-            rt.block_on(async move {
+            runtime(cfg.worker_threads)?.block_on(async move {
                 let listener = tokio::net::TcpListener::bind(cfg.listen)
                     .await
                     .with_context(|| format!("cannot listen on {}", cfg.listen))?;
@@ -107,7 +116,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Demo { port } => {
             init_logging(LogFormat::Human, "info");
-            rt.block_on(async move {
+            runtime(0)?.block_on(async move {
                 let token = CancellationToken::new();
                 tokio::spawn(shutdown_signal(token.clone()));
                 pgveil::demo::run(port, token).await

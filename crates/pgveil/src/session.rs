@@ -14,7 +14,7 @@
 use crate::error::ProxyError;
 use crate::server::Shared;
 use crate::tls::{ClientStream, UpstreamStream, ALPN_POSTGRESQL};
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use pgveil_wire::backend::{self, auth, BackendKeyData, ErrorFields};
 use pgveil_wire::frontend;
 use pgveil_wire::startup::{self, CancelRequest, StartupMessage, StartupPacket};
@@ -457,6 +457,37 @@ async fn forward_cancel(shared: &Arc<Shared>, req: CancelRequest) {
     }
 }
 
+type BoxRead = Box<dyn AsyncRead + Send + Unpin>;
+type BoxWrite = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// Splits a stream into owned halves: lock-free for plain TCP, via
+/// `tokio::io::split` for TLS (whose state both directions share).
+fn split_client(s: ClientStream) -> (BoxRead, BoxWrite) {
+    match s {
+        ClientStream::Plain(t) => {
+            let (r, w) = t.into_split();
+            (Box::new(r), Box::new(w))
+        }
+        tls => {
+            let (r, w) = tokio::io::split(tls);
+            (Box::new(r), Box::new(w))
+        }
+    }
+}
+
+fn split_upstream(s: UpstreamStream) -> (BoxRead, BoxWrite) {
+    match s {
+        UpstreamStream::Plain(t) => {
+            let (r, w) = t.into_split();
+            (Box::new(r), Box::new(w))
+        }
+        tls => {
+            let (r, w) = tokio::io::split(tls);
+            (Box::new(r), Box::new(w))
+        }
+    }
+}
+
 /// The steady state: two pumps, one per direction, until either side ends.
 async fn relay(
     shared: &Arc<Shared>,
@@ -469,8 +500,8 @@ async fn relay(
         _permit,
     } = up;
     let max = shared.config.max_message_size;
-    let (c_read, c_write) = tokio::io::split(client.stream);
-    let (s_read, s_write) = tokio::io::split(server.stream);
+    let (c_read, c_write) = split_client(client.stream);
+    let (s_read, s_write) = split_upstream(server.stream);
     // The client writer is shared so that a protocol error found on the
     // client→server side can still be reported to the client.
     let c_write = Arc::new(tokio::sync::Mutex::new(c_write));
@@ -513,66 +544,78 @@ enum Direction {
     ServerToClient,
 }
 
-/// Moves frames from `read` to `write` until the session ends.
+/// True for a server `ErrorResponse` of severity FATAL or PANIC (or one too
+/// malformed to tell, which ends the session just the same).
+fn is_fatal_error(message: &[u8]) -> bool {
+    let body = Bytes::copy_from_slice(&message[5..]);
+    ErrorFields::decode_body(&body)
+        .map(|e| e.is_fatal())
+        .unwrap_or(true)
+}
+
+/// Moves messages from `read` to `write` until the session ends.
 ///
-/// Frames are forwarded as raw bytes. Output is written when the input has no
-/// further complete frame (or [`FLUSH_THRESHOLD`] is reached), so a pipeline
-/// of messages costs one write, and nothing waits for a `Sync` that may never
+/// Complete messages are checked in place (length caps, tag) and forwarded
+/// as one contiguous run straight from the read buffer: no per-message
+/// allocation or copy. Output is written when the input has no further
+/// complete message (or [`FLUSH_THRESHOLD`] is reached), so a pipeline of
+/// messages costs one write, and nothing waits for a `Sync` that may never
 /// come (COPY data, simple queries).
 ///
 /// Client→server ends after forwarding `Terminate` or at client EOF;
 /// server→client ends after relaying a FATAL error (nothing after it is
-/// relayed) or at server EOF.
+/// relayed) or at server EOF. A malformed message ends the session after the
+/// complete messages before it are forwarded.
 ///
-/// Not cancel-safe in the sense of resuming: dropping it mid-write may leave a
-/// partial message on the wire, which is only done when the session ends.
-async fn pump<R, W>(
-    mut read: R,
+/// Dropping this future mid-write may leave a partial message on the wire;
+/// that only happens when the session ends anyway.
+async fn pump(
+    mut read: BoxRead,
     mut rbuf: BytesMut,
-    write: Arc<tokio::sync::Mutex<W>>,
+    write: Arc<tokio::sync::Mutex<BoxWrite>>,
     reader: FrameReader,
     dir: Direction,
-) -> Result<(), ProxyError>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    let mut wbuf = BytesMut::with_capacity(READ_CHUNK);
-    let to_error = |e: pgveil_wire::WireError| match dir {
-        Direction::ClientToServer => ProxyError::ClientProtocol(e),
-        Direction::ServerToClient => ProxyError::ServerProtocol(e),
-    };
+) -> Result<(), ProxyError> {
     loop {
+        let mut off = 0;
         let mut end = false;
         let mut bad = None;
         loop {
-            let frame = match reader.parse(&mut rbuf) {
-                Ok(Some(f)) => f,
-                Ok(None) => break,
-                Err(e) => {
-                    bad = Some(to_error(e));
+            match reader.peek(&rbuf[off..]) {
+                Ok(Some((tag, total))) => {
+                    end = match dir {
+                        Direction::ClientToServer => tag == frontend::tag::TERMINATE,
+                        Direction::ServerToClient => {
+                            tag == backend::tag::ERROR_RESPONSE
+                                && is_fatal_error(&rbuf[off..off + total])
+                        }
+                    };
+                    off += total;
+                    if end || off >= FLUSH_THRESHOLD {
+                        break;
+                    }
+                }
+                Ok(None) => {
+                    if let Some(total) = FrameReader::declared_total(&rbuf[off..]) {
+                        rbuf.reserve(total.saturating_sub(rbuf.len() - off));
+                    }
                     break;
                 }
-            };
-            wbuf.extend_from_slice(frame.raw());
-            end = match dir {
-                Direction::ClientToServer => frame.tag() == frontend::tag::TERMINATE,
-                Direction::ServerToClient => {
-                    frame.tag() == backend::tag::ERROR_RESPONSE
-                        && ErrorFields::decode(&frame)
-                            .map(|e| e.is_fatal())
-                            .unwrap_or(true)
+                Err(e) => {
+                    bad = Some(match dir {
+                        Direction::ClientToServer => ProxyError::ClientProtocol(e),
+                        Direction::ServerToClient => ProxyError::ServerProtocol(e),
+                    });
+                    break;
                 }
-            };
-            if end || wbuf.len() >= FLUSH_THRESHOLD {
-                break;
             }
         }
-        if !wbuf.is_empty() {
+        if off > 0 {
             let mut w = write.lock().await;
-            w.write_all(&wbuf).await?;
+            w.write_all(&rbuf[..off]).await?;
             w.flush().await?;
-            wbuf.clear();
+            drop(w);
+            rbuf.advance(off);
         }
         if let Some(e) = bad {
             return Err(e);
@@ -580,8 +623,8 @@ where
         if end {
             return Ok(());
         }
-        if reader_has_frame(&rbuf) {
-            continue;
+        if off >= FLUSH_THRESHOLD {
+            continue; // more may already be buffered
         }
         if rbuf.capacity() - rbuf.len() < 1024 {
             rbuf.reserve(READ_CHUNK);
@@ -596,14 +639,4 @@ where
             };
         }
     }
-}
-
-/// True when `rbuf` already holds at least one complete message header and
-/// body, i.e. parsing can continue without reading.
-fn reader_has_frame(rbuf: &BytesMut) -> bool {
-    if rbuf.len() < 5 {
-        return false;
-    }
-    let len = i32::from_be_bytes([rbuf[1], rbuf[2], rbuf[3], rbuf[4]]);
-    len < 4 || rbuf.len() >= len as usize + 1
 }
