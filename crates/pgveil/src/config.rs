@@ -168,7 +168,7 @@ pub struct KeysConfig {
     pub kek_file: Option<PathBuf>,
     /// Variable holding the KEK for `kek_provider = "env"`.
     pub kek_env: String,
-    /// Keyring file (default: `pgveil-keyring.toml` beside the policy).
+    /// Keyring file (default: `pgveil-keyring.json` beside the policy).
     pub keyring_file: Option<PathBuf>,
     /// Encryptions one randomized data key may perform before rotation is required.
     pub max_encryptions_per_key: u64,
@@ -324,7 +324,7 @@ impl Config {
     pub fn keyring_file(&self) -> PathBuf {
         match &self.keys.keyring_file {
             Some(p) => self.resolve(p),
-            None => self.key_dir().join("pgveil-keyring.toml"),
+            None => self.key_dir().join("pgveil-keyring.json"),
         }
     }
 
@@ -494,6 +494,6 @@ mod example_tests {
         ));
         let cfg = Config::load(Some(path), Vec::new()).unwrap();
         assert!(cfg.policy_file().unwrap().ends_with("clinic.example.toml"));
-        assert!(cfg.keyring_file().ends_with("pgveil-keyring.toml"));
+        assert!(cfg.keyring_file().ends_with("pgveil-keyring.json"));
     }
 }

@@ -99,3 +99,26 @@ fn pg_version(demo: &Demo) -> String {
         .and_then(|s| s.split_whitespace().nth(2).map(str::to_string))
         .unwrap_or_else(|| "?".into())
 }
+
+/// The SQL DDL embedded as a comment block in a policy file (the indented
+/// `#   ` lines after the "Schema (DDL)" heading), as the demo runs it.
+pub fn policy_ddl(policy_src: &str) -> String {
+    let mut out = String::new();
+    let mut in_block = false;
+    for line in policy_src.lines() {
+        if line.starts_with("# Schema (DDL)") {
+            in_block = true;
+            continue;
+        }
+        if !in_block {
+            continue;
+        }
+        if let Some(sql) = line.strip_prefix("#   ") {
+            out.push_str(sql);
+            out.push('\n');
+        } else if !line.starts_with('#') {
+            break; // the block ends where the TOML begins
+        }
+    }
+    out
+}

@@ -6,8 +6,10 @@
 #![forbid(unsafe_code)]
 
 pub mod cancel;
+pub mod check;
 pub mod config;
 pub mod error;
+pub mod keys;
 pub mod server;
 pub mod session;
 pub mod tls;

@@ -39,10 +39,34 @@ enum Command {
         #[arg(long, default_value_t = 6432)]
         port: u16,
     },
-    /// Validate a configuration file and exit.
+    /// Validate configuration, policy and keys; with --database also the live catalog.
     Check {
         #[arg(long, short)]
         config: Option<PathBuf>,
+        /// libpq URL of the database to check the policy against.
+        #[arg(long)]
+        database: Option<String>,
+    },
+    /// Manage data keys (never prints key bytes).
+    Keys {
+        #[arg(long, short, global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create the development KEK (file provider) and the keyring with every policy key.
+    Init,
+    /// List key names, versions, modes, states and ages.
+    List,
+    /// Make a new version of a column's key active; the old one becomes decrypt-only.
+    Rotate {
+        /// The protected column, schema.table.column.
+        #[arg(long)]
+        column: String,
     },
 }
 
@@ -122,10 +146,21 @@ fn main() -> anyhow::Result<()> {
                 pgveil::demo::run(port, token).await
             })
         }
-        Command::Check { config } => {
+        Command::Check { config, database } => {
             let cfg = load_config(config.as_deref())?;
-            pgveil::server::Shared::new(cfg).context("configuration is invalid")?;
-            println!("configuration OK");
+            let mut out = std::io::stdout();
+            runtime(1)?.block_on(pgveil::check::run(&cfg, database.as_deref(), &mut out))?;
+            println!("check passed");
+            Ok(())
+        }
+        Command::Keys { config, command } => {
+            let cfg = load_config(config.as_deref())?;
+            let mut out = std::io::stdout();
+            match command {
+                KeysCommand::Init => pgveil::keys::init(&cfg, &mut out)?,
+                KeysCommand::List => pgveil::keys::list(&cfg, &mut out)?,
+                KeysCommand::Rotate { column } => pgveil::keys::rotate(&cfg, &column, &mut out)?,
+            }
             Ok(())
         }
     }
