@@ -139,8 +139,10 @@ impl Proxy {
     /// A config pointing at the shared cluster, TLS enabled with the test certs.
     pub fn config() -> Config {
         let certs = certs();
-        let mut cfg = Config::default();
-        cfg.listen = "127.0.0.1:0".parse().unwrap();
+        let mut cfg = Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            ..Config::default()
+        };
         cfg.upstream.address = cluster().address();
         cfg.tls.cert_file = Some(certs.server_cert.clone());
         cfg.tls.key_file = Some(certs.server_key.clone());

@@ -7,8 +7,10 @@ use pgveil_tests::*;
 fn clinic_config(dir: &std::path::Path) -> Config {
     let src = include_str!("../../config/clinic.example.toml");
     std::fs::write(dir.join("clinic.toml"), src).unwrap();
-    let mut cfg = Config::default();
-    cfg.base_dir = dir.to_path_buf();
+    let mut cfg = Config {
+        base_dir: dir.to_path_buf(),
+        ..Config::default()
+    };
     cfg.policy.file = Some("clinic.toml".into());
     cfg
 }

@@ -140,7 +140,6 @@ async fn disconnect_mid_query_and_mid_copy_leaves_others_alone() {
         .unwrap();
     sink.flush().await.unwrap();
     conn_task.abort();
-    drop(sink);
     drop(c);
 
     // The other session is unaffected, the aborted COPY stored nothing, and

@@ -49,8 +49,10 @@ impl Demo {
         } else {
             listen_port
         };
-        let mut config = Config::default();
-        config.listen = ([127, 0, 0, 1], port).into();
+        let mut config = Config {
+            listen: ([127, 0, 0, 1], port).into(),
+            ..Config::default()
+        };
         config.upstream.address = cluster.address();
         config.tls.cert_file = Some(server.cert);
         config.tls.key_file = Some(server.key);

@@ -372,8 +372,10 @@ mod tests {
             dir.path().join("policy.toml"),
         )
         .unwrap();
-        let mut cfg = Config::default();
-        cfg.base_dir = dir.path().to_path_buf();
+        let mut cfg = Config {
+            base_dir: dir.path().to_path_buf(),
+            ..Config::default()
+        };
         cfg.policy.file = Some("policy.toml".into());
         (dir, cfg)
     }
