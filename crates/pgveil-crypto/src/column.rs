@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use aes_gcm::aead::inout::InOutBuf;
 use aes_gcm::aead::AeadInOut as _;
-use aes_gcm::{Aes256Gcm, KeyInit as _};
+use aes_gcm::KeyInit as _;
 use aes_gcm_siv::Aes256GcmSiv;
 use hmac::{Hmac, Mac as _};
 use sha2::Sha256;
@@ -73,7 +73,10 @@ struct VersionKeys {
 }
 
 enum VersionCipher {
-    Randomized(Aes256Gcm),
+    /// AES-256-GCM from `ring` (assembly, ~2x the RustCrypto `aes-gcm` speed
+    /// on values up to a few hundred bytes on this class of CPU; the
+    /// known-answer tests pin it to the NIST vectors).
+    Randomized(ring::aead::LessSafeKey),
     Deterministic {
         siv: Aes256GcmSiv,
         /// Pre-keyed HMAC state, cloned per value to derive the synthetic nonce.
@@ -158,7 +161,9 @@ impl ColumnKeys {
         let cipher = match mode {
             EncryptionMode::Randomized => {
                 let k = derive_subkey(dek, &self.key_name, version, LABEL_GCM);
-                VersionCipher::Randomized(Aes256Gcm::new(&(*k).into()))
+                let unbound = ring::aead::UnboundKey::new(&ring::aead::AES_256_GCM, k.as_ref())
+                    .expect("AES-256 key is 32 bytes");
+                VersionCipher::Randomized(ring::aead::LessSafeKey::new(unbound))
             }
             EncryptionMode::Deterministic => {
                 let k = derive_subkey(dek, &self.key_name, version, LABEL_SIV);
@@ -404,13 +409,23 @@ impl ColumnKeys {
         let tag: [u8; TAG_LEN] = tag.try_into().expect("length checked");
         let start = out.len();
         out.resize(start + ciphertext.len(), 0);
-        let buf = InOutBuf::new(ciphertext, &mut out[start..]).expect("equal lengths");
         let result = match &keys.cipher {
             VersionCipher::Randomized(gcm) => {
-                gcm.decrypt_inout_detached(&nonce.into(), &keys.aad, buf, &tag.into())
+                out[start..].copy_from_slice(ciphertext);
+                gcm.open_in_place_separate_tag(
+                    ring::aead::Nonce::assume_unique_for_key(nonce),
+                    ring::aead::Aad::from(&keys.aad[..]),
+                    ring::aead::Tag::from(tag),
+                    &mut out[start..],
+                    0..,
+                )
+                .map(|_| ())
+                .map_err(|_| ())
             }
             VersionCipher::Deterministic { siv, .. } => {
+                let buf = InOutBuf::new(ciphertext, &mut out[start..]).expect("equal lengths");
                 siv.decrypt_inout_detached(&nonce.into(), &keys.aad, buf, &tag.into())
+                    .map_err(|_| ())
             }
         };
         if result.is_err() {
@@ -469,11 +484,21 @@ fn encrypt_version(
     out.extend_from_slice(&keys.header);
     out.extend_from_slice(&nonce);
     out.extend_from_slice(plaintext);
-    let buf: InOutBuf<'_, '_, u8> = (&mut out[start + PREFIX_LEN..]).into();
-    let tag = match &keys.cipher {
-        VersionCipher::Randomized(gcm) => gcm.encrypt_inout_detached(&nonce.into(), &keys.aad, buf),
+    let in_out = &mut out[start + PREFIX_LEN..];
+    let tag: Result<[u8; TAG_LEN], ()> = match &keys.cipher {
+        VersionCipher::Randomized(gcm) => gcm
+            .seal_in_place_separate_tag(
+                ring::aead::Nonce::assume_unique_for_key(nonce),
+                ring::aead::Aad::from(&keys.aad[..]),
+                in_out,
+            )
+            .map(|t| t.as_ref().try_into().expect("GCM tag is 16 bytes"))
+            .map_err(|_| ()),
         VersionCipher::Deterministic { siv, .. } => {
+            let buf: InOutBuf<'_, '_, u8> = in_out.into();
             siv.encrypt_inout_detached(&nonce.into(), &keys.aad, buf)
+                .map(|t| t.into())
+                .map_err(|_| ())
         }
     };
     match tag {

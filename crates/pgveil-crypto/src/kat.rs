@@ -140,6 +140,33 @@ fn aes_256_gcm_vectors() {
     }
 }
 
+/// The same vectors through `ring`, which performs randomized-mode
+/// encryption (the `aes-gcm` crate wraps data keys).
+#[test]
+fn aes_256_gcm_vectors_ring() {
+    use ring::aead::{Aad, LessSafeKey, Nonce as RingNonce, UnboundKey, AES_256_GCM};
+    for v in GCM {
+        let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &hex(v.key)).unwrap());
+        let nonce: [u8; 12] = hex(v.nonce).try_into().unwrap();
+        let mut buf = hex(v.plaintext);
+        key.seal_in_place_append_tag(
+            RingNonce::assume_unique_for_key(nonce),
+            Aad::from(hex(v.aad)),
+            &mut buf,
+        )
+        .unwrap();
+        assert_eq!(to_hex(&buf), to_hex(&hex(v.sealed)));
+        let opened = key
+            .open_in_place(
+                RingNonce::assume_unique_for_key(nonce),
+                Aad::from(hex(v.aad)),
+                &mut buf,
+            )
+            .unwrap();
+        assert_eq!(opened, hex(v.plaintext).as_slice());
+    }
+}
+
 #[test]
 fn aes_256_gcm_siv_vectors() {
     for v in GCM_SIV {
