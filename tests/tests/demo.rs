@@ -1,0 +1,81 @@
+//! The quickstart: `pgveil demo` prints working URLs, serves psql over
+//! verified TLS, and cleans up on SIGTERM (the binary, as a user runs it).
+
+use pgveil_tests::*;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The `pgveil` binary next to this test executable (built on demand).
+fn pgveil_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(|d| d.parent()).unwrap().to_path_buf();
+    let bin = dir.join("pgveil");
+    if !bin.is_file() {
+        let profile_release = dir.ends_with("release");
+        let mut c = Command::new(env!("CARGO"));
+        c.args(["build", "-p", "pgveil", "--bin", "pgveil"]);
+        if profile_release {
+            c.arg("--release");
+        }
+        assert!(c.status().unwrap().success(), "building pgveil failed");
+    }
+    bin
+}
+
+#[test]
+fn demo_prints_urls_serves_psql_and_cleans_up_on_sigterm() {
+    // Make sure a PostgreSQL is installed the way the harness finds it.
+    let _ = pgveil::pgtemp::find_bindir().expect("PostgreSQL binaries");
+    let mut child = Command::new(pgveil_binary())
+        .args(["demo", "--port", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut url = None;
+    let mut direct = None;
+    let mut psql_line = None;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while url.is_none() || direct.is_none() || psql_line.is_none() {
+        assert!(Instant::now() < deadline, "demo did not print its URLs");
+        let line = lines.next().expect("demo output").unwrap();
+        if let Some(u) = line.strip_prefix("DATABASE_URL=") {
+            url = Some(u.to_string());
+        } else if let Some(u) = line.strip_prefix("DIRECT_DATABASE_URL=") {
+            direct = Some(u.to_string());
+        } else if line.starts_with("psql ") {
+            psql_line = Some(line);
+        }
+    }
+    let url = url.unwrap();
+    assert!(url.contains("sslmode=verify-full"), "{url}");
+    let out = ok_stdout(&psql(&url, &["-c", "SELECT 'through pgveil'"]));
+    assert_eq!(out.trim(), "through pgveil");
+    let out = ok_stdout(&psql(&direct.unwrap(), &["-c", "SELECT 'direct'"]));
+    assert_eq!(out.trim(), "direct");
+    let dir = url
+        .split("sslrootcert=")
+        .nth(1)
+        .map(|p| std::path::PathBuf::from(p).parent().unwrap().to_path_buf())
+        .unwrap();
+    assert!(dir.exists());
+
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "demo did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "demo exit status {status}");
+    assert!(!dir.exists(), "demo temp dir {} left behind", dir.display());
+}
