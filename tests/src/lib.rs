@@ -147,6 +147,7 @@ impl Proxy {
         cfg.tls.cert_file = Some(certs.server_cert.clone());
         cfg.tls.key_file = Some(certs.server_key.clone());
         cfg.handshake_timeout_secs = 5;
+        cfg.admin.enabled = false;
         cfg.shutdown_timeout_secs = 2;
         cfg
     }
@@ -154,6 +155,31 @@ impl Proxy {
     /// Starts pgveil with the default test config.
     pub async fn start() -> Proxy {
         Self::start_with(Self::config()).await
+    }
+
+    /// Starts pgveil and its admin listener; returns the admin address too.
+    pub async fn start_with_admin(config: Config) -> (Proxy, std::net::SocketAddr) {
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .expect("bind proxy");
+        let admin = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind admin");
+        let admin_addr = admin.local_addr().unwrap();
+        let addr = listener.local_addr().unwrap();
+        let token = CancellationToken::new();
+        let shared = Arc::new(pgveil::server::Shared::new(config.clone()).expect("valid config"));
+        tokio::spawn(pgveil::admin::serve(admin, shared.clone(), token.clone()));
+        let handle = tokio::spawn(pgveil::server::serve(listener, shared, token.clone()));
+        (
+            Proxy {
+                addr,
+                config,
+                token,
+                handle: Some(handle),
+            },
+            admin_addr,
+        )
     }
 
     pub async fn start_with(config: Config) -> Proxy {
@@ -311,4 +337,27 @@ pub fn scratch_dir() -> &'static Path {
             .expect("tempdir")
             .keep()
     })
+}
+
+/// A plain HTTP GET against the admin listener: (status, body).
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("admin connect");
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
 }

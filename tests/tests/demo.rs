@@ -10,17 +10,14 @@ use std::time::{Duration, Instant};
 fn pgveil_binary() -> std::path::PathBuf {
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().and_then(|d| d.parent()).unwrap().to_path_buf();
-    let bin = dir.join("pgveil");
-    if !bin.is_file() {
-        let profile_release = dir.ends_with("release");
-        let mut c = Command::new(env!("CARGO"));
-        c.args(["build", "-p", "pgveil", "--bin", "pgveil"]);
-        if profile_release {
-            c.arg("--release");
-        }
-        assert!(c.status().unwrap().success(), "building pgveil failed");
+    // Always ask cargo: a no-op when the binary is current, never stale.
+    let mut c = Command::new(env!("CARGO"));
+    c.args(["build", "-q", "-p", "pgveil", "--bin", "pgveil"]);
+    if dir.ends_with("release") {
+        c.arg("--release");
     }
-    bin
+    assert!(c.status().unwrap().success(), "building pgveil failed");
+    dir.join("pgveil")
 }
 
 #[test]
@@ -37,6 +34,7 @@ fn demo_prints_urls_serves_psql_and_cleans_up_on_sigterm() {
     let mut url = None;
     let mut direct = None;
     let mut psql_line = None;
+    let mut metrics = None;
     let deadline = Instant::now() + Duration::from_secs(60);
     while url.is_none() || direct.is_none() || psql_line.is_none() {
         assert!(Instant::now() < deadline, "demo did not print its URLs");
@@ -45,11 +43,23 @@ fn demo_prints_urls_serves_psql_and_cleans_up_on_sigterm() {
             url = Some(u.to_string());
         } else if let Some(u) = line.strip_prefix("DIRECT_DATABASE_URL=") {
             direct = Some(u.to_string());
+        } else if let Some(u) = line.strip_prefix("METRICS_URL=") {
+            metrics = Some(u.to_string());
         } else if line.starts_with("psql ") {
             psql_line = Some(line);
         }
     }
     let url = url.unwrap();
+    let metrics = metrics.expect("METRICS_URL printed before the psql line");
+    let addr: std::net::SocketAddr = metrics
+        .trim_start_matches("http://")
+        .trim_end_matches("/metrics")
+        .parse()
+        .unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (status, body) = rt.block_on(http_get(addr, "/metrics"));
+    assert_eq!(status, 200);
+    assert!(body.contains("pgveil_build_info"), "{body}");
     assert!(url.contains("sslmode=verify-full"), "{url}");
     let out = ok_stdout(&psql(&url, &["-c", "SELECT 'through pgveil'"]));
     assert_eq!(out.trim(), "through pgveil");

@@ -48,6 +48,7 @@ pub struct Config {
     pub log: LogConfig,
     pub policy: PolicyConfig,
     pub keys: KeysConfig,
+    pub admin: AdminConfig,
     /// Directory relative paths in this file are resolved against (the file's
     /// own directory; the working directory for defaults).
     #[serde(skip)]
@@ -68,6 +69,7 @@ impl Default for Config {
             log: LogConfig::default(),
             policy: PolicyConfig::default(),
             keys: KeysConfig::default(),
+            admin: AdminConfig::default(),
             base_dir: PathBuf::from("."),
         }
     }
@@ -136,6 +138,24 @@ impl UpstreamConfig {
             _ => a,
         };
         host.trim_start_matches('[').trim_end_matches(']')
+    }
+}
+
+/// The admin HTTP listener (`/metrics`, `/healthz`, `/readyz`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Address of the admin listener; `enabled = false` turns it off.
+    pub listen: SocketAddr,
+    pub enabled: bool,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:9187".parse().expect("valid default"),
+            enabled: true,
+        }
     }
 }
 

@@ -78,6 +78,8 @@ impl Demo {
 pub async fn run(listen_port: u16, shutdown: CancellationToken) -> anyhow::Result<()> {
     let demo = tokio::task::spawn_blocking(move || Demo::prepare(listen_port)).await??;
     let listener = tokio::net::TcpListener::bind(demo.config.listen).await?;
+    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let metrics_url = format!("http://{}/metrics", admin.local_addr()?);
     println!(
         "pgveil demo is running (PostgreSQL {} in {}).",
         pg_version(&demo),
@@ -85,9 +87,12 @@ pub async fn run(listen_port: u16, shutdown: CancellationToken) -> anyhow::Resul
     );
     println!("DATABASE_URL={}", demo.database_url);
     println!("DIRECT_DATABASE_URL={}", demo.direct_url);
+    println!("METRICS_URL={metrics_url}");
     println!("psql \"{}\"", demo.database_url);
     println!("Press Ctrl-C to stop; everything is removed on exit.");
-    crate::server::run(listener, demo.config.clone(), shutdown).await?;
+    let shared = std::sync::Arc::new(crate::server::Shared::new(demo.config.clone())?);
+    tokio::spawn(crate::admin::serve(admin, shared.clone(), shutdown.clone()));
+    crate::server::serve(listener, shared, shutdown).await;
     drop(demo);
     Ok(())
 }

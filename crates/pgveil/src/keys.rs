@@ -352,6 +352,36 @@ pub fn iso_date(unix: u64) -> String {
     format!("{y:04}-{m:02}-{d:02}")
 }
 
+/// Loads the policy, KEK and keyring, checks that every policy key unwraps,
+/// and returns the creation time of every active data key and of the KEK.
+pub fn key_ages(cfg: &Config) -> Result<Vec<crate::server::KeyAge>, KeysError> {
+    let policy = load_policy(cfg)?;
+    let kek = load_kek(cfg)?;
+    let ring = FileKeyringStore::new(cfg.keyring_file()).load()?;
+    let mut out = vec![crate::server::KeyAge {
+        key_id: kek.key_id().to_string(),
+        column: "kek".into(),
+        created_at: kek.created_at(),
+    }];
+    for key in policy.keys() {
+        let name = key.name.to_string();
+        ring.column_keys(&name, &kek)?;
+        for info in ring
+            .list()
+            .filter(|k| k.name == name && k.state == KeyState::Active)
+        {
+            for column in &key.columns {
+                out.push(crate::server::KeyAge {
+                    key_id: format!("{name}/v{}", info.version),
+                    column: column.to_string(),
+                    created_at: info.created_at,
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Which key states are usable, for callers that build ciphers.
 pub fn usable(state: KeyState) -> bool {
     state != KeyState::Retired

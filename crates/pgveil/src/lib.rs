@@ -5,6 +5,7 @@
 //! `pgveil-wire`, `pgveil-crypto` and `pgveil-policy` crates.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod cancel;
 pub mod check;
 pub mod config;

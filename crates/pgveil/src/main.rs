@@ -134,7 +134,22 @@ fn main() -> anyhow::Result<()> {
                     .with_context(|| format!("cannot listen on {}", cfg.listen))?;
                 let token = CancellationToken::new();
                 tokio::spawn(shutdown_signal(token.clone()));
-                pgveil::run(listener, cfg, token).await?;
+                let admin = if cfg.admin.enabled {
+                    Some(
+                        tokio::net::TcpListener::bind(cfg.admin.listen)
+                            .await
+                            .with_context(|| {
+                                format!("cannot listen on admin address {}", cfg.admin.listen)
+                            })?,
+                    )
+                } else {
+                    None
+                };
+                let shared = std::sync::Arc::new(pgveil::server::Shared::new(cfg)?);
+                if let Some(admin) = admin {
+                    tokio::spawn(pgveil::admin::serve(admin, shared.clone(), token.clone()));
+                }
+                pgveil::server::serve(listener, shared, token).await;
                 Ok(())
             })
         }

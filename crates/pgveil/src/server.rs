@@ -24,10 +24,23 @@ pub enum ServerError {
     UpstreamTls(TlsError),
     #[error("upstream.server_name {0:?} is not a valid DNS name or IP address")]
     ServerName(String),
+    #[error("keys: {0}")]
+    Keys(#[from] crate::keys::KeysError),
+}
+
+/// Creation time of one key, for `pgveil_key_age_seconds`.
+#[derive(Debug, Clone)]
+pub struct KeyAge {
+    pub key_id: String,
+    pub column: String,
+    pub created_at: u64,
 }
 
 /// State shared by all sessions of one server.
 pub struct Shared {
+    pub metrics: Arc<crate::admin::Metrics>,
+    /// Active data keys and the KEK (empty without a policy).
+    pub key_ages: Vec<KeyAge>,
     pub config: Config,
     pub tls_acceptor: Option<tokio_rustls::TlsAcceptor>,
     pub upstream_tls: Option<(
@@ -58,7 +71,23 @@ impl Shared {
                     Some((tokio_rustls::TlsConnector::from(c), sn))
                 }
             };
+        let metrics = Arc::new(crate::admin::Metrics::new());
+        metrics
+            .rotation_period
+            .set((config.keys.rotation_period_days * 86_400) as f64);
+        if let Some(cert) = &config.tls.cert_file {
+            if let Some(t) = crate::admin::certificate_expiry(cert) {
+                metrics.cert_expiry.with_label_values(&["server"]).set(t);
+            }
+        }
+        let key_ages = if config.policy.file.is_some() {
+            crate::keys::key_ages(&config)?
+        } else {
+            Vec::new()
+        };
         Ok(Self {
+            metrics,
+            key_ages,
             limit: Arc::new(Semaphore::new(config.max_connections)),
             config,
             tls_acceptor,

@@ -101,6 +101,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     }
 }
 
+fn tls_version<IO>(tls: &tokio_rustls::server::TlsStream<IO>) -> &'static str {
+    match tls.get_ref().1.protocol_version() {
+        Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
+        Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
+        _ => "other",
+    }
+}
+
 /// Sends a FATAL error for `e` if it has a client-visible form.
 async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(
     client: &mut Conn<S>,
@@ -147,6 +155,7 @@ struct Upstream {
     conn: Conn<UpstreamStream>,
     _cancel: crate::cancel::CancelGuard,
     _permit: tokio::sync::OwnedSemaphorePermit,
+    _active: crate::admin::ConnectionGuard,
 }
 
 /// Startup, TLS, upstream connection and authentication. `client` is filled
@@ -165,7 +174,14 @@ async fn handshake(
         let Some(acceptor) = &shared.tls_acceptor else {
             return Err(ProxyError::TlsNotConfigured);
         };
-        let tls = acceptor.accept(tcp).await.map_err(ProxyError::ClientTls)?;
+        let tls = match acceptor.accept(tcp).await {
+            Ok(t) => t,
+            Err(e) => {
+                shared.metrics.tls_handshake("unknown", false);
+                return Err(ProxyError::ClientTls(e));
+            }
+        };
+        shared.metrics.tls_handshake(tls_version(&tls), true);
         if tls.get_ref().1.alpn_protocol() != Some(ALPN_POSTGRESQL) {
             return Err(ProxyError::DirectTlsWithoutAlpn);
         }
@@ -215,7 +231,14 @@ async fn handshake(
                 let ClientStream::Plain(tcp) = conn.stream else {
                     unreachable!("checked above: not TLS yet")
                 };
-                let tls = acceptor.accept(tcp).await.map_err(ProxyError::ClientTls)?;
+                let tls = match acceptor.accept(tcp).await {
+                    Ok(t) => t,
+                    Err(e) => {
+                        shared.metrics.tls_handshake("unknown", false);
+                        return Err(ProxyError::ClientTls(e));
+                    }
+                };
+                shared.metrics.tls_handshake(tls_version(&tls), true);
                 client = client_slot.insert(Conn {
                     stream: ClientStream::Tls(Box::new(tls)),
                     rbuf: conn.rbuf,
@@ -240,9 +263,11 @@ async fn handshake(
     );
 
     if cfg.tls.require_tls && !client.stream.is_tls() {
+        shared.metrics.refused("tls_required");
         return refuse(client, ProxyError::TlsRequired).await.map(|_| None);
     }
     let Ok(permit) = shared.limit.clone().try_acquire_owned() else {
+        shared.metrics.refused("too_many_connections");
         return refuse(client, ProxyError::TooManyConnections)
             .await
             .map(|_| None);
@@ -250,6 +275,7 @@ async fn handshake(
     let upstream = match connect_upstream(shared).await {
         Ok(u) => u,
         Err(e) => {
+            shared.metrics.upstream_connect_errors.inc();
             warn!(error = %e, "upstream connection failed");
             return refuse(client, e).await.map(|_| None);
         }
@@ -263,6 +289,7 @@ async fn handshake(
         conn: up,
         _cancel: cancel,
         _permit: permit,
+        _active: crate::admin::ConnectionGuard::new(&shared.metrics),
     }))
 }
 
@@ -498,6 +525,7 @@ async fn relay(
         conn: server,
         _cancel,
         _permit,
+        _active,
     } = up;
     let max = shared.config.max_message_size;
     let (c_read, c_write) = split_client(client.stream);
@@ -513,6 +541,7 @@ async fn relay(
             s_write,
             FrameReader::new(max),
             Direction::ClientToServer,
+            shared.metrics.bytes_from_clients.clone(),
         );
         let s2c = pump(
             s_read,
@@ -520,6 +549,7 @@ async fn relay(
             c_write.clone(),
             FrameReader::new(max),
             Direction::ServerToClient,
+            shared.metrics.bytes_from_server.clone(),
         );
         // Whichever side finishes first ends the session; the other pump is
         // dropped, which closes its sockets.
@@ -575,6 +605,7 @@ async fn pump(
     write: Arc<tokio::sync::Mutex<BoxWrite>>,
     reader: FrameReader,
     dir: Direction,
+    bytes: prometheus::IntCounter,
 ) -> Result<(), ProxyError> {
     loop {
         let mut off = 0;
@@ -615,6 +646,7 @@ async fn pump(
             w.write_all(&rbuf[..off]).await?;
             w.flush().await?;
             drop(w);
+            bytes.inc_by(off as u64);
             rbuf.advance(off);
         }
         if let Some(e) = bad {

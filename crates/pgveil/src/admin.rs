@@ -1,0 +1,297 @@
+//! The admin listener: `GET /metrics` (Prometheus text format), `GET /healthz`
+//! (process alive) and `GET /readyz` (configuration loaded and upstream
+//! reachable; 503 with a JSON reason otherwise).
+//!
+//! A deliberately tiny HTTP/1.1 responder: one request per connection, the
+//! request head capped at 8 KiB, no bodies accepted.
+
+use crate::server::Shared;
+use prometheus::{
+    Encoder, Gauge, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+/// Metric families. Label values are bounded sets chosen by pgveil, never
+/// derived from SQL text, values or client addresses.
+pub struct Metrics {
+    pub registry: Registry,
+    pub connections_active: IntGauge,
+    pub connections_total: IntCounter,
+    refused: IntCounterVec,
+    pub upstream_connect_errors: IntCounter,
+    tls_handshakes: IntCounterVec,
+    pub bytes_from_clients: IntCounter,
+    pub bytes_from_server: IntCounter,
+    pub cert_expiry: IntGaugeVec,
+    pub key_age: prometheus::GaugeVec,
+    pub rotation_period: Gauge,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let reg = |c: Box<dyn prometheus::core::Collector>| {
+            registry.register(c).expect("metric names are unique");
+        };
+        let build = IntGaugeVec::new(
+            Opts::new("pgveil_build_info", "pgveil build; the value is always 1"),
+            &["version"],
+        )
+        .expect("valid");
+        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        reg(Box::new(build));
+        let connections_active = IntGauge::new(
+            "pgveil_client_connections_active",
+            "Client sessions currently open (after startup)",
+        )
+        .expect("valid");
+        reg(Box::new(connections_active.clone()));
+        let connections_total = IntCounter::new(
+            "pgveil_client_connections_total",
+            "Client sessions opened (after startup)",
+        )
+        .expect("valid");
+        reg(Box::new(connections_total.clone()));
+        let refused = IntCounterVec::new(
+            Opts::new(
+                "pgveil_connections_refused_total",
+                "Client connections refused, by reason",
+            ),
+            &["reason"],
+        )
+        .expect("valid");
+        reg(Box::new(refused.clone()));
+        let upstream_connect_errors = IntCounter::new(
+            "pgveil_upstream_connect_errors_total",
+            "Failed connections to the upstream PostgreSQL",
+        )
+        .expect("valid");
+        reg(Box::new(upstream_connect_errors.clone()));
+        let tls_handshakes = IntCounterVec::new(
+            Opts::new(
+                "pgveil_tls_handshakes_total",
+                "Client TLS handshakes by protocol version and result",
+            ),
+            &["version", "result"],
+        )
+        .expect("valid");
+        reg(Box::new(tls_handshakes.clone()));
+        let bytes = IntCounterVec::new(
+            Opts::new("pgveil_bytes_total", "Protocol bytes relayed, by direction"),
+            &["direction"],
+        )
+        .expect("valid");
+        reg(Box::new(bytes.clone()));
+        let cert_expiry = IntGaugeVec::new(
+            Opts::new(
+                "pgveil_tls_certificate_expiry_timestamp_seconds",
+                "notAfter of the certificate pgveil serves (unix seconds)",
+            ),
+            &["certificate"],
+        )
+        .expect("valid");
+        reg(Box::new(cert_expiry.clone()));
+        let key_age = prometheus::GaugeVec::new(
+            Opts::new(
+                "pgveil_key_age_seconds",
+                "Age of every active data key and of the KEK",
+            ),
+            &["key_id", "column"],
+        )
+        .expect("valid");
+        reg(Box::new(key_age.clone()));
+        let rotation_period = Gauge::new(
+            "pgveil_key_rotation_period_seconds",
+            "Configured key rotation period, for alerting on key age",
+        )
+        .expect("valid");
+        reg(Box::new(rotation_period.clone()));
+        Self {
+            registry,
+            connections_active,
+            connections_total,
+            refused,
+            upstream_connect_errors,
+            tls_handshakes,
+            bytes_from_clients: bytes.with_label_values(&["client_to_server"]),
+            bytes_from_server: bytes.with_label_values(&["server_to_client"]),
+            cert_expiry,
+            key_age,
+            rotation_period,
+        }
+    }
+
+    pub fn refused(&self, reason: &'static str) {
+        self.refused.with_label_values(&[reason]).inc();
+    }
+
+    pub fn tls_handshake(&self, version: &'static str, ok: bool) {
+        self.tls_handshakes
+            .with_label_values(&[version, if ok { "ok" } else { "error" }])
+            .inc();
+    }
+
+    /// The Prometheus text exposition of every family.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("text encoding into a Vec cannot fail");
+        String::from_utf8(out).expect("text format is UTF-8")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Decrements the active-connection gauge when a session ends, however it ends.
+pub struct ConnectionGuard(IntGauge);
+
+impl ConnectionGuard {
+    pub fn new(m: &Metrics) -> Self {
+        m.connections_active.inc();
+        m.connections_total.inc();
+        Self(m.connections_active.clone())
+    }
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// `notAfter` of the first certificate in a PEM file, in unix seconds.
+pub fn certificate_expiry(path: &std::path::Path) -> Option<i64> {
+    use x509_cert::der::Decode;
+    let certs = crate::tls::load_certs(path).ok()?;
+    let cert = x509_cert::Certificate::from_der(certs.first()?.as_ref()).ok()?;
+    let t = cert.tbs_certificate.validity.not_after.to_unix_duration();
+    i64::try_from(t.as_secs()).ok()
+}
+
+/// Serves the admin endpoints until `shutdown`.
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: CancellationToken) {
+    loop {
+        let (stream, _) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(Duration::from_secs(10), respond(stream, &shared)).await;
+        });
+    }
+}
+
+async fn respond(mut stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
+    let mut head = Vec::with_capacity(512);
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        head.extend_from_slice(&buf[..n]);
+        if head.len() > 8192 {
+            return reply(&mut stream, 431, "text/plain", "request header too large\n").await;
+        }
+    }
+    let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
+    let mut parts = line.split(|&b| b == b' ');
+    let method = parts.next().unwrap_or_default();
+    let path = parts.next().unwrap_or_default();
+    if method != b"GET" {
+        return reply(&mut stream, 405, "text/plain", "only GET\n").await;
+    }
+    match path {
+        b"/metrics" => {
+            refresh_gauges(shared);
+            let body = shared.metrics.render();
+            reply(&mut stream, 200, "text/plain; version=0.0.4", &body).await
+        }
+        b"/healthz" => reply(&mut stream, 200, "text/plain", "ok\n").await,
+        b"/readyz" => match readiness(shared).await {
+            Ok(()) => reply(&mut stream, 200, "application/json", "{\"ready\":true}\n").await,
+            Err(reason) => {
+                let body = format!("{{\"ready\":false,\"reason\":{}}}\n", json_string(&reason));
+                reply(&mut stream, 503, "application/json", &body).await
+            }
+        },
+        _ => reply(&mut stream, 404, "text/plain", "not found\n").await,
+    }
+}
+
+/// Values computed at scrape time (ages grow between scrapes).
+fn refresh_gauges(shared: &Shared) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    for k in shared.key_ages.iter() {
+        shared
+            .metrics
+            .key_age
+            .with_label_values(&[&k.key_id, &k.column])
+            .set((now - k.created_at as f64).max(0.0));
+    }
+}
+
+async fn readiness(shared: &Shared) -> Result<(), String> {
+    let addr = &shared.config.upstream.address;
+    match tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(addr)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(format!("upstream {addr} unreachable: {e}")),
+        Err(_) => Err(format!("upstream {addr} unreachable: timeout")),
+    }
+}
+
+fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+async fn reply(
+    stream: &mut TcpStream,
+    status: u16,
+    ctype: &str,
+    body: &str,
+) -> std::io::Result<()> {
+    let reason = match status {
+        200 => "OK",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        431 => "Request Header Fields Too Large",
+        _ => "Service Unavailable",
+    };
+    let head = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body.as_bytes()).await?;
+    stream.shutdown().await
+}

@@ -1,0 +1,88 @@
+//! The admin listener: /healthz, /readyz, /metrics after a workload.
+
+use pgveil_tests::*;
+
+fn metric(body: &str, name_and_labels: &str) -> Option<f64> {
+    body.lines()
+        .find(|l| l.starts_with(name_and_labels) && l[name_and_labels.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_health_and_readiness() {
+    let (proxy, admin) = Proxy::start_with_admin(Proxy::config()).await;
+    assert_eq!(http_get(admin, "/healthz").await.0, 200);
+    let (status, body) = http_get(admin, "/readyz").await;
+    assert_eq!(status, 200, "{body}");
+
+    // A workload: 3 TLS sessions, one refused by the server (wrong password).
+    for _ in 0..3 {
+        let c = connect_tls(&proxy.pg_config("postgres")).await;
+        c.simple_query("SELECT 'CANARY-PHI-7731'").await.unwrap();
+    }
+    let mut bad = proxy.pg_config("postgres");
+    bad.password("wrong");
+    bad.ssl_mode(tokio_postgres::config::SslMode::Disable);
+    assert!(bad.connect(tokio_postgres::NoTls).await.is_err());
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+
+    let (status, body) = http_get(admin, "/metrics").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        metric(&body, "pgveil_client_connections_total"),
+        Some(3.0),
+        "{body}"
+    );
+    assert_eq!(
+        metric(&body, "pgveil_client_connections_active"),
+        Some(0.0),
+        "{body}"
+    );
+    assert_eq!(
+        metric(
+            &body,
+            "pgveil_tls_handshakes_total{result=\"ok\",version=\"TLSv1.3\"}"
+        ),
+        Some(3.0),
+        "{body}"
+    );
+    assert!(metric(&body, "pgveil_bytes_total{direction=\"client_to_server\"}").unwrap() > 0.0);
+    assert_eq!(
+        metric(&body, "pgveil_build_info{version=\"0.1.0\"}"),
+        Some(1.0),
+        "{body}"
+    );
+    let expiry = metric(
+        &body,
+        "pgveil_tls_certificate_expiry_timestamp_seconds{certificate=\"server\"}",
+    )
+    .expect("certificate expiry");
+    let want = pgveil::admin::certificate_expiry(&certs().server_cert).unwrap() as f64;
+    assert_eq!(expiry, want);
+    // The test certificate is valid for 30 days from now.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        (expiry - now - 30.0 * 86_400.0).abs() < 120.0,
+        "{expiry} vs {now}"
+    );
+    assert!(
+        !body.contains("CANARY"),
+        "metrics must not carry query text"
+    );
+
+    // Upstream down: readyz says why, with 503.
+    let mut cfg = Proxy::config();
+    cfg.upstream.address = format!("127.0.0.1:{}", pgveil::pgtemp::free_port().unwrap());
+    let (_down, admin) = Proxy::start_with_admin(cfg).await;
+    let (status, body) = http_get(admin, "/readyz").await;
+    assert_eq!(status, 503);
+    assert!(
+        body.contains("\"ready\":false") && body.contains("unreachable"),
+        "{body}"
+    );
+    assert_eq!(http_get(admin, "/nope").await.0, 404);
+}
