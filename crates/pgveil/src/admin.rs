@@ -27,6 +27,7 @@ pub struct Metrics {
     pub bytes_from_clients: IntCounter,
     pub bytes_from_server: IntCounter,
     pub cert_expiry: IntGaugeVec,
+    refused_statements: IntCounterVec,
     pub key_age: prometheus::GaugeVec,
     pub rotation_period: Gauge,
 }
@@ -86,6 +87,15 @@ impl Metrics {
         )
         .expect("valid");
         reg(Box::new(bytes.clone()));
+        let refused_statements = IntCounterVec::new(
+            Opts::new(
+                "pgveil_refused_statements_total",
+                "Statements refused (fail closed), by reason",
+            ),
+            &["reason"],
+        )
+        .expect("valid");
+        reg(Box::new(refused_statements.clone()));
         let cert_expiry = IntGaugeVec::new(
             Opts::new(
                 "pgveil_tls_certificate_expiry_timestamp_seconds",
@@ -120,6 +130,7 @@ impl Metrics {
             bytes_from_clients: bytes.with_label_values(&["client_to_server"]),
             bytes_from_server: bytes.with_label_values(&["server_to_client"]),
             cert_expiry,
+            refused_statements,
             key_age,
             rotation_period,
         }
@@ -127,6 +138,10 @@ impl Metrics {
 
     pub fn refused(&self, reason: &'static str) {
         self.refused.with_label_values(&[reason]).inc();
+    }
+
+    pub fn refused_statement(&self, reason: &'static str) {
+        self.refused_statements.with_label_values(&[reason]).inc();
     }
 
     pub fn tls_handshake(&self, version: &'static str, ok: bool) {

@@ -41,6 +41,9 @@ pub struct Shared {
     pub metrics: Arc<crate::admin::Metrics>,
     /// Active data keys and the KEK (empty without a policy).
     pub key_ages: Vec<KeyAge>,
+    /// The column policy, when one is configured. Until wire encryption is
+    /// wired in, statements that mention a protected table are refused.
+    pub policy: Option<Arc<pgveil_policy::Policy>>,
     pub config: Config,
     pub tls_acceptor: Option<tokio_rustls::TlsAcceptor>,
     pub upstream_tls: Option<(
@@ -80,14 +83,18 @@ impl Shared {
                 metrics.cert_expiry.with_label_values(&["server"]).set(t);
             }
         }
-        let key_ages = if config.policy.file.is_some() {
-            crate::keys::key_ages(&config)?
+        let (key_ages, policy) = if config.policy.file.is_some() {
+            (
+                crate::keys::key_ages(&config)?,
+                Some(Arc::new(crate::keys::load_policy(&config)?)),
+            )
         } else {
-            Vec::new()
+            (Vec::new(), None)
         };
         Ok(Self {
             metrics,
             key_ages,
+            policy,
             limit: Arc::new(Semaphore::new(config.max_connections)),
             config,
             tls_acceptor,

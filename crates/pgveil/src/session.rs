@@ -542,6 +542,7 @@ async fn relay(
             FrameReader::new(max),
             Direction::ClientToServer,
             shared.metrics.bytes_from_clients.clone(),
+            shared.policy.clone().map(|p| (p, shared.metrics.clone())),
         );
         let s2c = pump(
             s_read,
@@ -550,6 +551,7 @@ async fn relay(
             FrameReader::new(max),
             Direction::ServerToClient,
             shared.metrics.bytes_from_server.clone(),
+            None,
         );
         // Whichever side finishes first ends the session; the other pump is
         // dropped, which closes its sockets.
@@ -583,6 +585,57 @@ fn is_fatal_error(message: &[u8]) -> bool {
         .unwrap_or(true)
 }
 
+/// The interim fail-closed guard: while column encryption on the wire is not
+/// wired in, a `Query` or `Parse` whose text mentions a protected table (the
+/// policy's conservative pre-filter) is never forwarded. It is replaced by a
+/// statement that makes PostgreSQL itself raise the refusal, so the error
+/// arrives in order with the rest of a pipeline and the transaction state is
+/// exactly PostgreSQL's (an explicit transaction becomes aborted).
+fn guard_statement(policy: &pgveil_policy::Policy, tag: u8, message: &[u8]) -> Option<Frame> {
+    const REFUSAL: &str = "pgveil: this statement references a table with protected columns, \
+        and column encryption on the wire is not available in this pgveil version; \
+        refused so that no plaintext reaches protected columns";
+    match tag {
+        frontend::tag::QUERY => {
+            let sql = message.get(5..message.len().checked_sub(1)?)?;
+            policy.mentions_protected_table_bytes(sql).then(|| {
+                frontend::query(
+                    format!(
+                        "DO $pgveil$ BEGIN RAISE EXCEPTION USING ERRCODE = '0A000', MESSAGE = '{REFUSAL}'; END $pgveil$"
+                    )
+                    .as_bytes(),
+                )
+            })
+        }
+        frontend::tag::PARSE => {
+            // The whole body is scanned (statement name, text, types): a
+            // false positive only refuses, a miss would leak.
+            if !policy.mentions_protected_table_bytes(&message[5..]) {
+                return None;
+            }
+            let frame = Frame::new(tag, &message[5..]);
+            let name = match pgveil_wire::frontend::FrontendMessage::decode(&frame) {
+                Ok(pgveil_wire::frontend::FrontendMessage::Parse(p)) => p.name,
+                _ => Bytes::new(),
+            };
+            // Parse can only fail with a parse-analysis error; a missing
+            // relation named after the reason is one (42P01). The name stays
+            // under PostgreSQL's 63-byte identifier limit.
+            Some(
+                pgveil_wire::frontend::Parse {
+                    name,
+                    query: Bytes::from_static(
+                        b"SELECT FROM \"pgveil: protected table refused (no wire encryption)\"",
+                    ),
+                    param_types: Vec::new(),
+                }
+                .encode(),
+            )
+        }
+        _ => None,
+    }
+}
+
 /// Moves messages from `read` to `write` until the session ends.
 ///
 /// Complete messages are checked in place (length caps, tag) and forwarded
@@ -606,14 +659,23 @@ async fn pump(
     reader: FrameReader,
     dir: Direction,
     bytes: prometheus::IntCounter,
+    guard: Option<(Arc<pgveil_policy::Policy>, Arc<crate::admin::Metrics>)>,
 ) -> Result<(), ProxyError> {
     loop {
         let mut off = 0;
         let mut end = false;
         let mut bad = None;
+        let mut substitute = None;
         loop {
             match reader.peek(&rbuf[off..]) {
                 Ok(Some((tag, total))) => {
+                    if let Some((policy, metrics)) = &guard {
+                        if let Some(f) = guard_statement(policy, tag, &rbuf[off..off + total]) {
+                            metrics.refused_statement("protected_table_without_wire_encryption");
+                            substitute = Some((f, total));
+                            break;
+                        }
+                    }
                     end = match dir {
                         Direction::ClientToServer => tag == frontend::tag::TERMINATE,
                         Direction::ServerToClient => {
@@ -641,13 +703,20 @@ async fn pump(
                 }
             }
         }
-        if off > 0 {
+        if off > 0 || substitute.is_some() {
             let mut w = write.lock().await;
             w.write_all(&rbuf[..off]).await?;
+            if let Some((frame, _)) = &substitute {
+                w.write_all(frame.raw()).await?;
+            }
             w.flush().await?;
             drop(w);
             bytes.inc_by(off as u64);
             rbuf.advance(off);
+            if let Some((_, skipped)) = substitute {
+                rbuf.advance(skipped);
+                continue;
+            }
         }
         if let Some(e) = bad {
             return Err(e);
