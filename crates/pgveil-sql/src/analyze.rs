@@ -1,0 +1,1860 @@
+//! The AST walk: resolves table and column references against the policy
+//! and classifies every use of a protected column as allowed (recording
+//! targets) or refused. Unknown constructs fall back to a conservative text
+//! check: if they mention a protected column name or table, refuse.
+
+use std::collections::HashSet;
+use std::ops::Range;
+use std::sync::Arc;
+
+use pgveil_policy::{ColumnRef, Ident, Policy, ProtectedColumn, QualifiedTable};
+use sqlparser::ast::{
+    self as ast, AssignmentTarget, BinaryOperator, CopyLegacyCsvOption, CopyLegacyOption,
+    CopyOption, CopySource, CopyTarget, Distinct, Expr, FromTable, FunctionArg, FunctionArgExpr,
+    FunctionArguments, GroupByExpr, InTarget, JoinConstraint, JoinOperator, ObjectName,
+    ObjectNamePart, OnConflictAction, OnInsert, OrderByKind, Query, Select, SelectItem,
+    SelectItemQualifiedWildcardKind, SetExpr, Statement, TableFactor, TableObject, TableWithJoins,
+    UnaryOperator, UpdateTableFromKind, Value,
+};
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::parser::Parser;
+
+use crate::lex::{self, Kind, LineIndex};
+use crate::plan::*;
+use crate::{AnalyzeOptions, Refusal};
+
+type R<T = ()> = Result<T, Refusal>;
+
+/// Normalise a sqlparser identifier as PostgreSQL does.
+fn norm(i: &ast::Ident) -> String {
+    if i.quote_style == Some('"') {
+        i.value.clone()
+    } else {
+        i.value.to_ascii_lowercase()
+    }
+}
+
+fn ident(s: &str) -> Option<Ident> {
+    Ident::from_normalized(s.to_owned()).ok()
+}
+
+fn object_parts(name: &ObjectName) -> Option<Vec<String>> {
+    name.0
+        .iter()
+        .map(|p| match p {
+            ObjectNamePart::Identifier(i) => Some(norm(i)),
+            ObjectNamePart::Function(_) => None,
+        })
+        .collect()
+}
+
+pub(crate) fn target_of(pc: &ProtectedColumn) -> Target {
+    Target {
+        column: pc.column.clone(),
+        key: pc.key.clone(),
+        ty: pc.type_spec(),
+        mode: pc.mode,
+    }
+}
+
+/// A relation visible in a scope.
+#[derive(Clone, Debug)]
+struct Rel {
+    /// The name a qualifier must use: the alias, else the table name.
+    name: String,
+    /// Also matched when unaliased: `schema.table`.
+    schema: Option<String>,
+    /// The table if it is a protected one.
+    table: Option<QualifiedTable>,
+}
+
+/// Where a projection's values go.
+#[derive(Clone, Debug)]
+enum Proj<'p> {
+    /// To the client with table OIDs: bare protected columns are fine.
+    Top,
+    /// Through a subquery/CTE/UNION: table OID lost, refuse protected values.
+    Nested,
+    /// Nowhere (`EXISTS`): bare columns are fine.
+    Discard,
+    /// Into these columns (`INSERT … SELECT`); `None` = unprotected.
+    Into(Vec<Option<&'p ProtectedColumn>>),
+    /// Compared with this column (`x IN (SELECT …)`); `None` = unprotected.
+    InSub(Option<&'p ProtectedColumn>),
+}
+
+/// A classified value expression.
+enum Operand<'p> {
+    Protected(&'p ProtectedColumn),
+    Unprotected,
+    Literal(Range<usize>, String),
+    Param(u32),
+    Null(Range<usize>),
+    Default,
+    /// A literal or cast pgveil will not rewrite; the reason says why.
+    Bad(&'static str),
+    Other,
+}
+
+pub(crate) struct Walker<'p, 'o> {
+    policy: &'p Policy,
+    opts: &'o AnalyzeOptions,
+    /// The statement's text and its offset in the query string.
+    text: &'o str,
+    base: usize,
+    lines: LineIndex<'o>,
+    scopes: Vec<Vec<Rel>>,
+    ctes: Vec<HashSet<String>>,
+    pub plan: StatementPlan,
+}
+
+impl<'p, 'o> Walker<'p, 'o>
+where
+    'o: 'p,
+{
+    pub fn new(policy: &'p Policy, opts: &'o AnalyzeOptions, text: &'o str, base: usize) -> Self {
+        Walker {
+            policy,
+            opts,
+            text,
+            base,
+            lines: LineIndex::new(text),
+            scopes: Vec::new(),
+            ctes: Vec::new(),
+            plan: StatementPlan::new(base..base + text.len(), StatementKind::Other),
+        }
+    }
+
+    // ----- names -----
+
+    fn resolve_table(&self, name: &ObjectName) -> Option<QualifiedTable> {
+        let parts = object_parts(name)?;
+        let (schema, table) = match parts.as_slice() {
+            [t] => {
+                if self.ctes.iter().any(|s| s.contains(t)) {
+                    return None;
+                }
+                let table = ident(t)?;
+                let found = self.opts.search_path.iter().find_map(|s| {
+                    let q = QualifiedTable::new(s.clone(), table.clone());
+                    self.policy.table(&q).map(|_| q)
+                });
+                return found;
+            }
+            [s, t] | [_, s, t] => (s, t),
+            _ => return None,
+        };
+        let q = QualifiedTable::new(ident(schema)?, ident(table)?);
+        self.policy.table(&q).map(|_| q)
+    }
+
+    fn rel_for(&mut self, name: &ObjectName, alias: Option<&ast::Ident>) -> Rel {
+        let table = self.resolve_table(name);
+        if table.is_some() {
+            self.plan.touches_protected = true;
+        }
+        let parts = object_parts(name).unwrap_or_default();
+        match alias {
+            Some(a) => Rel {
+                name: norm(a),
+                schema: None,
+                table,
+            },
+            None => Rel {
+                name: parts.last().cloned().unwrap_or_default(),
+                schema: (parts.len() >= 2).then(|| parts[parts.len() - 2].clone()),
+                table,
+            },
+        }
+    }
+
+    fn protected_in(&self, rel: &Rel, col: &str) -> Option<&'p ProtectedColumn> {
+        let t = rel.table.as_ref()?;
+        self.policy.lookup(t, &ident(col)?)
+    }
+
+    fn is_protected_name(&self, col: &str) -> bool {
+        self.policy
+            .columns()
+            .any(|c| c.column.column.as_str() == col)
+    }
+
+    fn resolve_parts(&self, parts: &[String]) -> R<Option<&'p ProtectedColumn>> {
+        match parts {
+            [col] => {
+                for scope in self.scopes.iter().rev() {
+                    let hits: Vec<&ProtectedColumn> = scope
+                        .iter()
+                        .filter_map(|r| self.protected_in(r, col))
+                        .collect();
+                    match hits.as_slice() {
+                        [] => continue,
+                        [one] => return Ok(Some(one)),
+                        [first, ..] => {
+                            return Err(Refusal::new(
+                                "42702",
+                                Some(&first.column),
+                                format!(
+                                    "column reference \"{col}\" is ambiguous between protected tables; qualify it (e.g. {}.{})",
+                                    first.column.table, first.column.column
+                                ),
+                            ))
+                        }
+                    }
+                }
+                Ok(None)
+            }
+            [.., q, col] => {
+                let schema = (parts.len() >= 3).then(|| &parts[parts.len() - 3]);
+                for scope in self.scopes.iter().rev() {
+                    for rel in scope {
+                        let schema_ok = match schema {
+                            None => true,
+                            Some(s) => {
+                                rel.schema.as_ref() == Some(s)
+                                    || rel.table.as_ref().is_some_and(|t| {
+                                        t.schema.as_str() == s
+                                            && rel.schema.is_none()
+                                            && rel.name == t.table.as_str()
+                                    })
+                            }
+                        };
+                        if &rel.name == q && schema_ok {
+                            return Ok(self.protected_in(rel, col));
+                        }
+                    }
+                }
+                if self.is_protected_name(col)
+                    && self.scopes.iter().flatten().any(|r| r.table.is_some())
+                {
+                    return Err(Refusal::unsupported(
+                        None,
+                        format!("cannot resolve the qualifier of column \"{col}\", which is protected in a table this statement uses"),
+                    ));
+                }
+                Ok(None)
+            }
+            [] => Ok(None),
+        }
+    }
+
+    fn column_of(&self, e: &Expr) -> R<Option<Option<&'p ProtectedColumn>>> {
+        match e {
+            Expr::Identifier(i) => Ok(Some(self.resolve_parts(&[norm(i)])?)),
+            Expr::CompoundIdentifier(v) => {
+                let parts: Vec<String> = v.iter().map(norm).collect();
+                Ok(Some(self.resolve_parts(&parts)?))
+            }
+            Expr::Nested(inner) => self.column_of(inner),
+            _ => Ok(None),
+        }
+    }
+
+    /// The protected column `e` directly is, if any.
+    fn direct(&self, e: &Expr) -> R<Option<&'p ProtectedColumn>> {
+        Ok(self.column_of(e)?.flatten())
+    }
+
+    // ----- literals -----
+
+    fn span_of(&self, span: sqlparser::tokenizer::Span) -> Option<Range<usize>> {
+        let s = self.lines.offset(span.start.line, span.start.column)?;
+        let e = self.lines.offset(span.end.line, span.end.column)?;
+        (s < e).then_some(s..e)
+    }
+
+    fn abs(&self, r: Range<usize>) -> Range<usize> {
+        r.start + self.base..r.end + self.base
+    }
+
+    fn operand(&self, e: &Expr) -> R<Operand<'p>> {
+        if let Some(c) = self.column_of(e)? {
+            if let Expr::Identifier(i) = e {
+                if i.quote_style.is_none() && i.value.eq_ignore_ascii_case("default") {
+                    return Ok(Operand::Default);
+                }
+            }
+            return Ok(c.map_or(Operand::Unprotected, Operand::Protected));
+        }
+        Ok(match e {
+            Expr::Nested(inner) => self.operand(inner)?,
+            Expr::Value(v) => self.value_operand(v),
+            Expr::UnaryOp { op: op @ (UnaryOperator::Minus | UnaryOperator::Plus), expr } => match expr.as_ref() {
+                Expr::Value(v) if matches!(v.value, Value::Number(..)) => match self.value_operand(v) {
+                    Operand::Literal(r, val) => {
+                        // The sign must directly precede the number.
+                        let before = self.text[..r.start].trim_end();
+                        let sign = if *op == UnaryOperator::Minus { '-' } else { '+' };
+                        match before.strip_suffix(sign) {
+                            Some(b) => {
+                                let start = b.len();
+                                let v = if sign == '-' { format!("-{val}") } else { val };
+                                Operand::Literal(start..r.end, v)
+                            }
+                            None => Operand::Bad("a signed number written in an unusual form"),
+                        }
+                    }
+                    other => other,
+                },
+                _ => Operand::Other,
+            },
+            Expr::Cast { expr, .. } => match self.operand(expr)? {
+                Operand::Literal(r, val) => match self.cast_span(e, r.clone()) {
+                    Some(span) => Operand::Literal(span, val),
+                    None => Operand::Bad("a cast literal pgveil cannot delimit; write the literal without a cast"),
+                },
+                Operand::Null(r) => Operand::Null(r),
+                Operand::Param(_) => Operand::Bad("a cast on a parameter; remove the cast (pgveil sends the parameter with the storage type)"),
+                Operand::Protected(_) => Operand::Bad("a cast of a column"),
+                _ => Operand::Other,
+            },
+            Expr::TypedString(_) => Operand::Bad("a typed literal (type 'value'); write the plain literal"),
+            _ => Operand::Other,
+        })
+    }
+
+    fn value_operand(&self, v: &ast::ValueWithSpan) -> Operand<'p> {
+        let Some(r) = self.span_of(v.span) else {
+            return Operand::Bad("a literal whose position pgveil cannot determine");
+        };
+        let text = &self.text[r.clone()];
+        match &v.value {
+            Value::Null => Operand::Null(r),
+            Value::Placeholder(p) => match p.strip_prefix('$').and_then(|n| n.parse::<u32>().ok()) {
+                Some(n) if n > 0 => Operand::Param(n),
+                _ => Operand::Bad("a parameter placeholder other than $n"),
+            },
+            Value::SingleQuotedString(s) | Value::EscapedStringLiteral(s) => match lex::decode_string(text) {
+                Some(d) if &d == s => Operand::Literal(r, d),
+                _ => Operand::Bad("a string literal in a form pgveil does not rewrite (continuation, \\x/\\u escapes); use a plain '...' literal or a parameter"),
+            },
+            Value::Number(n, false) => {
+                if text == n && text.bytes().all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'+' | b'-')) {
+                    Operand::Literal(r, n.clone())
+                } else {
+                    Operand::Bad("a number written in a form pgveil does not rewrite")
+                }
+            }
+            Value::Boolean(b) => {
+                if text.eq_ignore_ascii_case(if *b { "true" } else { "false" }) {
+                    Operand::Literal(r, b.to_string())
+                } else {
+                    Operand::Bad("a boolean literal pgveil cannot delimit")
+                }
+            }
+            Value::DollarQuotedString(_) => Operand::Bad("a dollar-quoted literal; use a plain '...' literal or a parameter"),
+            _ => Operand::Bad("a literal form pgveil does not rewrite; use a plain '...' literal or a parameter"),
+        }
+    }
+
+    /// The span of a whole cast expression around the literal at `lit`:
+    /// `lit::type` or `CAST(lit AS type)`. Verified by re-parsing the
+    /// candidate text and comparing it with the AST.
+    fn cast_span(&self, cast: &Expr, lit: Range<usize>) -> Option<Range<usize>> {
+        let Expr::Cast { kind, .. } = cast else {
+            return None;
+        };
+        let start = match kind {
+            ast::CastKind::DoubleColon => lit.start,
+            ast::CastKind::Cast => {
+                let before = self.text[..lit.start]
+                    .trim_end()
+                    .strip_suffix('(')?
+                    .trim_end();
+                let kw = before.len().checked_sub(4)?;
+                if !before.get(kw..)?.eq_ignore_ascii_case("cast") {
+                    return None;
+                }
+                kw
+            }
+            _ => return None,
+        };
+        let want = cast.to_string();
+        let toks = lex::tokens(&self.text[lit.end..]);
+        let mut best = None;
+        for t in toks
+            .iter()
+            .filter(|t| !matches!(t.kind, Kind::Space | Kind::Comment))
+            .take(16)
+        {
+            let end = lit.end + t.end;
+            let cand = &self.text[start..end];
+            if let Ok(mut p) = Parser::new(&PostgreSqlDialect {}).try_with_sql(cand) {
+                if let Ok(e) = p.parse_expr() {
+                    if p.peek_token().token == sqlparser::tokenizer::Token::EOF
+                        && e.to_string() == want
+                    {
+                        best = Some(start..end);
+                    }
+                }
+            }
+        }
+        best
+    }
+
+    // ----- recording -----
+
+    fn add_literal(
+        &mut self,
+        pc: &ProtectedColumn,
+        span: Range<usize>,
+        value: String,
+        usage: Comparison,
+        negated: bool,
+    ) {
+        let span = self.abs(span);
+        self.plan.literals.push(LiteralTarget {
+            span,
+            value,
+            target: target_of(pc),
+            usage,
+            negated,
+        });
+    }
+
+    fn add_param(&mut self, pc: &ProtectedColumn, n: u32, usage: Comparison, array: bool) -> R {
+        if let Some(prev) = self.plan.params.get(&n) {
+            if prev.target.key != pc.key || prev.array != array {
+                return Err(Refusal::unsupported(
+                    Some(&pc.column),
+                    format!(
+                        "parameter ${n} is used for {} and {}, which are encrypted with different keys; use separate parameters",
+                        prev.target.column, pc.column
+                    ),
+                ));
+            }
+            return Ok(());
+        }
+        self.plan.params.insert(
+            n,
+            ParamTarget {
+                target: target_of(pc),
+                usage,
+                array,
+            },
+        );
+        Ok(())
+    }
+
+    fn refuse<T>(&self, pc: &ProtectedColumn, what: &str) -> R<T> {
+        Err(Refusal::unsupported(
+            Some(&pc.column),
+            format!("{what} protected column {}", pc.column),
+        ))
+    }
+
+    // ----- statements -----
+
+    pub fn statement(&mut self, s: &Statement) -> R {
+        match s {
+            Statement::Query(q) => {
+                self.plan.kind = StatementKind::Select;
+                self.query(q, Proj::Top)
+            }
+            Statement::Insert(i) => {
+                self.plan.kind = StatementKind::Insert;
+                self.insert(i, false)
+            }
+            Statement::Update(u) => {
+                self.plan.kind = StatementKind::Update;
+                self.update(u, false)
+            }
+            Statement::Delete(d) => {
+                self.plan.kind = StatementKind::Delete;
+                self.delete(d, false)
+            }
+            Statement::Copy {
+                source,
+                to,
+                target,
+                options,
+                legacy_options,
+                ..
+            } => {
+                self.plan.kind = StatementKind::Copy;
+                self.copy(source, *to, target, options, legacy_options)
+            }
+            Statement::Prepare {
+                name,
+                data_types,
+                statement,
+            } => {
+                let mut inner = Walker::new(self.policy, self.opts, self.text, self.base);
+                inner.statement(statement)?;
+                for (n, p) in &inner.plan.params {
+                    if data_types
+                        .get(usize::try_from(*n).unwrap_or(usize::MAX) - 1)
+                        .is_some()
+                    {
+                        return Err(Refusal::unsupported(
+                            Some(&p.target.column),
+                            format!(
+                                "PREPARE declares a type for ${n}, which targets protected column {}; declare no parameter types",
+                                p.target.column
+                            ),
+                        ));
+                    }
+                }
+                self.plan.touches_protected = inner.plan.touches_protected;
+                self.plan.reads = inner.plan.reads.clone();
+                self.plan.writes = inner.plan.writes.clone();
+                // Literals inside the PREPARE text are encrypted now.
+                self.plan.literals = std::mem::take(&mut inner.plan.literals);
+                self.plan.nulls = std::mem::take(&mut inner.plan.nulls);
+                self.plan.prepared = Some(PreparedOp::Prepare {
+                    name: norm(name),
+                    plan: Arc::new(inner.plan),
+                });
+                Ok(())
+            }
+            Statement::Execute {
+                name, parameters, ..
+            } => {
+                let name = name
+                    .as_ref()
+                    .and_then(object_parts)
+                    .map(|p| p.join("."))
+                    .unwrap_or_default();
+                let mut args = Vec::new();
+                for e in parameters {
+                    args.push(match self.operand(e)? {
+                        Operand::Literal(r, value) => ExecuteArg::Literal {
+                            span: self.abs(r),
+                            value,
+                        },
+                        Operand::Null(_) => ExecuteArg::Null,
+                        _ => {
+                            self.expr(e)?;
+                            ExecuteArg::Other
+                        }
+                    });
+                }
+                self.plan.prepared = Some(PreparedOp::Execute { name, args });
+                Ok(())
+            }
+            Statement::Deallocate { name, .. } => {
+                self.plan.prepared = Some(
+                    if name.quote_style.is_none() && name.value.eq_ignore_ascii_case("all") {
+                        PreparedOp::DeallocateAll
+                    } else {
+                        PreparedOp::Deallocate(norm(name))
+                    },
+                );
+                Ok(())
+            }
+            Statement::Discard { object_type } => {
+                if matches!(object_type, ast::DiscardObject::ALL) {
+                    self.plan.prepared = Some(PreparedOp::DeallocateAll);
+                }
+                Ok(())
+            }
+            Statement::Declare { stmts, .. } => {
+                for d in stmts {
+                    if let Some(q) = &d.for_query {
+                        self.plan.kind = StatementKind::Select;
+                        self.query(q, Proj::Top)?;
+                    }
+                }
+                Ok(())
+            }
+            Statement::Explain {
+                statement, analyze, ..
+            } => {
+                let _ = analyze;
+                self.statement(statement)
+            }
+            Statement::Merge(_) => self.refuse_stmt("MERGE"),
+            Statement::Call(_) => self.refuse_stmt("CALL"),
+            Statement::CreateView(v) => {
+                self.query(&v.query, Proj::Nested)?;
+                Ok(())
+            }
+            Statement::CreateTable(ct) => {
+                if let Some(q) = &ct.query {
+                    self.query(q, Proj::Nested)?;
+                }
+                Ok(())
+            }
+            // Utility and DDL statements carry no values for protected columns.
+            Statement::StartTransaction { .. }
+            | Statement::Commit { .. }
+            | Statement::Rollback { .. }
+            | Statement::Savepoint { .. }
+            | Statement::ReleaseSavepoint { .. }
+            | Statement::Set(_)
+            | Statement::ShowVariable { .. }
+            | Statement::AlterTable(_)
+            | Statement::CreateIndex(_)
+            | Statement::Drop { .. }
+            | Statement::Truncate(_)
+            | Statement::Grant(_)
+            | Statement::Revoke(_)
+            | Statement::Comment { .. }
+            | Statement::Analyze(_)
+            | Statement::Vacuum(_)
+            | Statement::Lock(_)
+            | Statement::Fetch { .. }
+            | Statement::Close { .. }
+            | Statement::LISTEN { .. }
+            | Statement::UNLISTEN { .. } => Ok(()),
+            other => {
+                // Fail closed: any other statement that names a protected
+                // table is refused.
+                let text = other.to_string();
+                if self.policy.mentions_protected_table(&text) {
+                    self.refuse_stmt("this statement type")
+                } else {
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    fn refuse_stmt(&self, what: &str) -> R {
+        let tables: Vec<String> = self
+            .policy
+            .tables()
+            .map(|t| t.table())
+            .filter(|t| self.policy_table_mentioned(t))
+            .map(ToString::to_string)
+            .collect();
+        Err(Refusal::unsupported(
+            None,
+            format!(
+                "{what} is not supported on protected tables ({}): pgveil cannot see which values reach protected columns",
+                tables.join(", ")
+            ),
+        ))
+    }
+
+    fn policy_table_mentioned(&self, t: &QualifiedTable) -> bool {
+        let lower = self.text.to_ascii_lowercase();
+        lower.contains(&t.table.as_str().to_ascii_lowercase())
+    }
+
+    // ----- queries -----
+
+    fn query(&mut self, q: &Query, proj: Proj<'p>) -> R {
+        let mut pushed = false;
+        if let Some(with) = &q.with {
+            self.ctes.push(HashSet::new());
+            pushed = true;
+            for cte in &with.cte_tables {
+                self.query(&cte.query, Proj::Nested)?;
+                if let Some(s) = self.ctes.last_mut() {
+                    s.insert(norm(&cte.alias.name));
+                }
+            }
+        }
+        let order: Vec<&ast::OrderByExpr> = match &q.order_by {
+            Some(ob) => match &ob.kind {
+                OrderByKind::Expressions(v) => v.iter().collect(),
+                OrderByKind::All(_) => Vec::new(),
+            },
+            None => Vec::new(),
+        };
+        let res = self.set_expr(&q.body, proj, &order);
+        if res.is_ok() {
+            if let Some(lc) = &q.limit_clause {
+                self.fallback(&lc.to_string(), None)?;
+            }
+        }
+        if pushed {
+            self.ctes.pop();
+        }
+        res
+    }
+
+    fn set_expr(&mut self, body: &SetExpr, proj: Proj<'p>, order: &[&ast::OrderByExpr]) -> R {
+        match body {
+            SetExpr::Select(s) => self.select(s, proj, order),
+            SetExpr::Query(q) => {
+                self.query(q, proj)?;
+                self.order_outside(order)
+            }
+            SetExpr::SetOperation { left, right, .. } => {
+                let branch = match proj {
+                    Proj::Top => Proj::Nested,
+                    p => p,
+                };
+                self.set_expr(left, branch.clone(), &[])?;
+                self.set_expr(right, branch, &[])?;
+                self.order_outside(order)
+            }
+            SetExpr::Values(v) => {
+                for row in &v.rows {
+                    for e in row.content.iter() {
+                        self.expr(e)?;
+                    }
+                }
+                self.order_outside(order)
+            }
+            SetExpr::Insert(s) | SetExpr::Update(s) | SetExpr::Delete(s) => match s {
+                Statement::Insert(i) => self.insert(i, true),
+                Statement::Update(u) => self.update(u, true),
+                Statement::Delete(d) => self.delete(d, true),
+                _ => self.refuse_stmt("this nested statement"),
+            },
+            SetExpr::Merge(_) => self.refuse_stmt("MERGE"),
+            SetExpr::Table(t) => {
+                let name = ObjectName::from(
+                    t.schema_name
+                        .iter()
+                        .chain(t.table_name.iter())
+                        .cloned()
+                        .collect::<Vec<_>>(),
+                );
+                if let Some(tq) = self.resolve_table(&name) {
+                    self.plan.touches_protected = true;
+                    if !matches!(proj, Proj::Top | Proj::Discard) {
+                        return Err(Refusal::unsupported(
+                            None,
+                            format!("TABLE {tq} inside a subquery, CTE or UNION would return protected columns without their table; select them at the top level"),
+                        ));
+                    }
+                    for c in self.policy.table(&tq).into_iter().flat_map(|t| t.columns()) {
+                        self.plan.reads.insert(c.column.clone());
+                    }
+                }
+                self.order_outside(order)
+            }
+        }
+    }
+
+    /// ORDER BY outside a SELECT's scope (after UNION, VALUES): output
+    /// names only; protected outputs were already refused.
+    fn order_outside(&mut self, order: &[&ast::OrderByExpr]) -> R {
+        for o in order {
+            self.expr(&o.expr)?;
+        }
+        Ok(())
+    }
+
+    fn join_tree(&mut self, twj: &TableWithJoins, rels: &mut Vec<Rel>) -> R {
+        self.table_factor(&twj.relation, rels)?;
+        for j in &twj.joins {
+            self.table_factor(&j.relation, rels)?;
+            let constraint = match &j.join_operator {
+                JoinOperator::Join(c)
+                | JoinOperator::Inner(c)
+                | JoinOperator::Left(c)
+                | JoinOperator::LeftOuter(c)
+                | JoinOperator::Right(c)
+                | JoinOperator::RightOuter(c)
+                | JoinOperator::FullOuter(c)
+                | JoinOperator::CrossJoin(c)
+                | JoinOperator::Semi(c)
+                | JoinOperator::LeftSemi(c)
+                | JoinOperator::RightSemi(c)
+                | JoinOperator::Anti(c)
+                | JoinOperator::LeftAnti(c)
+                | JoinOperator::RightAnti(c)
+                | JoinOperator::StraightJoin(c) => c,
+                _ => return self.refuse_stmt("this join type"),
+            };
+            match constraint {
+                JoinConstraint::On(e) => {
+                    // ON sees every relation joined so far.
+                    self.scopes.push(rels.clone());
+                    let r = self.expr(e);
+                    self.scopes.pop();
+                    r?;
+                }
+                JoinConstraint::Using(cols) => {
+                    for c in cols {
+                        let Some(parts) = object_parts(c) else {
+                            continue;
+                        };
+                        let Some(col) = parts.last() else { continue };
+                        let hits: Vec<&ProtectedColumn> = rels
+                            .iter()
+                            .filter_map(|r| self.protected_in(r, col))
+                            .collect();
+                        if let Some(first) = hits.first() {
+                            if hits.len() < 2
+                                || !first.is_deterministic()
+                                || hits.iter().any(|h| h.key != first.key)
+                            {
+                                return self.refuse(first, "JOIN USING needs both sides deterministic under one key; cannot join on");
+                            }
+                        }
+                    }
+                }
+                JoinConstraint::Natural => {
+                    if rels.iter().any(|r| r.table.is_some()) {
+                        return self.refuse_stmt("NATURAL JOIN");
+                    }
+                }
+                JoinConstraint::None | JoinConstraint::UsingAlias(..) => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn table_factor(&mut self, tf: &TableFactor, rels: &mut Vec<Rel>) -> R {
+        match tf {
+            TableFactor::Table {
+                name, alias, args, ..
+            } => {
+                if args.is_some() {
+                    let text = tf.to_string();
+                    self.fallback(&text, None)?;
+                }
+                let rel = self.rel_for(name, alias.as_ref().map(|a| &a.name));
+                rels.push(rel);
+                Ok(())
+            }
+            TableFactor::Derived {
+                subquery,
+                alias,
+                lateral,
+                ..
+            } => {
+                if *lateral {
+                    self.scopes.push(rels.clone());
+                }
+                let r = self.query(subquery, Proj::Nested);
+                if *lateral {
+                    self.scopes.pop();
+                }
+                r?;
+                rels.push(Rel {
+                    name: alias.as_ref().map(|a| norm(&a.name)).unwrap_or_default(),
+                    schema: None,
+                    table: None,
+                });
+                Ok(())
+            }
+            TableFactor::NestedJoin {
+                table_with_joins, ..
+            } => self.join_tree(table_with_joins, rels),
+            other => {
+                self.fallback(&other.to_string(), None)?;
+                rels.push(Rel {
+                    name: String::new(),
+                    schema: None,
+                    table: None,
+                });
+                Ok(())
+            }
+        }
+    }
+
+    fn select(&mut self, s: &Select, proj: Proj<'p>, order: &[&ast::OrderByExpr]) -> R {
+        let mut rels = Vec::new();
+        for twj in &s.from {
+            self.join_tree(twj, &mut rels)?;
+        }
+        self.scopes.push(rels);
+        let r = self.select_body(s, proj, order);
+        self.scopes.pop();
+        r
+    }
+
+    fn select_body(&mut self, s: &Select, proj: Proj<'p>, order: &[&ast::OrderByExpr]) -> R {
+        if let Some(w) = &s.selection {
+            self.expr(w)?;
+        }
+        // Projection.
+        let mut outputs: Vec<(Option<String>, Option<&'p ProtectedColumn>)> = Vec::new();
+        for (i, item) in s.projection.iter().enumerate() {
+            match item {
+                SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => {
+                    let alias = match item {
+                        SelectItem::ExprWithAlias { alias, .. } => Some(norm(alias)),
+                        _ => None,
+                    };
+                    let direct = self.direct(e)?;
+                    outputs.push((alias, direct));
+                    self.project(e, direct, i, &proj)?;
+                }
+                SelectItem::ExprWithAliases { expr, .. } => {
+                    self.expr(expr)?;
+                    outputs.push((None, None));
+                }
+                SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..) => {
+                    let qual = match item {
+                        SelectItem::QualifiedWildcard(
+                            SelectItemQualifiedWildcardKind::ObjectName(n),
+                            _,
+                        ) => object_parts(n).and_then(|p| p.last().cloned()),
+                        SelectItem::QualifiedWildcard(
+                            SelectItemQualifiedWildcardKind::Expr(_),
+                            _,
+                        ) => return self.refuse_stmt("a wildcard over an expression"),
+                        _ => None,
+                    };
+                    let cols: Vec<&'p ProtectedColumn> = self
+                        .scopes
+                        .last()
+                        .into_iter()
+                        .flatten()
+                        .filter(|r| qual.as_ref().is_none_or(|q| &r.name == q))
+                        .filter_map(|r| r.table.as_ref())
+                        .filter_map(|t| self.policy.table(t))
+                        .flat_map(|t| t.columns())
+                        .collect();
+                    match &proj {
+                        Proj::Top | Proj::Discard => {
+                            for c in cols {
+                                self.plan.reads.insert(c.column.clone());
+                            }
+                        }
+                        _ => {
+                            if let Some(c) = cols.first() {
+                                return self.refuse(c, "SELECT * inside a subquery, CTE, UNION or INSERT … SELECT would return or copy");
+                            }
+                        }
+                    }
+                    outputs.push((None, None));
+                }
+            }
+        }
+        if let Proj::Into(t) = &proj {
+            if s.projection.iter().any(|i| {
+                matches!(
+                    i,
+                    SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..)
+                )
+            }) && t.iter().any(Option::is_some)
+            {
+                return Err(Refusal::unsupported(
+                    t.iter().flatten().next().map(|c| &c.column),
+                    "INSERT … SELECT * into a table with protected columns: list the source columns".to_owned(),
+                ));
+            }
+        }
+        // DISTINCT.
+        match &s.distinct {
+            Some(Distinct::Distinct) => {
+                for (_, c) in &outputs {
+                    if let Some(c) = c {
+                        if !c.is_deterministic() {
+                            return self.refuse(c, "SELECT DISTINCT cannot compare randomized");
+                        }
+                    }
+                }
+            }
+            Some(Distinct::On(exprs)) => {
+                for e in exprs {
+                    self.group_expr(e)?;
+                }
+            }
+            _ => {}
+        }
+        if let GroupByExpr::Expressions(exprs, _) = &s.group_by {
+            for e in exprs {
+                self.group_expr(e)?;
+            }
+        }
+        if let Some(h) = &s.having {
+            self.expr(h)?;
+        }
+        for o in order {
+            if let Some(c) = self.direct(&o.expr)? {
+                return self.refuse(c, "ORDER BY would sort ciphertext of");
+            }
+            // Ordinal or output alias pointing at a protected output.
+            let target = match &o.expr {
+                Expr::Value(v) => match &v.value {
+                    Value::Number(n, _) => n
+                        .parse::<usize>()
+                        .ok()
+                        .and_then(|k| outputs.get(k.wrapping_sub(1)))
+                        .and_then(|o| o.1),
+                    _ => None,
+                },
+                Expr::Identifier(i) => {
+                    let n = norm(i);
+                    outputs
+                        .iter()
+                        .find(|(a, _)| a.as_deref() == Some(n.as_str()))
+                        .and_then(|o| o.1)
+                }
+                _ => None,
+            };
+            if let Some(c) = target {
+                return self.refuse(c, "ORDER BY would sort ciphertext of");
+            }
+            self.expr(&o.expr)?;
+        }
+        Ok(())
+    }
+
+    fn group_expr(&mut self, e: &Expr) -> R {
+        match self.direct(e)? {
+            Some(c) if c.is_deterministic() => {
+                self.plan.reads.insert(c.column.clone());
+                Ok(())
+            }
+            Some(c) => self.refuse(c, "GROUP BY / DISTINCT ON cannot group randomized"),
+            None => self.expr(e),
+        }
+    }
+
+    fn project(
+        &mut self,
+        e: &Expr,
+        direct: Option<&'p ProtectedColumn>,
+        i: usize,
+        proj: &Proj<'p>,
+    ) -> R {
+        match proj {
+            Proj::Top | Proj::Discard => match direct {
+                Some(c) => {
+                    self.plan.reads.insert(c.column.clone());
+                    Ok(())
+                }
+                None => self.expr(e),
+            },
+            Proj::Nested => match direct {
+                Some(c) => self
+                    .refuse(
+                        c,
+                        "a subquery, CTE, UNION or view projection loses the table identity of",
+                    )
+                    .map_err(|r| {
+                        r.with_hint("select the column directly from its table at the top level")
+                    }),
+                None => self.expr(e),
+            },
+            Proj::Into(targets) => {
+                let target = targets.get(i).copied().flatten();
+                match (target, direct) {
+                    (Some(t), Some(src)) if t.key == src.key => {
+                        self.plan.reads.insert(src.column.clone());
+                        if src.column != t.column {
+                            self.plan.copies.push(ColumnCopy {
+                                from: src.column.clone(),
+                                to: t.column.clone(),
+                            });
+                        }
+                        Ok(())
+                    }
+                    (Some(t), _) => Err(Refusal::unsupported(
+                        Some(&t.column),
+                        format!(
+                            "INSERT … SELECT into protected column {}: the source must be a column encrypted with the same key ({}); insert values with VALUES or parameters instead",
+                            t.column, t.key
+                        ),
+                    )),
+                    (None, Some(src)) => self.refuse(src, "INSERT … SELECT would copy ciphertext into an unprotected column from"),
+                    (None, None) => self.expr(e),
+                }
+            }
+            Proj::InSub(lhs) => match (lhs, direct) {
+                (Some(l), Some(src)) if l.key == src.key && l.is_deterministic() => {
+                    self.plan.reads.insert(src.column.clone());
+                    Ok(())
+                }
+                (Some(l), _) => self.refuse(
+                    l,
+                    "IN (subquery) must select a deterministic column under the same key as",
+                ),
+                (None, Some(src)) => self.refuse(src, "a plaintext value cannot be compared with"),
+                (None, None) => self.expr(e),
+            },
+        }
+    }
+
+    // ----- writes -----
+
+    fn write_value(&mut self, target: Option<&'p ProtectedColumn>, e: &Expr) -> R {
+        let Some(pc) = target else {
+            if let Some(src) = self.direct(e)? {
+                return self.refuse(
+                    src,
+                    "assigning to an unprotected column would copy ciphertext of",
+                );
+            }
+            return self.expr(e);
+        };
+        self.plan.writes.insert(pc.column.clone());
+        match self.operand(e)? {
+            Operand::Literal(span, value) => {
+                self.add_literal(pc, span, value, Comparison::Write, false);
+                Ok(())
+            }
+            Operand::Param(n) => self.add_param(pc, n, Comparison::Write, false),
+            Operand::Null(span) => {
+                let span = self.abs(span);
+                self.plan.nulls.push(NullWrite {
+                    span,
+                    column: pc.column.clone(),
+                });
+                Ok(())
+            }
+            Operand::Default => Ok(()),
+            Operand::Protected(src) if src.key == pc.key => {
+                if src.column != pc.column {
+                    self.plan.copies.push(ColumnCopy {
+                        from: src.column.clone(),
+                        to: pc.column.clone(),
+                    });
+                }
+                Ok(())
+            }
+            Operand::Protected(src) => Err(Refusal::unsupported(
+                Some(&pc.column),
+                format!(
+                    "protected column {} cannot be set from {}, which uses a different key",
+                    pc.column, src.column
+                ),
+            )),
+            Operand::Unprotected => self.refuse(pc, "a plaintext column's value cannot be assigned to"),
+            Operand::Bad(why) => Err(Refusal::unsupported(
+                Some(&pc.column),
+                format!("the value for protected column {} is {why}", pc.column),
+            )),
+            Operand::Other => Err(Refusal::unsupported(
+                Some(&pc.column),
+                format!(
+                    "the value for protected column {} is an expression pgveil cannot encrypt; send a literal or a parameter",
+                    pc.column
+                ),
+            )),
+        }
+    }
+
+    fn insert(&mut self, ins: &ast::Insert, nested: bool) -> R {
+        let TableObject::TableName(name) = &ins.table else {
+            return self.refuse_stmt("INSERT into a table function");
+        };
+        let rel = self.rel_for(name, ins.table_alias.as_ref().map(|a| &a.alias));
+        let table = rel.table.clone();
+        let cols: Vec<String> = ins
+            .columns
+            .iter()
+            .filter_map(|c| object_parts(c).and_then(|p| p.last().cloned()))
+            .collect();
+        let targets: Vec<Option<&'p ProtectedColumn>> = match &table {
+            Some(t) => {
+                let names: Vec<String> = if !cols.is_empty() {
+                    cols.clone()
+                } else if ins.source.is_none() {
+                    Vec::new()
+                } else {
+                    match self.opts.column_order.as_ref().and_then(|c| c.column_order(t)) {
+                        Some(order) => order.iter().map(|i| i.as_str().to_owned()).collect(),
+                        None => {
+                            return Err(Refusal::unsupported(
+                                None,
+                                format!(
+                                    "INSERT into {t} without a column list: pgveil needs the column list to know which values to encrypt; list the columns"
+                                ),
+                            ))
+                        }
+                    }
+                };
+                names.iter().map(|c| self.protected_in(&rel, c)).collect()
+            }
+            None => Vec::new(),
+        };
+        if let Some(src) = &ins.source {
+            match src.body.as_ref() {
+                SetExpr::Values(v) if src.with.is_none() => {
+                    self.scopes.push(Vec::new());
+                    let r = (|| {
+                        for row in &v.rows {
+                            for (i, e) in row.content.iter().enumerate() {
+                                self.write_value(targets.get(i).copied().flatten(), e)?;
+                            }
+                        }
+                        Ok(())
+                    })();
+                    self.scopes.pop();
+                    r?;
+                }
+                _ => self.query(src, Proj::Into(targets.clone()))?,
+            }
+        }
+        if !ins.assignments.is_empty() {
+            return self.refuse_stmt("INSERT … SET");
+        }
+        let mut scope = vec![rel.clone()];
+        if let Some(OnInsert::OnConflict(oc)) = &ins.on {
+            if let OnConflictAction::DoUpdate(du) = &oc.action {
+                scope.push(Rel {
+                    name: "excluded".into(),
+                    schema: None,
+                    table: table.clone(),
+                });
+                self.scopes.push(scope.clone());
+                let r = self
+                    .assignments(&du.assignments, &rel)
+                    .and_then(|_| match &du.selection {
+                        Some(w) => self.expr(w),
+                        None => Ok(()),
+                    });
+                self.scopes.pop();
+                r?;
+            }
+        } else if ins.on.is_some() {
+            return self.refuse_stmt("ON DUPLICATE KEY");
+        }
+        self.returning(ins.returning.as_deref(), vec![rel], nested)
+    }
+
+    fn assignments(&mut self, assignments: &[ast::Assignment], target: &Rel) -> R {
+        for a in assignments {
+            match &a.target {
+                AssignmentTarget::ColumnName(n) => {
+                    let col = object_parts(n)
+                        .and_then(|p| p.last().cloned())
+                        .unwrap_or_default();
+                    let pc = self.protected_in(target, &col);
+                    self.write_value(pc, &a.value)?;
+                }
+                AssignmentTarget::Tuple(names) => {
+                    for n in names {
+                        let col = object_parts(n)
+                            .and_then(|p| p.last().cloned())
+                            .unwrap_or_default();
+                        if let Some(pc) = self.protected_in(target, &col) {
+                            return self.refuse(pc, "a multi-column SET (a, b) = … cannot assign");
+                        }
+                    }
+                    self.expr(&a.value)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn returning(&mut self, items: Option<&[SelectItem]>, scope: Vec<Rel>, nested: bool) -> R {
+        let Some(items) = items else { return Ok(()) };
+        self.scopes.push(scope);
+        let proj = if nested { Proj::Nested } else { Proj::Top };
+        let r = (|| {
+            for (i, item) in items.iter().enumerate() {
+                match item {
+                    SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => {
+                        let d = self.direct(e)?;
+                        self.project(e, d, i, &proj)?;
+                    }
+                    _ => {
+                        let cols: Vec<&'p ProtectedColumn> = self
+                            .scopes
+                            .last()
+                            .into_iter()
+                            .flatten()
+                            .filter_map(|r| r.table.as_ref())
+                            .filter_map(|t| self.policy.table(t))
+                            .flat_map(|t| t.columns())
+                            .collect();
+                        if nested {
+                            if let Some(c) = cols.first() {
+                                return self.refuse(
+                                    c,
+                                    "RETURNING * inside a CTE loses the table identity of",
+                                );
+                            }
+                        }
+                        for c in cols {
+                            self.plan.reads.insert(c.column.clone());
+                        }
+                    }
+                }
+            }
+            Ok(())
+        })();
+        self.scopes.pop();
+        r
+    }
+
+    fn update(&mut self, u: &ast::Update, nested: bool) -> R {
+        let mut rels = Vec::new();
+        self.table_factor(&u.table.relation, &mut rels)?;
+        if !u.table.joins.is_empty() {
+            return self.refuse_stmt("UPDATE with JOIN");
+        }
+        let target = rels[0].clone();
+        if let Some(UpdateTableFromKind::BeforeSet(f) | UpdateTableFromKind::AfterSet(f)) = &u.from
+        {
+            for twj in f {
+                self.join_tree(twj, &mut rels)?;
+            }
+        }
+        self.scopes.push(rels.clone());
+        let r = (|| {
+            self.assignments(&u.assignments, &target)?;
+            if let Some(w) = &u.selection {
+                self.expr(w)?;
+            }
+            Ok(())
+        })();
+        self.scopes.pop();
+        r?;
+        self.returning(u.returning.as_deref(), rels, nested)
+    }
+
+    fn delete(&mut self, d: &ast::Delete, nested: bool) -> R {
+        let mut rels = Vec::new();
+        let (FromTable::WithFromKeyword(f) | FromTable::WithoutKeyword(f)) = &d.from;
+        for twj in f {
+            self.join_tree(twj, &mut rels)?;
+        }
+        for twj in d.using.iter().flatten() {
+            self.join_tree(twj, &mut rels)?;
+        }
+        self.scopes.push(rels.clone());
+        let r = match &d.selection {
+            Some(w) => self.expr(w),
+            None => Ok(()),
+        };
+        self.scopes.pop();
+        r?;
+        self.returning(d.returning.as_deref(), rels, nested)
+    }
+
+    fn copy(
+        &mut self,
+        source: &CopySource,
+        to: bool,
+        target: &CopyTarget,
+        options: &[CopyOption],
+        legacy: &[CopyLegacyOption],
+    ) -> R {
+        let (name, columns) = match source {
+            CopySource::Table {
+                table_name,
+                columns,
+            } => (table_name, columns),
+            CopySource::Query(q) => {
+                self.query(q, Proj::Nested)
+                    .map_err(|r| r.with_hint("COPY (query) results carry no table identity"))?;
+                return Ok(());
+            }
+        };
+        let Some(table) = self.resolve_table(name) else {
+            return Ok(());
+        };
+        self.plan.touches_protected = true;
+        let direction = match (to, target) {
+            (false, CopyTarget::Stdin) => CopyDirection::FromStdin,
+            (true, CopyTarget::Stdout) => CopyDirection::ToStdout,
+            _ => {
+                return Err(Refusal::unsupported(
+                    None,
+                    format!("COPY {table} to or from a server file or program bypasses pgveil; use COPY … FROM STDIN / TO STDOUT"),
+                ))
+            }
+        };
+        let mut plan = CopyPlan {
+            table: table.clone(),
+            columns: None,
+            direction,
+            format: CopyFormat::Text,
+            delimiter: '\t',
+            null: "\\N".into(),
+            header: false,
+            quote: '"',
+            escape: '"',
+        };
+        let mut delimiter = None;
+        let mut null = None;
+        let mut escape = None;
+        let mut binary = false;
+        for o in options {
+            match o {
+                CopyOption::Format(f) => match norm(f).as_str() {
+                    "text" => plan.format = CopyFormat::Text,
+                    "csv" => plan.format = CopyFormat::Csv,
+                    _ => binary = true,
+                },
+                CopyOption::Delimiter(c) => delimiter = Some(*c),
+                CopyOption::Null(s) => null = Some(s.clone()),
+                CopyOption::Header(h) => plan.header = *h,
+                CopyOption::Quote(c) => plan.quote = *c,
+                CopyOption::Escape(c) => escape = Some(*c),
+                CopyOption::Freeze(_) | CopyOption::Encoding(_) => {}
+                CopyOption::ForceQuote(_)
+                | CopyOption::ForceNotNull(_)
+                | CopyOption::ForceNull(_) => {}
+            }
+        }
+        for o in legacy {
+            match o {
+                CopyLegacyOption::Binary => binary = true,
+                CopyLegacyOption::Csv(csv) => {
+                    plan.format = CopyFormat::Csv;
+                    for c in csv {
+                        match c {
+                            CopyLegacyCsvOption::Header => plan.header = true,
+                            CopyLegacyCsvOption::Quote(q) => plan.quote = *q,
+                            CopyLegacyCsvOption::Escape(e) => escape = Some(*e),
+                            _ => {}
+                        }
+                    }
+                }
+                CopyLegacyOption::Delimiter(c) => delimiter = Some(*c),
+                CopyLegacyOption::Null(s) => null = Some(s.clone()),
+                CopyLegacyOption::Header => plan.header = true,
+                _ => return self.refuse_stmt("this COPY option"),
+            }
+        }
+        if binary {
+            return Err(Refusal::unsupported(
+                None,
+                format!("COPY {table} in binary format is not supported: pgveil encrypts COPY data field by field in text or CSV format; use FORMAT text or csv"),
+            ));
+        }
+        if plan.format == CopyFormat::Csv {
+            plan.delimiter = delimiter.unwrap_or(',');
+            plan.null = null.unwrap_or_default();
+            plan.escape = escape.unwrap_or(plan.quote);
+        } else {
+            plan.delimiter = delimiter.unwrap_or('\t');
+            plan.null = null.unwrap_or_else(|| "\\N".into());
+        }
+        let tp = self.policy.table(&table);
+        let names: Option<Vec<Ident>> = if columns.is_empty() {
+            self.opts
+                .column_order
+                .as_ref()
+                .and_then(|c| c.column_order(&table))
+        } else {
+            columns.iter().map(|c| ident(&norm(c))).collect()
+        };
+        plan.columns = names.map(|names| {
+            names
+                .into_iter()
+                .map(|n| CopyField {
+                    target: tp.and_then(|t| t.column(&n)).map(target_of),
+                    name: n,
+                })
+                .collect()
+        });
+        let cols: Vec<ColumnRef> = match &plan.columns {
+            Some(f) => f
+                .iter()
+                .filter_map(|f| f.target.as_ref().map(|t| t.column.clone()))
+                .collect(),
+            None => tp
+                .into_iter()
+                .flat_map(|t| t.columns())
+                .map(|c| c.column.clone())
+                .collect(),
+        };
+        for c in cols {
+            if direction == CopyDirection::FromStdin {
+                self.plan.writes.insert(c);
+            } else {
+                self.plan.reads.insert(c);
+            }
+        }
+        self.plan.copy = Some(plan);
+        Ok(())
+    }
+
+    // ----- expressions -----
+
+    fn comparison(&mut self, left: &Expr, right: &Expr, negated: bool) -> R {
+        let l = self.operand(left)?;
+        let r = self.operand(right)?;
+        let (pc, other, other_expr) = match (&l, &r) {
+            (Operand::Protected(a), Operand::Protected(b)) => {
+                let (a, b) = (*a, *b);
+                if !a.is_deterministic() {
+                    return self.refuse(a, "equality is not possible on randomized");
+                }
+                if !b.is_deterministic() {
+                    return self.refuse(b, "equality is not possible on randomized");
+                }
+                if a.key != b.key {
+                    return Err(Refusal::unsupported(
+                        Some(&a.column),
+                        format!(
+                            "{} and {} are encrypted with different keys and cannot be compared; give one the other's key in the policy",
+                            a.column, b.column
+                        ),
+                    ));
+                }
+                self.plan.reads.insert(a.column.clone());
+                self.plan.reads.insert(b.column.clone());
+                return Ok(());
+            }
+            (Operand::Protected(a), _) => (*a, r, right),
+            (_, Operand::Protected(b)) => (*b, l, left),
+            _ => {
+                self.expr(left)?;
+                return self.expr(right);
+            }
+        };
+        if !pc.is_deterministic() {
+            if matches!(other, Operand::Null(_)) {
+                return Ok(());
+            }
+            return self.refuse(pc, "equality comparison is not possible on randomized (use mode = \"deterministic\" in the policy)");
+        }
+        self.plan.reads.insert(pc.column.clone());
+        match other {
+            Operand::Literal(span, value) => {
+                self.add_literal(pc, span, value, Comparison::Equality, negated);
+                Ok(())
+            }
+            Operand::Param(n) => self.add_param(pc, n, Comparison::Equality, false),
+            Operand::Null(_) => Ok(()),
+            Operand::Unprotected => self.refuse(pc, "a plaintext column cannot be compared with"),
+            Operand::Bad(why) => Err(Refusal::unsupported(
+                Some(&pc.column),
+                format!(
+                    "the value compared with protected column {} is {why}",
+                    pc.column
+                ),
+            )),
+            _ => match other_expr {
+                Expr::Subquery(q) => self.query(q, Proj::InSub(Some(pc))),
+                _ => self.refuse(pc, "only a literal or a parameter can be compared with"),
+            },
+        }
+    }
+
+    fn expr(&mut self, e: &Expr) -> R {
+        match e {
+            Expr::Identifier(_) | Expr::CompoundIdentifier(_) => match self.direct(e)? {
+                Some(c) => self.refuse(c, "this use of"),
+                None => Ok(()),
+            },
+            Expr::Nested(inner) => self.expr(inner),
+            Expr::Value(_) | Expr::TypedString(_) | Expr::Interval(_) | Expr::Wildcard(_) => Ok(()),
+            Expr::IsNull(x) | Expr::IsNotNull(x) => match self.direct(x)? {
+                Some(_) => Ok(()),
+                None => self.expr(x),
+            },
+            Expr::BinaryOp { left, op, right } => {
+                match op {
+                    BinaryOperator::Eq => self.comparison(left, right, false),
+                    BinaryOperator::NotEq => self.comparison(left, right, true),
+                    BinaryOperator::And | BinaryOperator::Or => {
+                        self.expr(left)?;
+                        self.expr(right)
+                    }
+                    other => {
+                        let what = match other {
+                        BinaryOperator::Lt | BinaryOperator::LtEq | BinaryOperator::Gt | BinaryOperator::GtEq => {
+                            "a range comparison (<, >, <=, >=) cannot be evaluated on ciphertext of"
+                        }
+                        BinaryOperator::StringConcat => "string concatenation (||) cannot be applied to",
+                        BinaryOperator::PGRegexMatch
+                        | BinaryOperator::PGRegexIMatch
+                        | BinaryOperator::PGRegexNotMatch
+                        | BinaryOperator::PGRegexNotIMatch
+                        | BinaryOperator::PGLikeMatch
+                        | BinaryOperator::PGILikeMatch
+                        | BinaryOperator::PGNotLikeMatch
+                        | BinaryOperator::PGNotILikeMatch => "pattern matching cannot be evaluated on ciphertext of",
+                        _ => "operators cannot be applied to",
+                    };
+                        for side in [left, right] {
+                            if let Some(c) = self.direct(side)? {
+                                return self.refuse(c, what);
+                            }
+                        }
+                        self.expr(left)?;
+                        self.expr(right)
+                    }
+                }
+            }
+            Expr::IsDistinctFrom(a, b) => self.comparison(a, b, true),
+            Expr::IsNotDistinctFrom(a, b) => self.comparison(a, b, false),
+            Expr::UnaryOp { expr, .. } => {
+                if let Some(c) = self.direct(expr)? {
+                    return self.refuse(c, "operators cannot be applied to");
+                }
+                self.expr(expr)
+            }
+            Expr::In {
+                expr,
+                target,
+                negated,
+                ..
+            } => self.in_expr(expr, target, *negated),
+            Expr::AnyOp {
+                left,
+                compare_op,
+                right,
+                ..
+            } => {
+                if let Some(c) = self.direct(left)? {
+                    if *compare_op != BinaryOperator::Eq {
+                        return self.refuse(c, "only = ANY(...) can be evaluated on");
+                    }
+                    if !c.is_deterministic() {
+                        return self.refuse(c, "equality comparison is not possible on randomized");
+                    }
+                    self.plan.reads.insert(c.column.clone());
+                    let inner = match right.as_ref() {
+                        Expr::Nested(i) => i.as_ref(),
+                        other => other,
+                    };
+                    return match inner {
+                        Expr::Array(arr) => {
+                            for el in &arr.elem {
+                                self.in_element(c, el, false)?;
+                            }
+                            Ok(())
+                        }
+                        _ => match self.operand(inner)? {
+                            Operand::Param(n) => self.add_param(c, n, Comparison::Equality, true),
+                            _ => self.refuse(c, "= ANY(...) needs a parameter or an ARRAY[...] of literals to compare with"),
+                        },
+                    };
+                }
+                if let Some(c) = self.direct(right)? {
+                    return self.refuse(c, "ANY/ALL over");
+                }
+                self.expr(left)?;
+                self.expr(right)
+            }
+            Expr::AllOp { left, right, .. } => {
+                for side in [left, right] {
+                    if let Some(c) = self.direct(side)? {
+                        return self.refuse(c, "ALL(...) cannot be evaluated on");
+                    }
+                }
+                self.expr(left)?;
+                self.expr(right)
+            }
+            Expr::Between {
+                expr, low, high, ..
+            } => {
+                for side in [expr, low, high] {
+                    if let Some(c) = self.direct(side)? {
+                        return self.refuse(
+                            c,
+                            "BETWEEN (a range comparison) cannot be evaluated on ciphertext of",
+                        );
+                    }
+                }
+                self.expr(expr)?;
+                self.expr(low)?;
+                self.expr(high)
+            }
+            Expr::Like { expr, pattern, .. }
+            | Expr::ILike { expr, pattern, .. }
+            | Expr::SimilarTo { expr, pattern, .. }
+            | Expr::RLike { expr, pattern, .. } => {
+                for side in [expr, pattern] {
+                    if let Some(c) = self.direct(side)? {
+                        return self.refuse(
+                            c,
+                            "LIKE / ILIKE / SIMILAR TO cannot be evaluated on ciphertext of",
+                        );
+                    }
+                }
+                self.expr(expr)?;
+                self.expr(pattern)
+            }
+            Expr::Cast { expr, .. } => {
+                if let Some(c) = self.direct(expr)? {
+                    return self.refuse(c, "a cast cannot be applied to");
+                }
+                self.expr(expr)
+            }
+            Expr::Collate { expr, .. } => {
+                if let Some(c) = self.direct(expr)? {
+                    return self.refuse(c, "COLLATE cannot be applied to");
+                }
+                self.expr(expr)
+            }
+            Expr::Function(f) => self.function(f),
+            Expr::Subquery(q) => self.query(q, Proj::Nested),
+            Expr::Exists { subquery, .. } => self.query(subquery, Proj::Discard),
+            Expr::Case {
+                operand,
+                conditions,
+                else_result,
+                ..
+            } => {
+                let mut all: Vec<&Expr> = Vec::new();
+                all.extend(operand.as_deref());
+                for c in conditions {
+                    all.push(&c.result);
+                }
+                all.extend(else_result.as_deref());
+                for x in &all {
+                    if let Some(c) = self.direct(x)? {
+                        return self.refuse(c, "CASE cannot use");
+                    }
+                    self.expr(x)?;
+                }
+                for c in conditions {
+                    if operand.is_some() {
+                        if let Some(pc) = self.direct(&c.condition)? {
+                            return self.refuse(pc, "CASE cannot use");
+                        }
+                    }
+                    self.expr(&c.condition)?;
+                }
+                Ok(())
+            }
+            Expr::Tuple(v) => {
+                for x in v {
+                    if let Some(c) = self.direct(x)? {
+                        return self.refuse(c, "a row constructor (a, b) cannot contain");
+                    }
+                    self.expr(x)?;
+                }
+                Ok(())
+            }
+            Expr::Array(a) => {
+                for x in &a.elem {
+                    if let Some(c) = self.direct(x)? {
+                        return self.refuse(c, "an ARRAY[...] cannot contain");
+                    }
+                    self.expr(x)?;
+                }
+                Ok(())
+            }
+            other => self.fallback(&other.to_string(), None),
+        }
+    }
+
+    fn in_element(&mut self, c: &'p ProtectedColumn, el: &Expr, negated: bool) -> R {
+        match self.operand(el)? {
+            Operand::Literal(span, value) => {
+                self.add_literal(c, span, value, Comparison::Equality, negated);
+                Ok(())
+            }
+            Operand::Param(n) => self.add_param(c, n, Comparison::Equality, false),
+            Operand::Null(_) => Ok(()),
+            Operand::Protected(o) if o.key == c.key && o.is_deterministic() => Ok(()),
+            Operand::Bad(why) => Err(Refusal::unsupported(
+                Some(&c.column),
+                format!(
+                    "a value compared with protected column {} is {why}",
+                    c.column
+                ),
+            )),
+            _ => self.refuse(c, "IN (...) may only list literals or parameters for"),
+        }
+    }
+
+    fn in_expr(&mut self, lhs: &Expr, target: &InTarget, negated: bool) -> R {
+        match self.direct(lhs)? {
+            Some(c) => {
+                if !c.is_deterministic() {
+                    return self.refuse(
+                        c,
+                        "IN (...) is an equality comparison, not possible on randomized",
+                    );
+                }
+                self.plan.reads.insert(c.column.clone());
+                match target {
+                    InTarget::List(list) => {
+                        for el in list {
+                            self.in_element(c, el, negated)?;
+                        }
+                        Ok(())
+                    }
+                    InTarget::Subquery(q) => self.query(q, Proj::InSub(Some(c))),
+                    _ => self.refuse(c, "this IN form cannot be evaluated on"),
+                }
+            }
+            None => {
+                self.expr(lhs)?;
+                match target {
+                    InTarget::List(list) => {
+                        for el in list {
+                            if let Some(c) = self.direct(el)? {
+                                return self
+                                    .refuse(c, "a plaintext value cannot be compared (IN) with");
+                            }
+                            self.expr(el)?;
+                        }
+                        Ok(())
+                    }
+                    InTarget::Subquery(q) => self.query(q, Proj::InSub(None)),
+                    other => self.fallback(&format!("{other}"), None),
+                }
+            }
+        }
+    }
+
+    fn function(&mut self, f: &ast::Function) -> R {
+        let fname = object_parts(&f.name)
+            .and_then(|p| p.last().cloned())
+            .unwrap_or_default();
+        let args: Vec<&FunctionArg> = match &f.args {
+            FunctionArguments::List(l) => l.args.iter().collect(),
+            FunctionArguments::Subquery(q) => {
+                return self.query(q, Proj::Nested);
+            }
+            FunctionArguments::None => Vec::new(),
+        };
+        let distinct = matches!(&f.args, FunctionArguments::List(l) if matches!(l.duplicate_treatment, Some(ast::DuplicateTreatment::Distinct)));
+        for a in &args {
+            let e = match a {
+                FunctionArg::Unnamed(FunctionArgExpr::Expr(e))
+                | FunctionArg::Named {
+                    arg: FunctionArgExpr::Expr(e),
+                    ..
+                }
+                | FunctionArg::ExprNamed {
+                    arg: FunctionArgExpr::Expr(e),
+                    ..
+                } => e,
+                _ => continue,
+            };
+            if let Some(c) = self.direct(e)? {
+                if fname == "count" && args.len() == 1 && f.over.is_none() {
+                    if distinct && !c.is_deterministic() {
+                        return self.refuse(c, "count(DISTINCT …) cannot compare randomized");
+                    }
+                    continue;
+                }
+                let what = if matches!(fname.as_str(), "min" | "max") {
+                    format!("{fname}() would compare ciphertext of")
+                } else {
+                    format!("function {fname}() cannot be applied to")
+                };
+                return self.refuse(c, &what);
+            }
+            self.expr(e)?;
+        }
+        if let Some(filter) = &f.filter {
+            self.expr(filter)?;
+        }
+        for o in &f.within_group {
+            if let Some(c) = self.direct(&o.expr)? {
+                return self.refuse(c, "WITHIN GROUP (ORDER BY …) would sort ciphertext of");
+            }
+            self.expr(&o.expr)?;
+        }
+        if let Some(over) = &f.over {
+            self.fallback(&over.to_string(), None)?;
+        }
+        Ok(())
+    }
+
+    /// A construct the walker does not model: refuse if its text names a
+    /// protected column (of a table in scope) or a protected table.
+    fn fallback(&self, text: &str, _hint: Option<&str>) -> R {
+        if self.policy.mentions_protected_table(text) {
+            return Err(Refusal::unsupported(
+                None,
+                "a construct pgveil does not analyse references a protected table; simplify the statement".to_owned(),
+            ));
+        }
+        let in_scope: Vec<&'p ProtectedColumn> = self
+            .scopes
+            .iter()
+            .flatten()
+            .filter_map(|r| r.table.as_ref())
+            .filter_map(|t| self.policy.table(t))
+            .flat_map(|t| t.columns())
+            .collect();
+        for t in lex::tokens(text) {
+            let word = match t.kind {
+                Kind::Word => text[t.start..t.end].to_ascii_lowercase(),
+                Kind::QuotedIdent => text[t.start + 1..t.end - 1].replace("\"\"", "\""),
+                _ => continue,
+            };
+            if let Some(c) = in_scope.iter().find(|c| c.column.column.as_str() == word) {
+                return self.refuse(c, "an expression pgveil cannot analyse uses");
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,436 @@
+//! A small PostgreSQL lexer used where sqlparser cannot help: splitting a
+//! simple-protocol query string into statements with exact byte spans,
+//! fingerprinting (it must work on text that does not parse), converting
+//! sqlparser's line/column locations to byte offsets, and re-checking a
+//! literal's text against the parser's decoded value.
+//!
+//! Lexical rules: <https://www.postgresql.org/docs/current/sql-syntax-lexical.html>.
+
+use std::ops::Range;
+
+/// A token class: only what the callers need to distinguish.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Space,
+    Comment,
+    Word,
+    QuotedIdent,
+    /// `'…'`, `E'…'`, `U&'…'`, `B'…'`, `X'…'`, `N'…'`.
+    String,
+    /// `$tag$…$tag$`.
+    Dollar,
+    Number,
+    /// `$1`.
+    Param,
+    Semicolon,
+    Punct,
+    /// A string, quoted identifier or comment with no end: the rest of the text.
+    Unterminated,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Tok {
+    pub kind: Kind,
+    pub start: usize,
+    pub end: usize,
+}
+
+fn is_ident_start(c: char) -> bool {
+    c.is_ascii_alphabetic() || c == '_' || !c.is_ascii()
+}
+
+fn is_ident_cont(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_' || c == '$' || !c.is_ascii()
+}
+
+/// Tokenise `sql`. Never fails: malformed input ends in an
+/// [`Kind::Unterminated`] token.
+pub(crate) fn tokens(sql: &str) -> Vec<Tok> {
+    let b = sql.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        let start = i;
+        let c = sql[i..].chars().next().unwrap_or('\0');
+        let kind = if c.is_whitespace() {
+            i += c.len_utf8();
+            while let Some(c) = sql[i..].chars().next() {
+                if !c.is_whitespace() {
+                    break;
+                }
+                i += c.len_utf8();
+            }
+            Kind::Space
+        } else if b[i..].starts_with(b"--") {
+            i = sql[i..].find('\n').map_or(b.len(), |n| i + n);
+            Kind::Comment
+        } else if b[i..].starts_with(b"/*") {
+            // PostgreSQL block comments nest.
+            let mut depth = 0usize;
+            let mut done = false;
+            while i < b.len() {
+                if b[i..].starts_with(b"/*") {
+                    depth += 1;
+                    i += 2;
+                } else if b[i..].starts_with(b"*/") {
+                    depth -= 1;
+                    i += 2;
+                    if depth == 0 {
+                        done = true;
+                        break;
+                    }
+                } else {
+                    i += 1;
+                }
+            }
+            if done {
+                Kind::Comment
+            } else {
+                i = b.len();
+                Kind::Unterminated
+            }
+        } else if c == '\'' {
+            match scan_quoted(b, i, b'\'', false) {
+                Some(e) => {
+                    i = e;
+                    Kind::String
+                }
+                None => {
+                    i = b.len();
+                    Kind::Unterminated
+                }
+            }
+        } else if c == '"' {
+            match scan_quoted(b, i, b'"', false) {
+                Some(e) => {
+                    i = e;
+                    Kind::QuotedIdent
+                }
+                None => {
+                    i = b.len();
+                    Kind::Unterminated
+                }
+            }
+        } else if is_ident_start(c) {
+            // String prefixes: E'…' (backslash escapes), U&'…', B'…', X'…', N'…'.
+            let lower = c.to_ascii_lowercase();
+            let next = b.get(i + 1).copied();
+            if matches!(lower, 'e' | 'b' | 'x' | 'n') && next == Some(b'\'') {
+                match scan_quoted(b, i + 1, b'\'', lower == 'e') {
+                    Some(e) => {
+                        i = e;
+                        Kind::String
+                    }
+                    None => {
+                        i = b.len();
+                        Kind::Unterminated
+                    }
+                }
+            } else if lower == 'u'
+                && next == Some(b'&')
+                && matches!(b.get(i + 2), Some(b'\'' | b'"'))
+            {
+                let q = b[i + 2];
+                match scan_quoted(b, i + 2, q, false) {
+                    Some(e) => {
+                        i = e;
+                        if q == b'\'' {
+                            Kind::String
+                        } else {
+                            Kind::QuotedIdent
+                        }
+                    }
+                    None => {
+                        i = b.len();
+                        Kind::Unterminated
+                    }
+                }
+            } else {
+                i += c.len_utf8();
+                while let Some(c) = sql[i..].chars().next() {
+                    if !is_ident_cont(c) {
+                        break;
+                    }
+                    i += c.len_utf8();
+                }
+                Kind::Word
+            }
+        } else if c == '$' {
+            if b.get(i + 1).is_some_and(u8::is_ascii_digit) {
+                i += 1;
+                while b.get(i).is_some_and(u8::is_ascii_digit) {
+                    i += 1;
+                }
+                Kind::Param
+            } else if let Some(tag_end) = dollar_tag(sql, i) {
+                let tag = &sql[i..tag_end];
+                match sql[tag_end..].find(tag) {
+                    Some(n) => {
+                        i = tag_end + n + tag.len();
+                        Kind::Dollar
+                    }
+                    None => {
+                        i = b.len();
+                        Kind::Unterminated
+                    }
+                }
+            } else {
+                i += 1;
+                Kind::Punct
+            }
+        } else if c.is_ascii_digit() || (c == '.' && b.get(i + 1).is_some_and(u8::is_ascii_digit)) {
+            i += 1;
+            while i < b.len() {
+                let d = b[i];
+                let sign = (d == b'+' || d == b'-') && matches!(b[i - 1], b'e' | b'E');
+                let dot = d == b'.' && b.get(i + 1).is_none_or(|n| *n != b'.');
+                if d.is_ascii_alphanumeric() || d == b'_' || dot || sign {
+                    i += 1;
+                } else {
+                    break;
+                }
+            }
+            Kind::Number
+        } else if c == ';' {
+            i += 1;
+            Kind::Semicolon
+        } else {
+            i += c.len_utf8();
+            Kind::Punct
+        };
+        out.push(Tok {
+            kind,
+            start,
+            end: i,
+        });
+    }
+    out
+}
+
+/// End of a quoted token starting at `open` (the quote), or `None` if it
+/// never closes. A doubled quote is one quote; `backslash` enables `E''`
+/// escapes.
+fn scan_quoted(b: &[u8], open: usize, q: u8, backslash: bool) -> Option<usize> {
+    let mut i = open + 1;
+    while i < b.len() {
+        if backslash && b[i] == b'\\' {
+            i += 2;
+        } else if b[i] == q {
+            if b.get(i + 1) == Some(&q) {
+                i += 2;
+            } else {
+                return Some(i + 1);
+            }
+        } else {
+            i += 1;
+        }
+    }
+    None
+}
+
+/// `$tag$` starting at `i`: the end of the opening tag.
+fn dollar_tag(sql: &str, i: usize) -> Option<usize> {
+    let rest = &sql[i + 1..];
+    let mut n = 0;
+    for (k, c) in rest.char_indices() {
+        if c == '$' {
+            return Some(i + 1 + k + 1);
+        }
+        let ok = if k == 0 {
+            is_ident_start(c)
+        } else {
+            is_ident_cont(c) && c != '$'
+        };
+        if !ok {
+            return None;
+        }
+        n = k;
+    }
+    let _ = n;
+    None
+}
+
+/// Split a query string on top-level `;`: the byte span of each statement,
+/// trimmed of surrounding white space and comments, skipping empty ones.
+pub(crate) fn split_statements(sql: &str) -> Vec<Range<usize>> {
+    let mut out = Vec::new();
+    let mut first: Option<usize> = None;
+    let mut last = 0;
+    for t in tokens(sql) {
+        match t.kind {
+            Kind::Space | Kind::Comment => {}
+            Kind::Semicolon => {
+                if let Some(f) = first.take() {
+                    out.push(f..last);
+                }
+            }
+            _ => {
+                first.get_or_insert(t.start);
+                last = t.end;
+            }
+        }
+    }
+    if let Some(f) = first {
+        out.push(f..last);
+    }
+    out
+}
+
+/// The statement with every literal replaced by `?`: see [`crate::fingerprint`].
+pub(crate) fn fingerprint(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut pending_space = false;
+    for t in tokens(sql) {
+        let piece = match t.kind {
+            Kind::Space | Kind::Comment => {
+                pending_space = !out.is_empty();
+                continue;
+            }
+            Kind::String | Kind::Dollar | Kind::Number | Kind::Unterminated => "?",
+            _ => &sql[t.start..t.end],
+        };
+        if pending_space {
+            out.push(' ');
+            pending_space = false;
+        }
+        out.push_str(piece);
+    }
+    out
+}
+
+/// Maps sqlparser locations (1-based line, 1-based column counted in
+/// `char`s, lines split on `\n` only) to byte offsets.
+pub(crate) struct LineIndex<'a> {
+    text: &'a str,
+    starts: Vec<usize>,
+}
+
+impl<'a> LineIndex<'a> {
+    pub fn new(text: &'a str) -> Self {
+        let mut starts = vec![0];
+        starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
+        LineIndex { text, starts }
+    }
+
+    /// Byte offset of `line:column`, if inside the text.
+    pub fn offset(&self, line: u64, column: u64) -> Option<usize> {
+        let line_start = *self
+            .starts
+            .get(usize::try_from(line).ok()?.checked_sub(1)?)?;
+        let col = usize::try_from(column).ok()?.checked_sub(1)?;
+        let rest = &self.text[line_start..];
+        if col == 0 {
+            return Some(line_start);
+        }
+        let mut chars = rest.char_indices();
+        let mut seen = 0;
+        for (k, c) in chars.by_ref() {
+            if c == '\n' {
+                return (seen == col).then_some(line_start + k);
+            }
+            if seen == col {
+                return Some(line_start + k);
+            }
+            seen += 1;
+        }
+        (seen == col).then_some(self.text.len())
+    }
+}
+
+/// Decode the text of a string literal token (`'…'` or `E'…'`) as
+/// PostgreSQL would, or `None` for forms pgveil does not rewrite (other
+/// prefixes, string continuation across lines, escapes it does not know).
+pub(crate) fn decode_string(tok: &str) -> Option<String> {
+    let (escapes, body) = match tok.as_bytes().first()? {
+        b'\'' => (false, &tok[1..]),
+        b'e' | b'E' if tok.as_bytes().get(1) == Some(&b'\'') => (true, &tok[2..]),
+        _ => return None,
+    };
+    let body = body.strip_suffix('\'')?;
+    let mut out = String::with_capacity(body.len());
+    let mut chars = body.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' => {
+                // Only a doubled quote may appear inside.
+                if chars.next() != Some('\'') {
+                    return None;
+                }
+                out.push('\'');
+            }
+            '\\' if escapes => {
+                let e = chars.next()?;
+                match e {
+                    'b' => out.push('\u{8}'),
+                    'f' => out.push('\u{c}'),
+                    'n' => out.push('\n'),
+                    'r' => out.push('\r'),
+                    't' => out.push('\t'),
+                    '0'..='7' => {
+                        let mut v = e.to_digit(8)?;
+                        for _ in 0..2 {
+                            match chars.peek().and_then(|d| d.to_digit(8)) {
+                                Some(d) => {
+                                    v = v * 8 + d;
+                                    chars.next();
+                                }
+                                None => break,
+                            }
+                        }
+                        if v == 0 || v > 0x7f {
+                            return None;
+                        }
+                        out.push(char::from_u32(v)?);
+                    }
+                    'x' | 'u' | 'U' => return None,
+                    other => out.push(other),
+                }
+            }
+            _ => out.push(c),
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_and_skips_quotes() {
+        let sql = "SELECT ';' ; /* ; */ SELECT $$;$$; -- x;\n";
+        let spans = split_statements(sql);
+        let texts: Vec<&str> = spans.iter().map(|r| &sql[r.clone()]).collect();
+        assert_eq!(texts, ["SELECT ';'", "SELECT $$;$$"]);
+    }
+
+    #[test]
+    fn line_index_counts_chars() {
+        let t = "é\nab€c";
+        let li = LineIndex::new(t);
+        assert_eq!(li.offset(1, 1), Some(0));
+        assert_eq!(li.offset(1, 2), Some(2));
+        assert_eq!(li.offset(2, 4), Some(t.find('c').unwrap()));
+        assert_eq!(li.offset(2, 5), Some(t.len()));
+    }
+
+    #[test]
+    fn decodes() {
+        assert_eq!(decode_string("'it''s'").as_deref(), Some("it's"));
+        assert_eq!(decode_string("E'a\\nb\\''").as_deref(), Some("a\nb'"));
+        assert_eq!(decode_string("'a'\n'b'"), None);
+        assert_eq!(decode_string("E'\\x41'"), None);
+    }
+
+    #[test]
+    fn fingerprints() {
+        assert_eq!(
+            fingerprint("SELECT * FROM t WHERE a = 'x''y' AND b = $1 AND c IN (1, 2.5e3) -- c\n"),
+            "SELECT * FROM t WHERE a = ? AND b = $1 AND c IN (?, ?)"
+        );
+        assert_eq!(
+            fingerprint("select E'\\'' , $q$x$q$, 'unterminated"),
+            "select ? , ?, ?"
+        );
+    }
+}

@@ -1,0 +1,327 @@
+//! Statement analysis for pgveil: from SQL text and the column policy, which
+//! literals and `$n` parameters must be encrypted for which protected
+//! column, and which statements must be refused. Pure: no I/O.
+//!
+//! # Flow
+//! 1. [`Policy::mentions_protected_table`] pre-filter: no mention →
+//!    [`Analysis::Passthrough`] without parsing (unless the session has SQL
+//!    `PREPARE`d protected statements and the text says `EXECUTE`, …).
+//! 2. Split on top-level `;` with our own lexer (exact byte spans), parse
+//!    each statement with sqlparser (PostgreSQL dialect). A statement that
+//!    does not parse while the text mentions a protected table is refused.
+//! 3. Walk the AST: resolve tables (unqualified names via the search path,
+//!    default `public`; aliases; CTE names shadow tables) and columns
+//!    (qualified, or unqualified when exactly one protected table in scope
+//!    has the column; ambiguity → `42702`).
+//!
+//! # Supported
+//! * `INSERT` with a column list (one or many `VALUES` rows); without one
+//!   only when a [`ColumnOrder`] catalog is supplied; `DEFAULT`; `NULL`
+//!   (recorded in [`StatementPlan::nulls`], never encrypted); `ON CONFLICT
+//!   … DO UPDATE SET col = EXCLUDED.col | literal | $n`; `RETURNING`.
+//! * `UPDATE … SET col = literal | $n | NULL | DEFAULT | same-key column
+//!   … [FROM …] WHERE …`; `DELETE … [USING …] WHERE …`.
+//! * `INSERT … SELECT` when every protected target's source is a column
+//!   encrypted with the same key ([`StatementPlan::copies`]).
+//! * Predicates on deterministic columns: `col = lit|$n`, `lit = col`,
+//!   `<>`, `IS [NOT] DISTINCT FROM`, `IN (lit, $n, …)`, `IN (SELECT same-key
+//!   col …)`, `= ANY($n)` (array parameter), `= ANY(ARRAY[lit, …])`,
+//!   `a.col = b.col` under one key, `JOIN … USING (col)`; `IS [NOT] NULL` on
+//!   any protected column; `GROUP BY`, `DISTINCT`, `count(DISTINCT col)` on
+//!   deterministic columns; `count(col)` on any.
+//! * Literals: `'…'` (with `''`), `E'…'` (simple backslash escapes),
+//!   numbers (with a sign), booleans. A literal with an explicit cast
+//!   (`'1990-01-01'::date`, `CAST('…' AS date)`) in a protected position
+//!   gets a span covering the whole cast: the proxy replaces it with the
+//!   bare ciphertext literal (the storage column is `text`/`bytea`, so the
+//!   cast to the logical type must go).
+//! * `COPY table [(cols)] FROM STDIN | TO STDOUT` in text or CSV:
+//!   [`CopyPlan`].
+//! * SQL `PREPARE name AS stmt` / `EXECUTE name (args)` / `DEALLOCATE` /
+//!   `DISCARD ALL`: [`PreparedOp`], bound through [`PreparedStatements`].
+//! * `EXPLAIN stmt` (analysed like `stmt`: `EXPLAIN ANALYZE` executes it),
+//!   `DECLARE … CURSOR FOR select`, DDL and transaction control.
+//!
+//! # Refused (fail closed; SQLSTATE `0A000` unless noted)
+//! Functions, operators, casts, `||`, `COLLATE`, `CASE` over a protected
+//! column (except `count`, `IS NULL`, equality as above); `LIKE`/`ILIKE`/
+//! `~`/`SIMILAR TO`; `<`, `>`, `BETWEEN`; `ORDER BY` (also by ordinal or
+//! alias) and `min`/`max`; equality, `IN`, `GROUP BY`, `DISTINCT` on a
+//! randomized column; comparing a protected column with a plaintext column,
+//! an expression or a column under another key; protected columns projected
+//! through subqueries, CTEs, `UNION`, `COPY (query)` or `CREATE VIEW/TABLE AS`
+//! (the result would carry no table OID); `INSERT … SELECT`/`UPDATE … SET`
+//! from a non-provable source; `INSERT` without a column list and no
+//! catalog; `MERGE`, `CALL`, `NATURAL JOIN`, statements of other kinds
+//! naming a protected table, unparsable statements naming one (including
+//! `DO $$…$$`); binary `COPY`, `COPY` to/from files or programs; literals in
+//! protected positions in forms pgveil does not rewrite (dollar-quoted,
+//! `U&''`, `\x`/`\u` escapes, typed `date '…'`, string continuation);
+//! casts on parameters in protected positions; `PREPARE` with declared
+//! types for protected parameters; a parameter used for columns under two
+//! keys; ambiguous unqualified columns (`42702`).
+//! Reasons name the column and say what to do instead; they never contain
+//! a literal value.
+//!
+//! # Not analysed here
+//! Views, rules, triggers and functions reaching protected tables under
+//! other names (the proxy sees those via the catalog / RowDescription);
+//! column `DEFAULT` expressions in DDL; a parameter used both for a
+//! protected and an unprotected column.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod analyze;
+mod lex;
+mod plan;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use pgveil_policy::{ColumnRef, Ident, Policy, QualifiedTable};
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::parser::Parser;
+
+pub use plan::{
+    Analysis, ColumnCopy, Comparison, CopyDirection, CopyField, CopyFormat, CopyPlan, ExecuteArg,
+    LiteralTarget, NullWrite, ParamTarget, Plan, PreparedOp, PreparedStatements, StatementKind,
+    StatementPlan, Target,
+};
+
+/// SQLSTATE `feature_not_supported`.
+pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
+
+/// Why pgveil refuses a statement. Safe to show a client: the reason names
+/// tables and columns, never values.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("pgveil: {reason}")]
+pub struct Refusal {
+    /// The SQLSTATE to report.
+    pub sqlstate: &'static str,
+    /// The protected column involved, if one is.
+    pub column: Option<ColumnRef>,
+    /// What is wrong and what to do instead.
+    pub reason: String,
+}
+
+/// The crate's error type.
+pub type SqlError = Refusal;
+
+impl Refusal {
+    pub(crate) fn new(sqlstate: &'static str, column: Option<&ColumnRef>, reason: String) -> Self {
+        Refusal {
+            sqlstate,
+            column: column.cloned(),
+            reason,
+        }
+    }
+
+    pub(crate) fn unsupported(column: Option<&ColumnRef>, reason: String) -> Self {
+        Self::new(FEATURE_NOT_SUPPORTED, column, reason)
+    }
+
+    pub(crate) fn with_hint(mut self, hint: &str) -> Self {
+        self.reason.push_str("; ");
+        self.reason.push_str(hint);
+        self
+    }
+}
+
+/// The catalog's column order of a table (`pg_attribute` by `attnum`,
+/// dropped columns excluded), for `INSERT` without a column list and
+/// `COPY` without one.
+pub trait ColumnOrder: Send + Sync {
+    /// The columns of `table` in order, or `None` if unknown.
+    fn column_order(&self, table: &QualifiedTable) -> Option<Vec<Ident>>;
+}
+
+/// Analysis settings.
+#[derive(Clone)]
+pub struct AnalyzeOptions {
+    /// Schemas for unqualified table names, in order (default `public`).
+    pub search_path: Vec<Ident>,
+    /// Column order lookups, if the proxy has the catalog.
+    pub column_order: Option<Arc<dyn ColumnOrder>>,
+}
+
+impl Default for AnalyzeOptions {
+    fn default() -> Self {
+        AnalyzeOptions {
+            search_path: vec![
+                Ident::from_normalized(pgveil_policy::ident::DEFAULT_SCHEMA).expect("valid")
+            ],
+            column_order: None,
+        }
+    }
+}
+
+impl fmt::Debug for AnalyzeOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AnalyzeOptions")
+            .field("search_path", &self.search_path)
+            .field("column_order", &self.column_order.is_some())
+            .finish()
+    }
+}
+
+/// Analyse a query string (one or more `;`-separated statements) with the
+/// default options.
+pub fn analyze(sql: &str, policy: &Policy) -> Result<Analysis, Refusal> {
+    analyze_with(sql, policy, &AnalyzeOptions::default(), None)
+}
+
+/// Words that make a statement session-dependent when the session has SQL
+/// prepared statements registered.
+const SESSION_WORDS: [&str; 4] = ["execute", "prepare", "deallocate", "discard"];
+
+fn mentions_session_word(sql: &str) -> bool {
+    let lower = sql.to_ascii_lowercase();
+    SESSION_WORDS.iter().any(|w| lower.contains(w))
+}
+
+/// Analyse with options and, if the session has any, its SQL-level prepared
+/// statements (they make `EXECUTE name (…)` relevant although its text names
+/// no protected table).
+pub fn analyze_with(
+    sql: &str,
+    policy: &Policy,
+    opts: &AnalyzeOptions,
+    session: Option<&PreparedStatements>,
+) -> Result<Analysis, Refusal> {
+    let mentions = policy.mentions_protected_table(sql);
+    let session_relevant = session.is_some_and(|s| !s.is_empty()) && mentions_session_word(sql);
+    // PREPARE of a protected statement always mentions its table; but a
+    // re-PREPARE under a registered name must be seen too (session_relevant).
+    if !mentions && !session_relevant {
+        return Ok(Analysis::Passthrough);
+    }
+    plan(sql, policy, opts).map(|p| Analysis::Planned(Arc::new(p)))
+}
+
+fn plan(sql: &str, policy: &Policy, opts: &AnalyzeOptions) -> Result<Plan, Refusal> {
+    let mut statements = Vec::new();
+    for span in lex::split_statements(sql) {
+        let text = &sql[span.clone()];
+        let parsed = Parser::parse_sql(&PostgreSqlDialect {}, text);
+        let stmt = match parsed {
+            Ok(mut v) if v.len() == 1 => v.remove(0),
+            Ok(v) if v.is_empty() => continue,
+            _ => {
+                if policy.mentions_protected_table(text) || mentions_session_word(text) {
+                    let tables: Vec<String> = policy
+                        .tables()
+                        .map(|t| t.table().to_string())
+                        .filter(|t| {
+                            let name = t.rsplit('.').next().unwrap_or(t).to_ascii_lowercase();
+                            text.to_ascii_lowercase().contains(&name)
+                        })
+                        .collect();
+                    return Err(Refusal::unsupported(
+                        None,
+                        format!(
+                            "pgveil cannot parse a statement that may reference protected tables ({}); it refuses rather than risk sending plaintext",
+                            if tables.is_empty() { "via a prepared statement".to_owned() } else { tables.join(", ") }
+                        ),
+                    ));
+                }
+                statements.push(StatementPlan::new(span, StatementKind::Other));
+                continue;
+            }
+        };
+        let mut w = analyze::Walker::new(policy, opts, text, span.start);
+        w.statement(&stmt)?;
+        let mut p = w.plan;
+        p.literals.sort_by_key(|l| l.span.start);
+        statements.push(p);
+    }
+    Ok(Plan { statements })
+}
+
+/// The statement with every literal (strings, numbers, dollar-quoted text)
+/// replaced by `?`, parameters kept as `$n`, comments dropped and white
+/// space collapsed: safe for logs. Works on any text, parsable or not.
+pub fn fingerprint(sql: &str) -> String {
+    lex::fingerprint(sql)
+}
+
+/// Cached analysis results by statement text.
+type PlanCache = HashMap<Box<str>, Result<Arc<Plan>, Refusal>>;
+
+/// Caches plans per statement text for a policy. Plans are `Arc`s: cheap to
+/// clone and to keep per prepared-statement name.
+pub struct Analyzer {
+    policy: Arc<Policy>,
+    opts: AnalyzeOptions,
+    cache: Mutex<PlanCache>,
+    capacity: usize,
+}
+
+impl fmt::Debug for Analyzer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Analyzer")
+            .field("opts", &self.opts)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Analyzer {
+    /// An analyser with default options and a 10 000-entry cache.
+    pub fn new(policy: Arc<Policy>) -> Self {
+        Self::with_options(policy, AnalyzeOptions::default(), 10_000)
+    }
+
+    /// An analyser with options and a cache capacity (0 disables caching).
+    pub fn with_options(policy: Arc<Policy>, opts: AnalyzeOptions, capacity: usize) -> Self {
+        Analyzer {
+            policy,
+            opts,
+            cache: Mutex::new(HashMap::new()),
+            capacity,
+        }
+    }
+
+    /// The policy.
+    pub fn policy(&self) -> &Arc<Policy> {
+        &self.policy
+    }
+
+    /// Analyse `sql`; `session` as in [`analyze_with`]. Plans and refusals
+    /// are cached by text (they do not depend on the session: `EXECUTE` is
+    /// bound later by [`PreparedStatements::bind_execute`]).
+    pub fn analyze(
+        &self,
+        sql: &str,
+        session: Option<&PreparedStatements>,
+    ) -> Result<Analysis, Refusal> {
+        let mentions = self.policy.mentions_protected_table(sql);
+        let session_relevant = session.is_some_and(|s| !s.is_empty()) && mentions_session_word(sql);
+        if !mentions && !session_relevant {
+            return Ok(Analysis::Passthrough);
+        }
+        if let Some(hit) = self.cache.lock().ok().and_then(|c| c.get(sql).cloned()) {
+            return hit.map(Analysis::Planned);
+        }
+        let result = plan(sql, &self.policy, &self.opts).map(Arc::new);
+        if self.capacity > 0 {
+            if let Ok(mut c) = self.cache.lock() {
+                if c.len() >= self.capacity {
+                    // Crude but bounded: statement texts are few in practice.
+                    c.clear();
+                }
+                c.insert(sql.into(), result.clone());
+            }
+        }
+        result.map(Analysis::Planned)
+    }
+
+    /// Drop cached plans (after DDL or a policy reload).
+    pub fn clear_cache(&self) {
+        if let Ok(mut c) = self.cache.lock() {
+            c.clear();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,431 @@
+use super::*;
+use proptest::prelude::*;
+
+fn policy() -> Policy {
+    Policy::from_toml_str(
+        include_str!("../../../config/clinic.example.toml"),
+        "clinic",
+    )
+    .unwrap()
+}
+
+fn plan_of(sql: &str) -> Arc<Plan> {
+    match analyze(sql, &policy()).unwrap() {
+        Analysis::Planned(p) => p,
+        Analysis::Passthrough => panic!("passthrough: {sql}"),
+    }
+}
+
+fn refusal(sql: &str) -> Refusal {
+    match analyze(sql, &policy()) {
+        Err(r) => r,
+        Ok(a) => panic!("not refused: {sql}: {a:?}"),
+    }
+}
+
+fn col(s: &str) -> ColumnRef {
+    ColumnRef::parse(s).unwrap()
+}
+
+fn lits(sql: &str) -> Vec<(String, String, Comparison)> {
+    plan_of(sql).statements[0]
+        .literals
+        .iter()
+        .map(|l| {
+            (
+                sql[l.span.clone()].to_owned(),
+                l.target.column.to_string(),
+                l.usage,
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn insert_with_columns_multi_row() {
+    let sql = "INSERT INTO patients (first_name, ssn, created_at) VALUES ('Ann', '123-45-6789', now()), ('Bo', NULL, DEFAULT)";
+    let p = plan_of(sql);
+    let s = &p.statements[0];
+    assert_eq!(s.kind, StatementKind::Insert);
+    let got: Vec<_> = s
+        .literals
+        .iter()
+        .map(|l| (&sql[l.span.clone()], l.value.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("'Ann'", "Ann"),
+            ("'123-45-6789'", "123-45-6789"),
+            ("'Bo'", "Bo")
+        ]
+    );
+    assert_eq!(s.literals[1].target.column, col("public.patients.ssn"));
+    assert_eq!(s.literals[1].usage, Comparison::Write);
+    assert_eq!(s.nulls.len(), 1);
+    assert_eq!(&sql[s.nulls[0].span.clone()], "NULL");
+    assert!(s.writes.contains(&col("patients.ssn")));
+}
+
+#[test]
+fn escapes_and_multibyte_spans() {
+    let sql = "/* é€ */ INSERT INTO public.patients (\"first_name\", last_name) VALUES ('Zoë''s', E'a\\nb')";
+    let s = &plan_of(sql).statements[0];
+    assert_eq!(&sql[s.literals[0].span.clone()], "'Zoë''s'");
+    assert_eq!(s.literals[0].value, "Zoë's");
+    assert_eq!(&sql[s.literals[1].span.clone()], "E'a\\nb'");
+    assert_eq!(s.literals[1].value, "a\nb");
+    let sql = "SELECT id FROM patients\n -- ünïcode ☃\n WHERE /* ∑ */ ssn = '123-45-6789'";
+    assert_eq!(
+        lits(sql),
+        [(
+            "'123-45-6789'".into(),
+            "public.patients.ssn".into(),
+            Comparison::Equality
+        )]
+    );
+}
+
+#[test]
+fn casts_cover_the_whole_expression() {
+    let sql = "INSERT INTO patients (date_of_birth, phone) VALUES ('1990-01-01'::date, CAST('555' AS text))";
+    let s = &plan_of(sql).statements[0];
+    assert_eq!(&sql[s.literals[0].span.clone()], "'1990-01-01'::date");
+    assert_eq!(s.literals[0].value, "1990-01-01");
+    assert_eq!(&sql[s.literals[1].span.clone()], "CAST('555' AS text)");
+    let sql = "INSERT INTO insurance (copay_cents, member_id) VALUES (-250, 'M1')";
+    let s = &plan_of(sql).statements[0];
+    assert_eq!(&sql[s.literals[0].span.clone()], "-250");
+    assert_eq!(s.literals[0].value, "-250");
+}
+
+#[test]
+fn parameters() {
+    let s = &plan_of("INSERT INTO patients (first_name, ssn) VALUES ($1, $2) ON CONFLICT (ssn) DO UPDATE SET first_name = EXCLUDED.first_name, email = $3").statements[0];
+    assert_eq!(s.params.len(), 3);
+    assert_eq!(s.params[&2].target.column, col("patients.ssn"));
+    assert_eq!(s.params[&3].target.column, col("patients.email"));
+    let s = &plan_of("SELECT * FROM visits WHERE patient_ssn = ANY($1) AND provider = $2")
+        .statements[0];
+    assert!(s.params[&1].array);
+    assert_eq!(s.params[&1].usage, Comparison::Equality);
+    assert!(!s.params.contains_key(&2));
+    let r = refusal("SELECT 1 FROM patients p JOIN insurance i ON i.patient_id = p.id WHERE p.ssn = $1 AND i.member_id = $1");
+    assert_eq!(r.sqlstate, "0A000");
+    // Same key: fine.
+    plan_of("SELECT 1 FROM patients p JOIN visits v ON v.patient_ssn = p.ssn WHERE p.ssn = $1 AND v.patient_ssn = $1");
+}
+
+#[test]
+fn update_delete_returning() {
+    let sql = "UPDATE patients SET phone = '555-0100', email = NULL WHERE ssn = '123-45-6789' RETURNING id, phone";
+    assert_eq!(
+        lits(sql),
+        [
+            (
+                "'555-0100'".into(),
+                "public.patients.phone".into(),
+                Comparison::Write
+            ),
+            (
+                "'123-45-6789'".into(),
+                "public.patients.ssn".into(),
+                Comparison::Equality
+            )
+        ]
+    );
+    let sql = "DELETE FROM insurance i WHERE i.member_id IN ('A1', 'B2') AND payer = 'x'";
+    assert_eq!(lits(sql).len(), 2);
+    let sql = "SELECT * FROM patients WHERE ssn <> '1' AND email IS NOT NULL";
+    let s = &plan_of(sql).statements[0];
+    assert!(s.literals[0].negated);
+    assert!(s.reads.contains(&col("patients.medical_history")));
+}
+
+#[test]
+fn allowed_reads() {
+    for sql in [
+        "SELECT p.first_name, v.notes_id FROM patients p JOIN visits v ON v.patient_ssn = p.ssn",
+        "SELECT ssn, count(*) FROM patients GROUP BY ssn",
+        "SELECT DISTINCT ssn FROM patients",
+        "SELECT count(DISTINCT ssn), count(email) FROM patients",
+        "SELECT id FROM visits WHERE patient_ssn IN (SELECT ssn FROM patients WHERE id = 3)",
+        "SELECT id FROM patients p WHERE EXISTS (SELECT 1 FROM visits v WHERE v.patient_ssn = p.ssn)",
+        "SELECT 1 FROM patients JOIN visits USING (id) WHERE visit_date > '2020-01-01'",
+        "ALTER TABLE patients ADD COLUMN x int",
+    ] {
+        plan_of(sql);
+    }
+    assert!(analyze("BEGIN", &policy()).is_ok());
+    let s = &plan_of(
+        "INSERT INTO visits (patient_id, patient_ssn) SELECT id, ssn FROM patients WHERE id = 1",
+    )
+    .statements[0];
+    assert_eq!(
+        s.copies,
+        [ColumnCopy {
+            from: col("patients.ssn"),
+            to: col("visits.patient_ssn")
+        }]
+    );
+}
+
+#[test]
+fn refusals_name_column_and_hide_values() {
+    let cases: &[(&str, &str, Option<&str>)] = &[
+        ("SELECT upper(first_name) FROM patients WHERE id = 'CANARY-1'", "0A000", Some("public.patients.first_name")),
+        ("SELECT * FROM patients WHERE email LIKE 'CANARY-2%'", "0A000", Some("public.patients.email")),
+        ("SELECT * FROM patients WHERE ssn > 'CANARY-3'", "0A000", Some("public.patients.ssn")),
+        ("SELECT * FROM patients WHERE ssn BETWEEN 'CANARY-4' AND 'z'", "0A000", Some("public.patients.ssn")),
+        ("SELECT * FROM patients ORDER BY last_name", "0A000", Some("public.patients.last_name")),
+        ("SELECT first_name AS f FROM patients ORDER BY f", "0A000", Some("public.patients.first_name")),
+        ("SELECT max(ssn) FROM patients", "0A000", Some("public.patients.ssn")),
+        ("SELECT * FROM patients WHERE email = 'CANARY-5'", "0A000", Some("public.patients.email")),
+        ("SELECT first_name || 'CANARY-6' FROM patients", "0A000", Some("public.patients.first_name")),
+        ("SELECT date_of_birth::text FROM patients", "0A000", Some("public.patients.date_of_birth")),
+        ("SELECT x FROM (SELECT ssn AS x FROM patients) s", "0A000", Some("public.patients.ssn")),
+        ("WITH c AS (SELECT email FROM patients) SELECT * FROM c", "0A000", Some("public.patients.email")),
+        ("SELECT ssn FROM patients UNION SELECT patient_ssn FROM visits", "0A000", Some("public.patients.ssn")),
+        ("INSERT INTO patients (ssn) SELECT member_id FROM insurance", "0A000", Some("public.patients.ssn")),
+        ("INSERT INTO patients (ssn) SELECT 'CANARY-7'", "0A000", Some("public.patients.ssn")),
+        ("INSERT INTO patients (email) VALUES (lower('CANARY-8'))", "0A000", Some("public.patients.email")),
+        ("INSERT INTO patients (email) VALUES ($$CANARY-9$$)", "0A000", Some("public.patients.email")),
+        ("UPDATE patients SET email = provider FROM visits WHERE visits.provider = 'CANARY-10'", "0A000", Some("public.patients.email")),
+        ("SELECT 1 FROM patients p JOIN insurance i ON i.member_id = p.ssn", "0A000", Some("public.insurance.member_id")),
+        ("SELECT 1 FROM patients p JOIN visits v ON v.provider = p.ssn", "0A000", Some("public.patients.ssn")),
+        ("SELECT ssn FROM patients p, visits v WHERE assessment = 'CANARY-11'", "0A000", Some("public.visits.assessment")),
+        ("INSERT INTO patients VALUES ('CANARY-12')", "0A000", None),
+        ("MERGE INTO patients p USING visits v ON p.ssn = v.patient_ssn WHEN MATCHED THEN UPDATE SET email = 'CANARY-13'", "0A000", None),
+        ("DO $$ BEGIN UPDATE patients SET email = 'CANARY-14'; END $$", "0A000", None),
+        ("CALL update_patients('CANARY-15')", "0A000", None),
+        ("COPY patients FROM STDIN (FORMAT binary)", "0A000", None),
+        ("COPY patients TO '/tmp/CANARY-16'", "0A000", None),
+        ("INSERT INTO patients (ssn) VALUES ('CANARY-17' THIS DOES NOT PARSE", "0A000", None),
+        ("SELECT * FROM patients WHERE ssn = $1::text", "0A000", Some("public.patients.ssn")),
+        ("SELECT CASE WHEN id = 1 THEN email END FROM patients", "0A000", Some("public.patients.email")),
+    ];
+    for (sql, state, column) in cases {
+        let r = refusal(sql);
+        assert_eq!(r.sqlstate, *state, "{sql}");
+        assert_eq!(
+            r.column.as_ref().map(ToString::to_string).as_deref(),
+            *column,
+            "{sql}: {r:?}"
+        );
+        if let Some(c) = column {
+            assert!(r.reason.contains(c), "{sql}: {}", r.reason);
+        }
+        assert!(!r.reason.contains("CANARY"), "{sql}: {}", r.reason);
+        assert!(!r.to_string().contains("CANARY"));
+    }
+}
+
+#[test]
+fn ambiguous_columns() {
+    // Only patients has `email`: resolves.
+    plan_of("SELECT 1 FROM patients JOIN visits ON patient_ssn = ssn WHERE email IS NULL");
+    let r = refusal("SELECT 1 FROM patients a JOIN patients b ON a.id = b.id WHERE ssn = 'x'");
+    assert_eq!(r.sqlstate, "42702");
+}
+
+#[test]
+fn search_path_and_quoted_names() {
+    let opts = AnalyzeOptions {
+        search_path: vec![
+            Ident::parse("app").unwrap(),
+            Ident::parse("public").unwrap(),
+        ],
+        column_order: None,
+    };
+    let a = analyze_with(
+        "SELECT 1 FROM PATIENTS WHERE SSN = 'x'",
+        &policy(),
+        &opts,
+        None,
+    )
+    .unwrap();
+    let Analysis::Planned(p) = a else { panic!() };
+    assert_eq!(p.statements[0].literals.len(), 1);
+    // A differently-cased quoted name is another table.
+    let s = &plan_of("SELECT 1 FROM \"Patients\" WHERE ssn = 'x'").statements[0];
+    assert!(s.literals.is_empty());
+    assert!(!s.touches_protected);
+}
+
+#[test]
+fn prefilter_passthrough() {
+    let p = policy();
+    assert!(matches!(
+        analyze("SELECT * FROM providers WHERE name = 'x'", &p),
+        Ok(Analysis::Passthrough)
+    ));
+    assert!(matches!(
+        analyze("THIS IS NOT SQL ((( 'x", &p),
+        Ok(Analysis::Passthrough)
+    ));
+    // Mentions the name only in a string: parsed, nothing to do.
+    let s = &plan_of("SELECT 'patients'").statements[0];
+    assert!(s.literals.is_empty());
+}
+
+#[test]
+fn multi_statement() {
+    let sql = "SELECT 1; INSERT INTO patients (ssn) VALUES ('111'); UPDATE visits SET notes = 'n' ; select 'patients' ; INSERT INTO insurance (member_id) VALUES ('M-1')";
+    let p = plan_of(sql);
+    assert_eq!(p.statements.len(), 5);
+    assert_eq!(
+        &sql[p.statements[1].span.clone()],
+        "INSERT INTO patients (ssn) VALUES ('111')"
+    );
+    assert_eq!(&sql[p.statements[1].literals[0].span.clone()], "'111'");
+    assert_eq!(&sql[p.statements[4].literals[0].span.clone()], "'M-1'");
+    assert_eq!(
+        p.statements[4].literals[0].target.column,
+        col("insurance.member_id")
+    );
+}
+
+#[test]
+fn insert_without_columns_uses_catalog() {
+    struct Cat;
+    impl ColumnOrder for Cat {
+        fn column_order(&self, _t: &QualifiedTable) -> Option<Vec<Ident>> {
+            Some(
+                ["id", "first_name", "last_name", "ssn"]
+                    .iter()
+                    .map(|s| Ident::parse(s).unwrap())
+                    .collect(),
+            )
+        }
+    }
+    let opts = AnalyzeOptions {
+        column_order: Some(Arc::new(Cat)),
+        ..AnalyzeOptions::default()
+    };
+    let sql = "INSERT INTO patients VALUES (DEFAULT, 'A', 'B', '123')";
+    let Analysis::Planned(p) = analyze_with(sql, &policy(), &opts, None).unwrap() else {
+        panic!()
+    };
+    let cols: Vec<String> = p.statements[0]
+        .literals
+        .iter()
+        .map(|l| l.target.column.column.to_string())
+        .collect();
+    assert_eq!(cols, ["first_name", "last_name", "ssn"]);
+}
+
+#[test]
+fn copy_plans() {
+    let s = &plan_of(
+        "COPY patients (first_name, id) FROM STDIN WITH (FORMAT csv, HEADER true, DELIMITER ';')",
+    )
+    .statements[0];
+    let c = s.copy.as_ref().unwrap();
+    assert_eq!(c.direction, CopyDirection::FromStdin);
+    assert_eq!(c.format, CopyFormat::Csv);
+    assert_eq!(c.delimiter, ';');
+    assert!(c.header);
+    let cols = c.columns.as_ref().unwrap();
+    assert!(cols[0].target.is_some() && cols[1].target.is_none());
+    let s = &plan_of("COPY visits TO STDOUT").statements[0];
+    let c = s.copy.as_ref().unwrap();
+    assert_eq!(
+        (c.format, c.delimiter, c.null.as_str()),
+        (CopyFormat::Text, '\t', "\\N")
+    );
+    assert!(c.columns.is_none());
+    assert_eq!(s.kind, StatementKind::Copy);
+}
+
+#[test]
+fn sql_prepare_execute() {
+    let p = policy();
+    let prep = plan_of("PREPARE ins AS INSERT INTO patients (ssn, email) VALUES ($1, $2)");
+    let mut reg = PreparedStatements::new();
+    reg.apply(&prep.statements[0]);
+    let sql = "EXECUTE ins('123-45-6789', NULL)";
+    // The text names no protected table, but the session has `ins`.
+    assert!(matches!(analyze(sql, &p), Ok(Analysis::Passthrough)));
+    let Analysis::Planned(ex) =
+        analyze_with(sql, &p, &AnalyzeOptions::default(), Some(&reg)).unwrap()
+    else {
+        panic!()
+    };
+    let bound = reg.bind_execute(&ex.statements[0]).unwrap();
+    assert_eq!(bound.len(), 1);
+    assert_eq!(&sql[bound[0].span.clone()], "'123-45-6789'");
+    assert_eq!(bound[0].target.column, col("patients.ssn"));
+    let Analysis::Planned(d) =
+        analyze_with("DEALLOCATE ins", &p, &AnalyzeOptions::default(), Some(&reg)).unwrap()
+    else {
+        panic!()
+    };
+    reg.apply(&d.statements[0]);
+    assert!(reg.is_empty());
+}
+
+#[test]
+fn analyzer_caches() {
+    let a = Analyzer::new(Arc::new(policy()));
+    let sql = "SELECT 1 FROM patients WHERE ssn = $1";
+    let (Analysis::Planned(x), Analysis::Planned(y)) =
+        (a.analyze(sql, None).unwrap(), a.analyze(sql, None).unwrap())
+    else {
+        panic!()
+    };
+    assert!(Arc::ptr_eq(&x, &y));
+}
+
+#[test]
+fn fingerprint_examples() {
+    assert_eq!(
+        fingerprint("INSERT INTO patients (ssn) VALUES ('123-45-6789', -5, $1) /* c */"),
+        "INSERT INTO patients (ssn) VALUES (?, -?, $1)"
+    );
+}
+
+proptest! {
+    #[test]
+    fn fingerprint_hides_literals(canary in "[A-Za-z0-9 '%_;\\\\-]{1,20}", n in 0u64..1_000_000) {
+        let quoted = canary.replace('\'', "''");
+        let sql = format!("SELECT * FROM patients WHERE ssn = 'CANARY{quoted}' AND x = {n}7 AND y = $$CANARY{canary}$$ AND z = E'CANARY\\'{quoted}'");
+        let f = fingerprint(&sql);
+        prop_assert!(!f.contains("CANARY"), "{}", f);
+        let num = format!("{n}7");
+        prop_assert!(!f.contains(&num));
+    }
+
+    /// Canaries in protected positions are either inside a literal target
+    /// (so they will be encrypted) or the statement is refused.
+    #[test]
+    fn canaries_are_encrypted_or_refused(
+        shape in 0usize..8,
+        col_idx in 0usize..5,
+        canary in "[A-Za-z0-9]{4,10}",
+        prefix in "(|/\\* é \\*/ |-- ☃\n)",
+    ) {
+        let cols = ["ssn", "email", "first_name", "date_of_birth", "medical_history"];
+        let c = cols[col_idx];
+        let v = format!("'CANARY{canary}'");
+        let sql = match shape {
+            0 => format!("{prefix}INSERT INTO patients ({c}, id) VALUES ({v}, 1)"),
+            1 => format!("{prefix}UPDATE patients SET {c} = {v} WHERE id = 2"),
+            2 => format!("{prefix}SELECT id FROM patients WHERE {c} = {v}"),
+            3 => format!("{prefix}SELECT id FROM patients p WHERE p.{c} IN ({v}, 'CANARYx')"),
+            4 => format!("{prefix}SELECT id FROM patients WHERE {c} LIKE {v}"),
+            5 => format!("{prefix}DELETE FROM patients WHERE upper({c}) = {v}"),
+            6 => format!("{prefix}INSERT INTO patients ({c}) VALUES ({v}::text) ON CONFLICT DO NOTHING"),
+            _ => format!("{prefix}UPDATE patients SET {c} = coalesce({v}, 'CANARYy')"),
+        };
+        match analyze(&sql, &policy()) {
+            Err(r) => prop_assert!(!r.reason.contains("CANARY")),
+            Ok(Analysis::Passthrough) => prop_assert!(false, "passthrough: {}", sql),
+            Ok(Analysis::Planned(p)) => {
+                let covered: Vec<_> = p.statements.iter().flat_map(|s| s.literals.iter().map(|l| l.span.clone())).collect();
+                for (i, _) in sql.match_indices("CANARY") {
+                    prop_assert!(covered.iter().any(|r| r.contains(&i)), "{} not covered in {}", i, sql);
+                }
+            }
+        }
+    }
+}
