@@ -133,6 +133,8 @@ pub struct Proxy {
     pub config: Config,
     token: CancellationToken,
     handle: Option<tokio::task::JoinHandle<()>>,
+    /// The running state; `state.reload(config)` is what SIGHUP does.
+    pub state: Arc<pgveil::server::Reloadable>,
 }
 
 impl Proxy {
@@ -168,15 +170,22 @@ impl Proxy {
         let admin_addr = admin.local_addr().unwrap();
         let addr = listener.local_addr().unwrap();
         let token = CancellationToken::new();
-        let shared = Arc::new(pgveil::server::Shared::new(config.clone()).expect("valid config"));
-        tokio::spawn(pgveil::admin::serve(admin, shared.clone(), token.clone()));
-        let handle = tokio::spawn(pgveil::server::serve(listener, shared, token.clone()));
+        let state = pgveil::server::Reloadable::new(
+            pgveil::server::Shared::new(config.clone()).expect("valid config"),
+        );
+        tokio::spawn(pgveil::admin::serve(admin, state.clone(), token.clone()));
+        let handle = tokio::spawn(pgveil::server::serve(
+            listener,
+            state.clone(),
+            token.clone(),
+        ));
         (
             Proxy {
                 addr,
                 config,
                 token,
                 handle: Some(handle),
+                state,
             },
             admin_addr,
         )
@@ -188,13 +197,20 @@ impl Proxy {
             .expect("bind proxy");
         let addr = listener.local_addr().unwrap();
         let token = CancellationToken::new();
-        let shared = Arc::new(pgveil::server::Shared::new(config.clone()).expect("valid config"));
-        let handle = tokio::spawn(pgveil::server::serve(listener, shared, token.clone()));
+        let state = pgveil::server::Reloadable::new(
+            pgveil::server::Shared::new(config.clone()).expect("valid config"),
+        );
+        let handle = tokio::spawn(pgveil::server::serve(
+            listener,
+            state.clone(),
+            token.clone(),
+        ));
         Proxy {
             addr,
             config,
             token,
             handle: Some(handle),
+            state,
         }
     }
 
@@ -360,4 +376,18 @@ pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
     (status, body)
+}
+
+/// The `pgveil` binary of this build (cargo is asked to build it: a no-op
+/// when it is current, so a test never runs a stale binary).
+pub fn pgveil_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(|d| d.parent()).unwrap().to_path_buf();
+    let mut c = Command::new(env!("CARGO"));
+    c.args(["build", "-q", "-p", "pgveil", "--bin", "pgveil"]);
+    if dir.ends_with("release") {
+        c.arg("--release");
+    }
+    assert!(c.status().unwrap().success(), "building pgveil failed");
+    dir.join("pgveil")
 }

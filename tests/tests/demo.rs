@@ -6,20 +6,6 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The `pgveil` binary next to this test executable (built on demand).
-fn pgveil_binary() -> std::path::PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(|d| d.parent()).unwrap().to_path_buf();
-    // Always ask cargo: a no-op when the binary is current, never stale.
-    let mut c = Command::new(env!("CARGO"));
-    c.args(["build", "-q", "-p", "pgveil", "--bin", "pgveil"]);
-    if dir.ends_with("release") {
-        c.arg("--release");
-    }
-    assert!(c.status().unwrap().success(), "building pgveil failed");
-    dir.join("pgveil")
-}
-
 #[test]
 fn demo_prints_urls_serves_psql_and_cleans_up_on_sigterm() {
     // Make sure a PostgreSQL is installed the way the harness finds it.

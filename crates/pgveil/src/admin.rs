@@ -5,7 +5,7 @@
 //! A deliberately tiny HTTP/1.1 responder: one request per connection, the
 //! request head capped at 8 KiB, no bodies accepted.
 
-use crate::server::Shared;
+use crate::server::{Reloadable, Shared};
 use prometheus::{
     Encoder, Gauge, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
@@ -28,6 +28,7 @@ pub struct Metrics {
     pub bytes_from_server: IntCounter,
     pub cert_expiry: IntGaugeVec,
     refused_statements: IntCounterVec,
+    reloads: IntCounterVec,
     pub key_age: prometheus::GaugeVec,
     pub rotation_period: Gauge,
 }
@@ -96,6 +97,15 @@ impl Metrics {
         )
         .expect("valid");
         reg(Box::new(refused_statements.clone()));
+        let reloads = IntCounterVec::new(
+            Opts::new(
+                "pgveil_config_reloads_total",
+                "Configuration reloads (SIGHUP), by result",
+            ),
+            &["result"],
+        )
+        .expect("valid");
+        reg(Box::new(reloads.clone()));
         let cert_expiry = IntGaugeVec::new(
             Opts::new(
                 "pgveil_tls_certificate_expiry_timestamp_seconds",
@@ -131,6 +141,7 @@ impl Metrics {
             bytes_from_server: bytes.with_label_values(&["server_to_client"]),
             cert_expiry,
             refused_statements,
+            reloads,
             key_age,
             rotation_period,
         }
@@ -138,6 +149,12 @@ impl Metrics {
 
     pub fn refused(&self, reason: &'static str) {
         self.refused.with_label_values(&[reason]).inc();
+    }
+
+    pub fn config_reload(&self, ok: bool) {
+        self.reloads
+            .with_label_values(&[if ok { "success" } else { "error" }])
+            .inc();
     }
 
     pub fn refused_statement(&self, reason: &'static str) {
@@ -193,7 +210,7 @@ pub fn certificate_expiry(path: &std::path::Path) -> Option<i64> {
 }
 
 /// Serves the admin endpoints until `shutdown`.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: CancellationToken) {
+pub async fn serve(listener: TcpListener, state: Arc<Reloadable>, shutdown: CancellationToken) {
     loop {
         let (stream, _) = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -205,7 +222,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: Cancell
                 }
             },
         };
-        let shared = shared.clone();
+        let shared = state.current();
         tokio::spawn(async move {
             let _ = tokio::time::timeout(Duration::from_secs(10), respond(stream, &shared)).await;
         });

@@ -305,6 +305,7 @@ impl Config {
         if !overridden {
             let mut cfg = Config::from_toml(&src, &origin)?;
             cfg.base_dir = base_dir;
+            cfg.resolve_paths();
             return Ok(cfg);
         }
         let cfg: Config = toml::Value::Table(doc)
@@ -316,7 +317,26 @@ impl Config {
         cfg.validate(&origin)?;
         let mut cfg = cfg;
         cfg.base_dir = base_dir;
+        cfg.resolve_paths();
         Ok(cfg)
+    }
+
+    /// Makes the file paths of the TLS sections absolute against the
+    /// configuration file's directory (policy and key paths are resolved
+    /// where they are used, since their defaults depend on each other).
+    fn resolve_paths(&mut self) {
+        let base = self.base_dir.clone();
+        let fix = |p: &mut Option<PathBuf>| {
+            if let Some(path) = p {
+                if path.is_relative() {
+                    *path = base.join(&*path);
+                }
+            }
+        };
+        fix(&mut self.tls.cert_file);
+        fix(&mut self.tls.key_file);
+        fix(&mut self.tls.client_ca_file);
+        fix(&mut self.upstream.ca_file);
     }
 
     /// Resolves a path from the file relative to the file's directory.

@@ -90,9 +90,9 @@ pub async fn run(listen_port: u16, shutdown: CancellationToken) -> anyhow::Resul
     println!("METRICS_URL={metrics_url}");
     println!("psql \"{}\"", demo.database_url);
     println!("Press Ctrl-C to stop; everything is removed on exit.");
-    let shared = std::sync::Arc::new(crate::server::Shared::new(demo.config.clone())?);
-    tokio::spawn(crate::admin::serve(admin, shared.clone(), shutdown.clone()));
-    crate::server::serve(listener, shared, shutdown).await;
+    let state = crate::server::Reloadable::new(crate::server::Shared::new(demo.config.clone())?);
+    tokio::spawn(crate::admin::serve(admin, state.clone(), shutdown.clone()));
+    crate::server::serve(listener, state, shutdown).await;
     drop(demo);
     Ok(())
 }

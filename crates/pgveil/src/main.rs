@@ -87,6 +87,51 @@ fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<Config> {
     Ok(Config::load(path, std::env::vars())?)
 }
 
+/// Where `serve`'s configuration comes from, so SIGHUP can load it again
+/// exactly the same way (file, then environment, then flags).
+struct ReloadSource {
+    config: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+    upstream: Option<String>,
+}
+
+impl ReloadSource {
+    fn load(&self) -> anyhow::Result<Config> {
+        let mut cfg = load_config(self.config.as_deref())?;
+        if let Some(l) = self.listen {
+            cfg.listen = l;
+        }
+        if let Some(u) = &self.upstream {
+            cfg.upstream.address = u.clone();
+        }
+        Ok(cfg)
+    }
+}
+
+/// SIGHUP: reload configuration, policy, keys and TLS certificates. Open
+/// sessions keep running; a configuration that fails to load or validate is
+/// rejected with a log line and the running one stays. The listen addresses
+/// cannot change without a restart.
+async fn reload_on_sighup(state: std::sync::Arc<pgveil::server::Reloadable>, source: ReloadSource) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot install the SIGHUP handler: reload disabled");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        tracing::info!("SIGHUP: reloading configuration");
+        match source.load() {
+            Ok(cfg) => {
+                let _ = state.reload(cfg);
+            }
+            Err(e) => {
+                state.current().metrics.config_reload(false);
+                tracing::warn!(error = %e, "configuration reload rejected; the previous configuration stays active");
+            }
+        }
+    }
+}
+
 /// Resolves on SIGTERM or SIGINT.
 async fn shutdown_signal(token: CancellationToken) {
     use tokio::signal::unix::{signal, SignalKind};
@@ -120,13 +165,12 @@ fn main() -> anyhow::Result<()> {
             listen,
             upstream,
         } => {
-            let mut cfg = load_config(config.as_deref())?;
-            if let Some(l) = listen {
-                cfg.listen = l;
-            }
-            if let Some(u) = upstream {
-                cfg.upstream.address = u;
-            }
+            let reload_source = ReloadSource {
+                config,
+                listen,
+                upstream,
+            };
+            let cfg = reload_source.load()?;
             init_logging(cfg.log.format, &cfg.log.level);
             runtime(cfg.worker_threads)?.block_on(async move {
                 let listener = tokio::net::TcpListener::bind(cfg.listen)
@@ -145,11 +189,12 @@ fn main() -> anyhow::Result<()> {
                 } else {
                     None
                 };
-                let shared = std::sync::Arc::new(pgveil::server::Shared::new(cfg)?);
+                let state = pgveil::server::Reloadable::new(pgveil::server::Shared::new(cfg)?);
                 if let Some(admin) = admin {
-                    tokio::spawn(pgveil::admin::serve(admin, shared.clone(), token.clone()));
+                    tokio::spawn(pgveil::admin::serve(admin, state.clone(), token.clone()));
                 }
-                pgveil::server::serve(listener, shared, token).await;
+                tokio::spawn(reload_on_sighup(state.clone(), reload_source));
+                pgveil::server::serve(listener, state, token).await;
                 Ok(())
             })
         }

@@ -57,6 +57,24 @@ pub struct Shared {
 
 impl Shared {
     pub fn new(config: Config) -> Result<Self, ServerError> {
+        Self::build(config, None)
+    }
+
+    /// Builds the state for a reloaded configuration. Metrics, the cancel
+    /// registry and the connection semaphore carry over, so counters keep
+    /// counting, open sessions stay cancellable and the limit stays one limit.
+    pub fn reloaded(&self, config: Config) -> Result<Self, ServerError> {
+        let next = Self::build(config, Some(self))?;
+        let (old, new) = (self.config.max_connections, next.config.max_connections);
+        if new > old {
+            next.limit.add_permits(new - old);
+        } else if new < old {
+            next.limit.forget_permits(old - new);
+        }
+        Ok(next)
+    }
+
+    fn build(config: Config, previous: Option<&Shared>) -> Result<Self, ServerError> {
         let tls_acceptor = tls::server_config(&config.tls)
             .map_err(ServerError::ClientTls)?
             .map(tokio_rustls::TlsAcceptor::from);
@@ -74,7 +92,9 @@ impl Shared {
                     Some((tokio_rustls::TlsConnector::from(c), sn))
                 }
             };
-        let metrics = Arc::new(crate::admin::Metrics::new());
+        let metrics = previous
+            .map(|p| p.metrics.clone())
+            .unwrap_or_else(|| Arc::new(crate::admin::Metrics::new()));
         metrics
             .rotation_period
             .set((config.keys.rotation_period_days * 86_400) as f64);
@@ -95,13 +115,59 @@ impl Shared {
             metrics,
             key_ages,
             policy,
-            limit: Arc::new(Semaphore::new(config.max_connections)),
+            limit: previous
+                .map(|p| p.limit.clone())
+                .unwrap_or_else(|| Arc::new(Semaphore::new(config.max_connections))),
             config,
             tls_acceptor,
             upstream_tls,
-            cancel: Arc::new(CancelRegistry::default()),
-            next_id: AtomicU64::new(1),
+            cancel: previous
+                .map(|p| p.cancel.clone())
+                .unwrap_or_else(|| Arc::new(CancelRegistry::default())),
+            next_id: AtomicU64::new(previous.map_or(1, |p| p.next_id.load(Ordering::Relaxed))),
         })
+    }
+}
+
+/// The current [`Shared`] state, replaced as a whole on reload. New
+/// connections take the state current when they arrive; open sessions keep
+/// theirs, so a reload never drops or changes a running session.
+pub struct Reloadable {
+    current: std::sync::RwLock<Arc<Shared>>,
+}
+
+impl Reloadable {
+    pub fn new(shared: Shared) -> Arc<Self> {
+        Arc::new(Self {
+            current: std::sync::RwLock::new(Arc::new(shared)),
+        })
+    }
+
+    pub fn current(&self) -> Arc<Shared> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Validates `config` completely (TLS files, policy, keys) and swaps it
+    /// in; on any error the running configuration stays and the error is
+    /// returned (and counted in `pgveil_config_reloads_total{result="error"}`).
+    pub fn reload(&self, config: Config) -> Result<(), ServerError> {
+        let old = self.current();
+        match old.reloaded(config) {
+            Ok(next) => {
+                *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
+                old.metrics.config_reload(true);
+                info!("configuration reloaded");
+                Ok(())
+            }
+            Err(e) => {
+                old.metrics.config_reload(false);
+                warn!(error = %e, "configuration reload rejected; the previous configuration stays active");
+                Err(e)
+            }
+        }
     }
 }
 
@@ -113,13 +179,13 @@ pub async fn run(
     config: Config,
     shutdown: CancellationToken,
 ) -> Result<(), ServerError> {
-    let shared = Arc::new(Shared::new(config)?);
-    serve(listener, shared, shutdown).await;
+    serve(listener, Reloadable::new(Shared::new(config)?), shutdown).await;
     Ok(())
 }
 
-/// [`run`] with pre-built shared state.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: CancellationToken) {
+/// [`run`] with pre-built, reloadable state.
+pub async fn serve(listener: TcpListener, state: Arc<Reloadable>, shutdown: CancellationToken) {
+    let shared = state.current();
     let tracker = TaskTracker::new();
     let hard_stop = CancellationToken::new();
     if let Ok(addr) = listener.local_addr() {
@@ -138,9 +204,10 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: Cancell
                 }
             },
         };
+        let shared = state.current();
         let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
         let span = tracing::info_span!("conn", id, client = %peer);
-        tracker.spawn(session::handle(shared.clone(), tcp, hard_stop.clone()).instrument(span));
+        tracker.spawn(session::handle(shared, tcp, hard_stop.clone()).instrument(span));
     }
     drop(listener);
     tracker.close();
@@ -148,7 +215,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: Cancell
     if open > 0 {
         info!(open, "shutting down: waiting for open sessions");
     }
-    if tokio::time::timeout(shared.config.shutdown_timeout(), tracker.wait())
+    if tokio::time::timeout(state.current().config.shutdown_timeout(), tracker.wait())
         .await
         .is_err()
     {
