@@ -160,7 +160,8 @@ impl Proxy {
     }
 
     /// Starts pgveil and its admin listener; returns the admin address too.
-    pub async fn start_with_admin(config: Config) -> (Proxy, std::net::SocketAddr) {
+    pub async fn start_with_admin(mut config: Config) -> (Proxy, std::net::SocketAddr) {
+        config.admin.enabled = true;
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .expect("bind proxy");

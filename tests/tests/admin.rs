@@ -73,6 +73,26 @@ async fn metrics_health_and_readiness() {
         !body.contains("CANARY"),
         "metrics must not carry query text"
     );
+    // Three simple-protocol SELECTs, timed to their ReadyForQuery.
+    let simple_selects = metric(
+        &body,
+        "pgveil_statement_duration_seconds_count{kind=\"select\",path=\"passthrough\",protocol=\"simple\"}",
+    );
+    assert_eq!(simple_selects, Some(3.0), "{body}");
+    assert!(metric(&body, "pgveil_proxy_time_seconds_count").unwrap() > 0.0);
+
+    // The extended protocol is timed per Sync, labelled by the executed statement.
+    let c = connect_plain(&proxy.pg_config("postgres")).await;
+    for i in 0..5i32 {
+        c.query_one("SELECT $1::int", &[&i]).await.unwrap();
+    }
+    let (_, body) = http_get(admin, "/metrics").await;
+    let ext = metric(
+        &body,
+        "pgveil_statement_duration_seconds_count{kind=\"select\",path=\"passthrough\",protocol=\"extended\"}",
+    )
+    .unwrap_or(0.0);
+    assert!(ext >= 5.0, "{body}");
 
     // Upstream down: readyz says why, with 503.
     let mut cfg = Proxy::config();

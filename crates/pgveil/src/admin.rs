@@ -31,6 +31,97 @@ pub struct Metrics {
     reloads: IntCounterVec,
     pub key_age: prometheus::GaugeVec,
     pub rotation_period: Gauge,
+    /// `[protocol][kind][path]`, resolved once so observing costs no lookup.
+    statement_duration: Vec<prometheus::Histogram>,
+    pub proxy_time: prometheus::Histogram,
+}
+
+/// Statement protocol, kind and path: the labels of the duration histogram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Simple,
+    Extended,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatementKind {
+    Select,
+    Insert,
+    Update,
+    Delete,
+    Copy,
+    Other,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatementPath {
+    Passthrough,
+    Rewritten,
+    Refused,
+}
+
+const PROTOCOLS: [&str; 2] = ["simple", "extended"];
+const KINDS: [&str; 6] = ["select", "insert", "update", "delete", "copy", "other"];
+const PATHS: [&str; 3] = ["passthrough", "rewritten", "refused"];
+
+/// Buckets from 50 µs to 10 s: fine enough for sub-millisecond statements.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0, 10.0,
+];
+
+/// Buckets for time spent inside pgveil per batch: 1 µs to 100 ms.
+const PROXY_BUCKETS: &[f64] = &[
+    0.000001, 0.0000025, 0.000005, 0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001,
+    0.01, 0.1,
+];
+
+impl StatementKind {
+    /// The kind of a statement from its first keyword (comments skipped).
+    pub fn of_sql(sql: &[u8]) -> Self {
+        let mut s = sql;
+        loop {
+            while let Some((c, rest)) = s.split_first() {
+                if c.is_ascii_whitespace() || *c == b'(' {
+                    s = rest;
+                } else {
+                    break;
+                }
+            }
+            if s.starts_with(b"--") {
+                s = s
+                    .iter()
+                    .position(|&b| b == b'\n')
+                    .map_or(&[][..], |i| &s[i..]);
+            } else if s.starts_with(b"/*") {
+                s = s
+                    .windows(2)
+                    .position(|w| w == b"*/")
+                    .map_or(&[][..], |i| &s[i + 2..]);
+            } else {
+                break;
+            }
+        }
+        let end = s
+            .iter()
+            .position(|c| !c.is_ascii_alphabetic())
+            .unwrap_or(s.len());
+        let word = &s[..end];
+        let is = |k: &str| word.eq_ignore_ascii_case(k.as_bytes());
+        if is("select") || is("table") || is("values") {
+            StatementKind::Select
+        } else if is("insert") {
+            StatementKind::Insert
+        } else if is("update") {
+            StatementKind::Update
+        } else if is("delete") {
+            StatementKind::Delete
+        } else if is("copy") {
+            StatementKind::Copy
+        } else {
+            StatementKind::Other
+        }
+    }
 }
 
 impl Metrics {
@@ -124,12 +215,51 @@ impl Metrics {
         )
         .expect("valid");
         reg(Box::new(key_age.clone()));
+        let duration = prometheus::HistogramVec::new(
+            prometheus::HistogramOpts::new(
+                "pgveil_statement_duration_seconds",
+                "From the client's statement (Query, or the batch up to Sync) to PostgreSQL's ReadyForQuery",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["protocol", "kind", "path"],
+        )
+        .expect("valid");
+        reg(Box::new(duration.clone()));
+        let mut statement_duration = Vec::with_capacity(36);
+        for p in PROTOCOLS {
+            for k in KINDS {
+                for path in PATHS {
+                    statement_duration.push(duration.with_label_values(&[p, k, path]));
+                }
+            }
+        }
+        let proxy_time = prometheus::Histogram::with_opts(
+            prometheus::HistogramOpts::new(
+                "pgveil_proxy_time_seconds",
+                "Time spent inside pgveil per relayed batch of messages (framing, checks, rewriting, crypto)",
+            )
+            .buckets(PROXY_BUCKETS.to_vec()),
+        )
+        .expect("valid");
+        reg(Box::new(proxy_time.clone()));
         let rotation_period = Gauge::new(
             "pgveil_key_rotation_period_seconds",
             "Configured key rotation period, for alerting on key age",
         )
         .expect("valid");
         reg(Box::new(rotation_period.clone()));
+        // Known label values start at 0 so rate() sees the first event.
+        for r in ["tls_required", "too_many_connections"] {
+            refused.with_label_values(&[r]);
+        }
+        refused_statements.with_label_values(&["protected_table_without_wire_encryption"]);
+        for v in ["TLSv1.2", "TLSv1.3"] {
+            tls_handshakes.with_label_values(&[v, "ok"]);
+        }
+        tls_handshakes.with_label_values(&["unknown", "error"]);
+        for r in ["success", "error"] {
+            reloads.with_label_values(&[r]);
+        }
         Self {
             registry,
             connections_active,
@@ -144,7 +274,20 @@ impl Metrics {
             reloads,
             key_age,
             rotation_period,
+            statement_duration,
+            proxy_time,
         }
+    }
+
+    pub fn observe_statement(
+        &self,
+        protocol: Protocol,
+        kind: StatementKind,
+        path: StatementPath,
+        seconds: f64,
+    ) {
+        let i = (protocol as usize * KINDS.len() + kind as usize) * PATHS.len() + path as usize;
+        self.statement_duration[i].observe(seconds);
     }
 
     pub fn refused(&self, reason: &'static str) {

@@ -275,13 +275,27 @@ impl Config {
         })?;
         // Check the file on its own first so its errors carry line numbers.
         Config::from_toml(&src, &origin)?;
+        // The variable that carries the KEK (keys.kek_env, default
+        // PGVEIL_KEK) is key material, not a configuration override.
+        let kek_env = doc
+            .get("keys")
+            .and_then(|k| k.get("kek_env"))
+            .and_then(|v| v.as_str())
+            .unwrap_or("PGVEIL_KEK")
+            .to_string();
+        let env: Vec<(String, String)> = env.into_iter().collect();
+        let kek_env = env
+            .iter()
+            .find(|(k, _)| k == "PGVEIL_KEYS__KEK_ENV")
+            .map(|(_, v)| v.clone())
+            .unwrap_or(kek_env);
         let mut overridden = false;
         for (name, value) in env {
             let Some(rest) = name.strip_prefix("PGVEIL_") else {
                 continue;
             };
-            if rest == "LOG" {
-                continue; // the log filter, read by the logging setup
+            if rest == "LOG" || name == kek_env {
+                continue; // the log filter (read by the logging setup); the KEK
             }
             let path: Vec<String> = match rest {
                 "LISTEN" => vec!["listen".into()],
@@ -483,6 +497,7 @@ mod tests {
                 ("PGVEIL_MAX_CONNECTIONS", "7"),
                 ("PGVEIL_UPSTREAM__TLS_MODE", "require"),
                 ("PGVEIL_LOG", "debug"),
+                ("PGVEIL_KEK", "c2VjcmV0"),
                 ("HOME", "/root"),
             ]),
         )

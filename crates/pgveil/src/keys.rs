@@ -358,11 +358,16 @@ pub fn key_ages(cfg: &Config) -> Result<Vec<crate::server::KeyAge>, KeysError> {
     let policy = load_policy(cfg)?;
     let kek = load_kek(cfg)?;
     let ring = FileKeyringStore::new(cfg.keyring_file()).load()?;
-    let mut out = vec![crate::server::KeyAge {
-        key_id: kek.key_id().to_string(),
-        column: "kek".into(),
-        created_at: kek.created_at(),
-    }];
+    // A KEK whose creation time is unknown (env provider) has no age series
+    // rather than one that claims 1970 and trips every rotation alert.
+    let mut out: Vec<crate::server::KeyAge> = (kek.created_at() > 0)
+        .then(|| crate::server::KeyAge {
+            key_id: kek.key_id().to_string(),
+            column: "kek".into(),
+            created_at: kek.created_at(),
+        })
+        .into_iter()
+        .collect();
     for key in policy.keys() {
         let name = key.name.to_string();
         ring.column_keys(&name, &kek)?;

@@ -11,6 +11,7 @@
 //! ```
 //! Protocol reference: "Message Flow" in the PostgreSQL documentation.
 
+use crate::admin::{Protocol, StatementKind, StatementPath};
 use crate::error::ProxyError;
 use crate::server::Shared;
 use crate::tls::{ClientStream, UpstreamStream, ALPN_POSTGRESQL};
@@ -484,6 +485,142 @@ async fn forward_cancel(shared: &Arc<Shared>, req: CancelRequest) {
     }
 }
 
+/// Times statements from the client's message to the server's
+/// `ReadyForQuery`. The client→server pump pushes one entry per message that
+/// ends in `ReadyForQuery` (`Query`, `Sync`, `FunctionCall`); the
+/// server→client pump pops one per `ReadyForQuery`, in order.
+struct StatementClock {
+    metrics: Arc<crate::admin::Metrics>,
+    pending: std::sync::Mutex<std::collections::VecDeque<PendingStatement>>,
+}
+
+struct PendingStatement {
+    at: std::time::Instant,
+    protocol: Protocol,
+    kind: StatementKind,
+    path: StatementPath,
+}
+
+impl StatementClock {
+    fn push(&self, p: PendingStatement) {
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push_back(p);
+    }
+
+    fn ready(&self) {
+        let p = self
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop_front();
+        if let Some(p) = p {
+            self.metrics.observe_statement(
+                p.protocol,
+                p.kind,
+                p.path,
+                p.at.elapsed().as_secs_f64(),
+            );
+        }
+    }
+}
+
+/// Client→server bookkeeping for statement kinds in the extended protocol.
+#[derive(Default)]
+struct KindTracker {
+    statements: std::collections::HashMap<Bytes, StatementKind>,
+    portals: std::collections::HashMap<Bytes, StatementKind>,
+    batch_kind: Option<StatementKind>,
+    batch_refused: bool,
+}
+
+/// The first NUL-terminated string of a message body (after the 5-byte header).
+fn first_cstr(message: &[u8]) -> &[u8] {
+    let body = &message[5.min(message.len())..];
+    let end = body.iter().position(|&b| b == 0).unwrap_or(body.len());
+    &body[..end]
+}
+
+impl KindTracker {
+    /// Notes what `message` (client→server) means for timing; returns an
+    /// entry to start timing when the message ends in `ReadyForQuery`.
+    fn observe(&mut self, tag: u8, message: &[u8], refused: bool) -> Option<PendingStatement> {
+        let now = || std::time::Instant::now();
+        match tag {
+            frontend::tag::QUERY => Some(PendingStatement {
+                at: now(),
+                protocol: Protocol::Simple,
+                kind: StatementKind::of_sql(message.get(5..).unwrap_or_default()),
+                path: if refused {
+                    StatementPath::Refused
+                } else {
+                    StatementPath::Passthrough
+                },
+            }),
+            frontend::tag::PARSE => {
+                let name = first_cstr(message);
+                let rest = &message[(5 + name.len() + 1).min(message.len())..];
+                let kind = StatementKind::of_sql(rest);
+                if self.statements.len() < 10_000 || self.statements.contains_key(name) {
+                    self.statements.insert(Bytes::copy_from_slice(name), kind);
+                }
+                self.batch_refused |= refused;
+                None
+            }
+            frontend::tag::BIND => {
+                let portal = first_cstr(message);
+                let stmt_start = (5 + portal.len() + 1).min(message.len());
+                let stmt_body = &message[stmt_start..];
+                let stmt = &stmt_body[..stmt_body
+                    .iter()
+                    .position(|&b| b == 0)
+                    .unwrap_or(stmt_body.len())];
+                let kind = self
+                    .statements
+                    .get(stmt)
+                    .copied()
+                    .unwrap_or(StatementKind::Other);
+                if self.portals.len() < 10_000 || self.portals.contains_key(portal) {
+                    self.portals.insert(Bytes::copy_from_slice(portal), kind);
+                }
+                None
+            }
+            frontend::tag::EXECUTE => {
+                let portal = first_cstr(message);
+                self.batch_kind = Some(
+                    self.portals
+                        .get(portal)
+                        .copied()
+                        .unwrap_or(StatementKind::Other),
+                );
+                None
+            }
+            frontend::tag::SYNC => {
+                let kind = self.batch_kind.take().unwrap_or(StatementKind::Other);
+                let refused = std::mem::take(&mut self.batch_refused);
+                Some(PendingStatement {
+                    at: now(),
+                    protocol: Protocol::Extended,
+                    kind,
+                    path: if refused {
+                        StatementPath::Refused
+                    } else {
+                        StatementPath::Passthrough
+                    },
+                })
+            }
+            frontend::tag::FUNCTION_CALL => Some(PendingStatement {
+                at: now(),
+                protocol: Protocol::Extended,
+                kind: StatementKind::Other,
+                path: StatementPath::Passthrough,
+            }),
+            _ => None,
+        }
+    }
+}
+
 type BoxRead = Box<dyn AsyncRead + Send + Unpin>;
 type BoxWrite = Box<dyn AsyncWrite + Send + Unpin>;
 
@@ -534,6 +671,12 @@ async fn relay(
     // client→server side can still be reported to the client.
     let c_write = Arc::new(tokio::sync::Mutex::new(c_write));
     let s_write = Arc::new(tokio::sync::Mutex::new(s_write));
+    let clock = shared.config.admin.enabled.then(|| {
+        Arc::new(StatementClock {
+            metrics: shared.metrics.clone(),
+            pending: Default::default(),
+        })
+    });
     let result = {
         let c2s = pump(
             c_read,
@@ -543,6 +686,7 @@ async fn relay(
             Direction::ClientToServer,
             shared.metrics.bytes_from_clients.clone(),
             shared.policy.clone().map(|p| (p, shared.metrics.clone())),
+            clock.clone(),
         );
         let s2c = pump(
             s_read,
@@ -552,6 +696,7 @@ async fn relay(
             Direction::ServerToClient,
             shared.metrics.bytes_from_server.clone(),
             None,
+            clock.clone(),
         );
         // Whichever side finishes first ends the session; the other pump is
         // dropped, which closes its sockets.
@@ -660,21 +805,43 @@ async fn pump(
     dir: Direction,
     bytes: prometheus::IntCounter,
     guard: Option<(Arc<pgveil_policy::Policy>, Arc<crate::admin::Metrics>)>,
+    clock: Option<Arc<StatementClock>>,
 ) -> Result<(), ProxyError> {
+    let mut kinds = KindTracker::default();
     loop {
         let mut off = 0;
         let mut end = false;
         let mut bad = None;
         let mut substitute = None;
+        let started = clock.as_ref().map(|_| std::time::Instant::now());
         loop {
             match reader.peek(&rbuf[off..]) {
                 Ok(Some((tag, total))) => {
+                    let mut refused = None;
                     if let Some((policy, metrics)) = &guard {
                         if let Some(f) = guard_statement(policy, tag, &rbuf[off..off + total]) {
                             metrics.refused_statement("protected_table_without_wire_encryption");
-                            substitute = Some((f, total));
-                            break;
+                            refused = Some(f);
                         }
+                    }
+                    if let Some(clock) = &clock {
+                        match dir {
+                            Direction::ClientToServer => {
+                                let message = &rbuf[off..off + total];
+                                if let Some(p) = kinds.observe(tag, message, refused.is_some()) {
+                                    clock.push(p);
+                                }
+                            }
+                            Direction::ServerToClient => {
+                                if tag == backend::tag::READY_FOR_QUERY {
+                                    clock.ready();
+                                }
+                            }
+                        }
+                    }
+                    if let Some(f) = refused {
+                        substitute = Some((f, total));
+                        break;
                     }
                     end = match dir {
                         Direction::ClientToServer => tag == frontend::tag::TERMINATE,
@@ -701,6 +868,14 @@ async fn pump(
                     });
                     break;
                 }
+            }
+        }
+        if let (Some(clock), Some(started)) = (&clock, started) {
+            if off > 0 || substitute.is_some() {
+                clock
+                    .metrics
+                    .proxy_time
+                    .observe(started.elapsed().as_secs_f64());
             }
         }
         if off > 0 || substitute.is_some() {
