@@ -27,7 +27,11 @@ pub async fn run(
     database: Option<&str>,
     out: &mut (dyn Write + Send),
 ) -> Result<(), CheckError> {
-    crate::server::Shared::new(cfg.clone())?;
+    // TLS and listener settings first; the policy and keys are checked below
+    // with messages that say how to fix them.
+    let mut without_policy = cfg.clone();
+    without_policy.policy.file = None;
+    crate::server::Shared::new(without_policy)?;
     let _ = writeln!(out, "ok: configuration and TLS files");
     let Some(policy_path) = cfg.policy_file() else {
         let _ = writeln!(

@@ -682,21 +682,25 @@ async fn relay(
             c_read,
             client.rbuf,
             s_write,
-            FrameReader::new(max),
-            Direction::ClientToServer,
-            shared.metrics.bytes_from_clients.clone(),
-            shared.policy.clone().map(|p| (p, shared.metrics.clone())),
-            clock.clone(),
+            PumpOptions {
+                reader: FrameReader::new(max),
+                dir: Direction::ClientToServer,
+                bytes: shared.metrics.bytes_from_clients.clone(),
+                guard: shared.policy.clone().map(|p| (p, shared.metrics.clone())),
+                clock: clock.clone(),
+            },
         );
         let s2c = pump(
             s_read,
             server.rbuf,
             c_write.clone(),
-            FrameReader::new(max),
-            Direction::ServerToClient,
-            shared.metrics.bytes_from_server.clone(),
-            None,
-            clock.clone(),
+            PumpOptions {
+                reader: FrameReader::new(max),
+                dir: Direction::ServerToClient,
+                bytes: shared.metrics.bytes_from_server.clone(),
+                guard: None,
+                clock: clock.clone(),
+            },
         );
         // Whichever side finishes first ends the session; the other pump is
         // dropped, which closes its sockets.
@@ -728,6 +732,18 @@ fn is_fatal_error(message: &[u8]) -> bool {
     ErrorFields::decode_body(&body)
         .map(|e| e.is_fatal())
         .unwrap_or(true)
+}
+
+/// What one pump does besides moving bytes.
+struct PumpOptions {
+    reader: FrameReader,
+    dir: Direction,
+    /// Counts the bytes relayed in this direction.
+    bytes: prometheus::IntCounter,
+    /// The interim fail-closed guard (client→server only).
+    guard: Option<(Arc<pgveil_policy::Policy>, Arc<crate::admin::Metrics>)>,
+    /// Statement timing, when metrics are enabled.
+    clock: Option<Arc<StatementClock>>,
 }
 
 /// The interim fail-closed guard: while column encryption on the wire is not
@@ -801,12 +817,15 @@ async fn pump(
     mut read: BoxRead,
     mut rbuf: BytesMut,
     write: Arc<tokio::sync::Mutex<BoxWrite>>,
-    reader: FrameReader,
-    dir: Direction,
-    bytes: prometheus::IntCounter,
-    guard: Option<(Arc<pgveil_policy::Policy>, Arc<crate::admin::Metrics>)>,
-    clock: Option<Arc<StatementClock>>,
+    opts: PumpOptions,
 ) -> Result<(), ProxyError> {
+    let PumpOptions {
+        reader,
+        dir,
+        bytes,
+        guard,
+        clock,
+    } = opts;
     let mut kinds = KindTracker::default();
     loop {
         let mut off = 0;
