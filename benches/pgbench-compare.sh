@@ -5,7 +5,9 @@
 #   benches/pgbench-compare.sh [REPS] [SECONDS]
 #
 # Workload: pgbench -S (select-only) -c 8 -j 2, simple and prepared protocol,
-# no TLS anywhere. pgbench, PostgreSQL and the proxy share the machine's cores,
+# no TLS anywhere. pgveil runs twice: with metrics (admin listener, statement
+# timing; the default) and without (admin.enabled = false), to show what
+# observability costs; metrics_cost is 1 - with/without. pgbench, PostgreSQL and the proxy share the machine's cores,
 # so every microsecond of proxy CPU shows as lost TPS.
 set -euo pipefail
 REPS=${1:-2}
@@ -35,8 +37,10 @@ as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
 [ "$(id -u)" = 0 ] && chown postgres: "$work"
 
 PG_PORT=$(free_port); VEIL_PORT=$(free_port); BOUNCER_PORT=$(free_port)
+BARE_PORT=$(free_port); ADMIN_PORT=$(free_port)
 cleanup() {
   [ -n "${VEIL_PID:-}" ] && kill "$VEIL_PID" 2>/dev/null || true
+  [ -n "${BARE_PID:-}" ] && kill "$BARE_PID" 2>/dev/null || true
   [ -f "$work/pgbouncer.pid" ] && kill "$(cat "$work/pgbouncer.pid")" 2>/dev/null || true
   as_pg "$bindir/pg_ctl" -D "$work/data" -m immediate stop >/dev/null 2>&1 || true
   rm -rf "$work"
@@ -56,8 +60,13 @@ CONF
 as_pg "$bindir/pg_ctl" -D "$work/data" -l "$work/pg.log" -w start >/dev/null
 as_pg "$bindir/pgbench" -h 127.0.0.1 -p "$PG_PORT" -U postgres -i -s 10 -q postgres >/dev/null 2>&1
 
-"$PGVEIL" serve --listen "127.0.0.1:$VEIL_PORT" --upstream "127.0.0.1:$PG_PORT" 2>"$work/pgveil.log" &
+# pgveil with metrics (admin listener on, statement timing) and without.
+PGVEIL_ADMIN__LISTEN="127.0.0.1:$ADMIN_PORT" \
+  "$PGVEIL" serve --listen "127.0.0.1:$VEIL_PORT" --upstream "127.0.0.1:$PG_PORT" 2>"$work/pgveil.log" &
 VEIL_PID=$!
+PGVEIL_ADMIN__ENABLED=false \
+  "$PGVEIL" serve --listen "127.0.0.1:$BARE_PORT" --upstream "127.0.0.1:$PG_PORT" 2>"$work/pgveil-bare.log" &
+BARE_PID=$!
 
 cat > "$work/pgbouncer.ini" <<CONF
 [databases]
@@ -87,22 +96,22 @@ run() { # target port mode
 declare -A sum
 for mode in simple prepared; do
   for rep in $(seq 1 "$REPS"); do
-    for target in direct pgveil pgbouncer; do
-      case $target in direct) port=$PG_PORT;; pgveil) port=$VEIL_PORT;; pgbouncer) port=$BOUNCER_PORT;; esac
+    for target in direct pgveil pgveil_nometrics pgbouncer; do
+      case $target in direct) port=$PG_PORT;; pgveil) port=$VEIL_PORT;; pgveil_nometrics) port=$BARE_PORT;; pgbouncer) port=$BOUNCER_PORT;; esac
       tps=$(run "$target" "$port" "$mode")
-      printf '%-9s %-9s rep %d: %10.0f tps\n' "$mode" "$target" "$rep" "$tps"
+      printf '%-9s %-16s rep %d: %10.0f tps\n' "$mode" "$target" "$rep" "$tps"
       sum[$mode,$target]=$(python3 -c "print(${sum[$mode,$target]:-0} + $tps)")
     done
   done
 done
 
 echo
-printf '%-9s %12s %12s %12s %14s %17s\n' mode direct pgveil pgbouncer pgveil/direct pgveil/pgbouncer
+printf '%-9s %10s %10s %12s %10s %9s %9s %11s\n' mode direct pgveil pgveil_nomet pgbouncer veil/dir veil/bnc metrics_cost
 for mode in simple prepared; do
-  python3 - "$mode" "${sum[$mode,direct]}" "${sum[$mode,pgveil]}" "${sum[$mode,pgbouncer]}" "$REPS" <<'PY'
+  python3 - "$mode" "${sum[$mode,direct]}" "${sum[$mode,pgveil]}" "${sum[$mode,pgveil_nometrics]}" "${sum[$mode,pgbouncer]}" "$REPS" <<'PY'
 import sys
-mode, d, v, b, n = sys.argv[1], *map(float, sys.argv[2:5]), int(sys.argv[5])
-d, v, b = d / n, v / n, b / n
-print(f"{mode:<9} {d:12.0f} {v:12.0f} {b:12.0f} {v/d:14.3f} {v/b:17.3f}")
+mode, d, v, n, b, reps = sys.argv[1], *map(float, sys.argv[2:6]), int(sys.argv[6])
+d, v, n, b = d / reps, v / reps, n / reps, b / reps
+print(f"{mode:<9} {d:10.0f} {v:10.0f} {n:12.0f} {b:10.0f} {v/d:9.3f} {v/b:9.3f} {1 - v/n:+10.1%}")
 PY
 done

@@ -12,8 +12,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
-use tracing::{info, warn, Instrument};
+use tracing::{info, warn};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -185,11 +184,11 @@ pub async fn run(
 
 /// [`run`] with pre-built, reloadable state.
 pub async fn serve(listener: TcpListener, state: Arc<Reloadable>, shutdown: CancellationToken) {
-    let shared = state.current();
-    let tracker = TaskTracker::new();
-    let hard_stop = CancellationToken::new();
+    // A JoinSet rather than a select! on a cancellation token inside every
+    // session: aborting at the hard stop costs nothing per poll.
+    let mut sessions = tokio::task::JoinSet::new();
     if let Ok(addr) = listener.local_addr() {
-        info!(%addr, upstream = %shared.config.upstream.address, "pgveil listening");
+        info!(%addr, upstream = %state.current().config.upstream.address, "pgveil listening");
     }
     loop {
         let (tcp, peer) = tokio::select! {
@@ -204,27 +203,38 @@ pub async fn serve(listener: TcpListener, state: Arc<Reloadable>, shutdown: Canc
                 }
             },
         };
+        while sessions.try_join_next().is_some() {}
         let shared = state.current();
         let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
-        let span = tracing::info_span!("conn", id, client = %peer);
-        tracker.spawn(session::handle(shared, tcp, hard_stop.clone()).instrument(span));
+        // user, database and application_name are recorded once the startup
+        // packet is in; they are identifiers, never values.
+        let span = tracing::info_span!(
+            "conn",
+            id,
+            client = %peer,
+            user = tracing::field::Empty,
+            database = tracing::field::Empty,
+            application_name = tracing::field::Empty,
+        );
+        sessions.spawn(session::handle(shared, tcp, span));
     }
     drop(listener);
-    tracker.close();
-    let open = tracker.len();
+    while sessions.try_join_next().is_some() {}
+    let open = sessions.len();
     if open > 0 {
         info!(open, "shutting down: waiting for open sessions");
     }
-    if tokio::time::timeout(state.current().config.shutdown_timeout(), tracker.wait())
+    let drain = async { while sessions.join_next().await.is_some() {} };
+    if tokio::time::timeout(state.current().config.shutdown_timeout(), drain)
         .await
         .is_err()
     {
         warn!(
-            open = tracker.len(),
+            open = sessions.len(),
             "shutdown timeout reached: closing remaining sessions"
         );
-        hard_stop.cancel();
-        tracker.wait().await;
+        sessions.abort_all();
+        while sessions.join_next().await.is_some() {}
     }
     info!("pgveil stopped");
 }

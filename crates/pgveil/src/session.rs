@@ -23,7 +23,6 @@ use pgveil_wire::{Frame, FrameReader};
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 /// Output is written when input runs dry or when this much is pending,
@@ -33,12 +32,14 @@ const FLUSH_THRESHOLD: usize = 64 * 1024;
 const READ_CHUNK: usize = 16 * 1024;
 
 /// Runs one client connection to completion and logs how it ended.
-pub async fn handle(shared: Arc<Shared>, tcp: TcpStream, hard_stop: CancellationToken) {
+///
+/// The connection span is entered for the handshake and for the final log
+/// line only: instrumenting the relay would enter and leave it on every poll.
+/// Hard stop at shutdown aborts the task (see `server.rs`).
+pub async fn handle(shared: Arc<Shared>, tcp: TcpStream, span: tracing::Span) {
     let _ = tcp.set_nodelay(true);
-    let result = tokio::select! {
-        r = session(&shared, tcp) => r,
-        _ = hard_stop.cancelled() => Err(ProxyError::ShuttingDown),
-    };
+    let result = session(&shared, tcp, &span).await;
+    let _enter = span.enter();
     match result {
         Ok(()) => debug!("session closed"),
         Err(e) if e.is_disconnect() => debug!(error = %e, "client disconnected"),
@@ -121,11 +122,19 @@ async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(
     Err(e)
 }
 
-async fn session(shared: &Arc<Shared>, tcp: TcpStream) -> Result<(), ProxyError> {
+async fn session(
+    shared: &Arc<Shared>,
+    tcp: TcpStream,
+    span: &tracing::Span,
+) -> Result<(), ProxyError> {
+    use tracing::Instrument;
     let cfg = &shared.config;
     let mut client: Option<Conn<ClientStream>> = None;
-    let handshake =
-        tokio::time::timeout(cfg.handshake_timeout(), handshake(shared, tcp, &mut client)).await;
+    let handshake = tokio::time::timeout(
+        cfg.handshake_timeout(),
+        handshake(shared, tcp, &mut client).instrument(span.clone()),
+    )
+    .await;
     let established = match handshake {
         Ok(Err(
             e @ (ProxyError::ClientProtocol(_) | ProxyError::UnexpectedClientMessage { .. }),
@@ -256,6 +265,11 @@ async fn handshake(
     };
     let span = tracing::Span::current();
     span.record("user", startup.user().unwrap_or(""));
+    span.record("database", startup.database().unwrap_or(""));
+    span.record(
+        "application_name",
+        startup.param("application_name").unwrap_or(""),
+    );
     debug!(
         user = startup.user().unwrap_or(""),
         database = startup.database().unwrap_or(""),
@@ -669,8 +683,7 @@ async fn relay(
     let (s_read, s_write) = split_upstream(server.stream);
     // The client writer is shared so that a protocol error found on the
     // client→server side can still be reported to the client.
-    let c_write = Arc::new(tokio::sync::Mutex::new(c_write));
-    let s_write = Arc::new(tokio::sync::Mutex::new(s_write));
+    let (mut c_write, mut s_write) = (c_write, s_write);
     let clock = shared.config.admin.enabled.then(|| {
         Arc::new(StatementClock {
             metrics: shared.metrics.clone(),
@@ -678,10 +691,13 @@ async fn relay(
         })
     });
     let result = {
+        // Each pump borrows the writer it needs; when the first one ends the
+        // other is dropped, which releases its borrow, so a client protocol
+        // error can still be reported below.
         let c2s = pump(
             c_read,
             client.rbuf,
-            s_write,
+            &mut s_write,
             PumpOptions {
                 reader: FrameReader::new(max),
                 dir: Direction::ClientToServer,
@@ -693,7 +709,7 @@ async fn relay(
         let s2c = pump(
             s_read,
             server.rbuf,
-            c_write.clone(),
+            &mut c_write,
             PumpOptions {
                 reader: FrameReader::new(max),
                 dir: Direction::ServerToClient,
@@ -702,8 +718,6 @@ async fn relay(
                 clock: clock.clone(),
             },
         );
-        // Whichever side finishes first ends the session; the other pump is
-        // dropped, which closes its sockets.
         tokio::select! {
             r = c2s => r,
             r = s2c => r,
@@ -711,9 +725,8 @@ async fn relay(
     };
     if let Err(e @ ProxyError::ClientProtocol(_)) = &result {
         if let Some(f) = e.client_error() {
-            let mut w = c_write.lock().await;
-            let _ = w.write_all(f.raw()).await;
-            let _ = w.flush().await;
+            let _ = c_write.write_all(f.raw()).await;
+            let _ = c_write.flush().await;
         }
     }
     result
@@ -732,6 +745,28 @@ fn is_fatal_error(message: &[u8]) -> bool {
     ErrorFields::decode_body(&body)
         .map(|e| e.is_fatal())
         .unwrap_or(true)
+}
+
+/// Logs a statement at debug level as a fingerprint: literals replaced by
+/// `?`, parameters kept as `$n`, comments dropped. Never the text itself.
+fn log_fingerprint(tag: u8, message: &[u8], refused: bool) {
+    let sql = if tag == frontend::tag::QUERY {
+        message.get(5..message.len().saturating_sub(1))
+    } else {
+        let name_len = first_cstr(message).len();
+        message.get(5 + name_len + 1..).map(|rest| {
+            let end = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
+            &rest[..end]
+        })
+    };
+    let Some(sql) = sql else { return };
+    let fp = pgveil_sql::fingerprint(&String::from_utf8_lossy(sql));
+    let protocol = if tag == frontend::tag::QUERY {
+        "simple"
+    } else {
+        "extended"
+    };
+    debug!(protocol, refused, statement = %fp, "statement");
 }
 
 /// What one pump does besides moving bytes.
@@ -816,7 +851,7 @@ fn guard_statement(policy: &pgveil_policy::Policy, tag: u8, message: &[u8]) -> O
 async fn pump(
     mut read: BoxRead,
     mut rbuf: BytesMut,
-    write: Arc<tokio::sync::Mutex<BoxWrite>>,
+    write: &mut BoxWrite,
     opts: PumpOptions,
 ) -> Result<(), ProxyError> {
     let PumpOptions {
@@ -842,6 +877,12 @@ async fn pump(
                             metrics.refused_statement("protected_table_without_wire_encryption");
                             refused = Some(f);
                         }
+                    }
+                    if dir == Direction::ClientToServer
+                        && (tag == frontend::tag::QUERY || tag == frontend::tag::PARSE)
+                        && tracing::enabled!(tracing::Level::DEBUG)
+                    {
+                        log_fingerprint(tag, &rbuf[off..off + total], refused.is_some());
                     }
                     if let Some(clock) = &clock {
                         match dir {
@@ -898,13 +939,11 @@ async fn pump(
             }
         }
         if off > 0 || substitute.is_some() {
-            let mut w = write.lock().await;
-            w.write_all(&rbuf[..off]).await?;
+            write.write_all(&rbuf[..off]).await?;
             if let Some((frame, _)) = &substitute {
-                w.write_all(frame.raw()).await?;
+                write.write_all(frame.raw()).await?;
             }
-            w.flush().await?;
-            drop(w);
+            write.flush().await?;
             bytes.inc_by(off as u64);
             rbuf.advance(off);
             if let Some((_, skipped)) = substitute {
