@@ -162,34 +162,17 @@ impl Proxy {
     /// Starts pgveil and its admin listener; returns the admin address too.
     pub async fn start_with_admin(mut config: Config) -> (Proxy, std::net::SocketAddr) {
         config.admin.enabled = true;
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
-            .expect("bind proxy");
         let admin = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind admin");
         let admin_addr = admin.local_addr().unwrap();
-        let addr = listener.local_addr().unwrap();
-        let token = CancellationToken::new();
-        let state = pgveil::server::Reloadable::new(
-            pgveil::server::Shared::new(config.clone()).expect("valid config"),
-        );
-        tokio::spawn(pgveil::admin::serve(admin, state.clone(), token.clone()));
-        let handle = tokio::spawn(pgveil::server::serve(
-            listener,
-            state.clone(),
-            token.clone(),
+        let proxy = Self::start_with(config).await;
+        tokio::spawn(pgveil::admin::serve(
+            admin,
+            proxy.state.clone(),
+            proxy.token.clone(),
         ));
-        (
-            Proxy {
-                addr,
-                config,
-                token,
-                handle: Some(handle),
-                state,
-            },
-            admin_addr,
-        )
+        (proxy, admin_addr)
     }
 
     pub async fn start_with(config: Config) -> Proxy {

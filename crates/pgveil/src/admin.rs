@@ -43,15 +43,7 @@ pub enum Protocol {
     Extended,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StatementKind {
-    Select,
-    Insert,
-    Update,
-    Delete,
-    Copy,
-    Other,
-}
+pub use pgveil_sql::StatementKind;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StatementPath {
@@ -76,51 +68,62 @@ const PROXY_BUCKETS: &[f64] = &[
     0.01, 0.1,
 ];
 
-impl StatementKind {
-    /// The kind of a statement from its first keyword (comments skipped).
-    pub fn of_sql(sql: &[u8]) -> Self {
-        let mut s = sql;
-        loop {
-            while let Some((c, rest)) = s.split_first() {
-                if c.is_ascii_whitespace() || *c == b'(' {
-                    s = rest;
-                } else {
-                    break;
-                }
-            }
-            if s.starts_with(b"--") {
-                s = s
-                    .iter()
-                    .position(|&b| b == b'\n')
-                    .map_or(&[][..], |i| &s[i..]);
-            } else if s.starts_with(b"/*") {
-                s = s
-                    .windows(2)
-                    .position(|w| w == b"*/")
-                    .map_or(&[][..], |i| &s[i + 2..]);
+/// The kind of a statement from its first keyword (comments skipped), for
+/// the duration histogram; no parsing.
+pub fn statement_kind(sql: &[u8]) -> StatementKind {
+    let mut s = sql;
+    loop {
+        while let Some((c, rest)) = s.split_first() {
+            if c.is_ascii_whitespace() || *c == b'(' {
+                s = rest;
             } else {
                 break;
             }
         }
-        let end = s
-            .iter()
-            .position(|c| !c.is_ascii_alphabetic())
-            .unwrap_or(s.len());
-        let word = &s[..end];
-        let is = |k: &str| word.eq_ignore_ascii_case(k.as_bytes());
-        if is("select") || is("table") || is("values") {
-            StatementKind::Select
-        } else if is("insert") {
-            StatementKind::Insert
-        } else if is("update") {
-            StatementKind::Update
-        } else if is("delete") {
-            StatementKind::Delete
-        } else if is("copy") {
-            StatementKind::Copy
+        if s.starts_with(b"--") {
+            s = s
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(&[][..], |i| &s[i..]);
+        } else if s.starts_with(b"/*") {
+            s = s
+                .windows(2)
+                .position(|w| w == b"*/")
+                .map_or(&[][..], |i| &s[i + 2..]);
         } else {
-            StatementKind::Other
+            break;
         }
+    }
+    let end = s
+        .iter()
+        .position(|c| !c.is_ascii_alphabetic())
+        .unwrap_or(s.len());
+    let word = &s[..end];
+    let is = |k: &str| word.eq_ignore_ascii_case(k.as_bytes());
+    if is("select") || is("table") || is("values") {
+        StatementKind::Select
+    } else if is("insert") {
+        StatementKind::Insert
+    } else if is("update") {
+        StatementKind::Update
+    } else if is("delete") {
+        StatementKind::Delete
+    } else if is("copy") {
+        StatementKind::Copy
+    } else {
+        StatementKind::Other
+    }
+}
+
+/// Position of `kind` in [`KINDS`] (explicit: the enum is another crate's).
+fn kind_index(kind: StatementKind) -> usize {
+    match kind {
+        StatementKind::Select => 0,
+        StatementKind::Insert => 1,
+        StatementKind::Update => 2,
+        StatementKind::Delete => 3,
+        StatementKind::Copy => 4,
+        StatementKind::Other => 5,
     }
 }
 
@@ -286,7 +289,7 @@ impl Metrics {
         path: StatementPath,
         seconds: f64,
     ) {
-        let i = (protocol as usize * KINDS.len() + kind as usize) * PATHS.len() + path as usize;
+        let i = (protocol as usize * KINDS.len() + kind_index(kind)) * PATHS.len() + path as usize;
         self.statement_duration[i].observe(seconds);
     }
 

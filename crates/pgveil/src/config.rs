@@ -41,7 +41,10 @@ pub struct Config {
     pub shutdown_timeout_secs: u64,
     /// Largest message accepted from either side (bytes).
     pub max_message_size: usize,
-    /// Runtime worker threads; 0 means one per CPU.
+    /// Runtime worker threads. 1 (the default) is a single event loop, like
+    /// PgBouncer's: the least CPU per transaction, measured about 10% below a
+    /// multi-threaded runtime on 2 cores (`benches/proxy-cpu.sh`). 0 means one
+    /// per CPU, for large dedicated hosts.
     pub worker_threads: usize,
     pub tls: TlsConfig,
     pub upstream: UpstreamConfig,
@@ -63,7 +66,7 @@ impl Default for Config {
             handshake_timeout_secs: 10,
             shutdown_timeout_secs: 30,
             max_message_size: pgveil_wire::frame::DEFAULT_MAX_MESSAGE,
-            worker_threads: 0,
+            worker_threads: 1,
             tls: TlsConfig::default(),
             upstream: UpstreamConfig::default(),
             log: LogConfig::default(),

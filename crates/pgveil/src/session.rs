@@ -565,7 +565,7 @@ impl KindTracker {
             frontend::tag::QUERY => Some(PendingStatement {
                 at: now(),
                 protocol: Protocol::Simple,
-                kind: StatementKind::of_sql(message.get(5..).unwrap_or_default()),
+                kind: crate::admin::statement_kind(message.get(5..).unwrap_or_default()),
                 path: if refused {
                     StatementPath::Refused
                 } else {
@@ -575,7 +575,7 @@ impl KindTracker {
             frontend::tag::PARSE => {
                 let name = first_cstr(message);
                 let rest = &message[(5 + name.len() + 1).min(message.len())..];
-                let kind = StatementKind::of_sql(rest);
+                let kind = crate::admin::statement_kind(rest);
                 if self.statements.len() < 10_000 || self.statements.contains_key(name) {
                     self.statements.insert(Bytes::copy_from_slice(name), kind);
                 }
