@@ -28,7 +28,7 @@ pub enum ConfigError {
 }
 
 /// The whole configuration.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Address clients connect to.
@@ -55,6 +55,7 @@ pub struct Config {
     /// Directory relative paths in this file are resolved against (the file's
     /// own directory; the working directory for defaults).
     #[serde(skip)]
+    #[schemars(skip)]
     pub base_dir: PathBuf,
 }
 
@@ -79,7 +80,7 @@ impl Default for Config {
 }
 
 /// TLS towards clients (pgveil is the server).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct TlsConfig {
     /// PEM certificate chain served to clients. TLS is off when unset.
@@ -93,7 +94,7 @@ pub struct TlsConfig {
 }
 
 /// How pgveil connects to PostgreSQL, mirroring libpq's `sslmode`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum UpstreamTlsMode {
     /// Plain TCP.
@@ -107,7 +108,7 @@ pub enum UpstreamTlsMode {
     VerifyFull,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct UpstreamConfig {
     /// `host:port` of PostgreSQL.
@@ -145,7 +146,7 @@ impl UpstreamConfig {
 }
 
 /// The admin HTTP listener (`/metrics`, `/healthz`, `/readyz`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
     /// Address of the admin listener; `enabled = false` turns it off.
@@ -163,7 +164,7 @@ impl Default for AdminConfig {
 }
 
 /// Where the column policy lives.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct PolicyConfig {
     /// Policy TOML file (see `config/clinic.example.toml`). No file: nothing
@@ -172,7 +173,7 @@ pub struct PolicyConfig {
 }
 
 /// Where the key-encryption key comes from.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum KekProviderKind {
     /// A file with the base64 KEK, readable by its owner only (development).
@@ -183,7 +184,7 @@ pub enum KekProviderKind {
 }
 
 /// Keys: the KEK and the keyring of wrapped data keys.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct KeysConfig {
     pub kek_provider: KekProviderKind,
@@ -212,7 +213,7 @@ impl Default for KeysConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     #[default]
@@ -220,7 +221,7 @@ pub enum LogFormat {
     Json,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     pub format: LogFormat,
@@ -540,9 +541,36 @@ mod tests {
     }
 }
 
+/// The JSON schema of the configuration file (committed as
+/// `config/pgveil.schema.json`; a test fails when it drifts).
+pub fn json_schema() -> String {
+    let schema = schemars::schema_for!(Config);
+    let mut out = serde_json::to_string_pretty(&schema).expect("schema serializes");
+    out.push('\n');
+    out
+}
+
 #[cfg(test)]
 mod example_tests {
     use super::*;
+
+    /// Regenerate with `PGVEIL_UPDATE_SCHEMA=1 cargo test -p pgveil config_schema`.
+    #[test]
+    fn config_schema_is_committed() {
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../config/pgveil.schema.json"
+        ));
+        let now = json_schema();
+        if std::env::var_os("PGVEIL_UPDATE_SCHEMA").is_some() {
+            std::fs::write(path, &now).unwrap();
+        }
+        let committed = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            committed == now,
+            "config/pgveil.schema.json is out of date: run PGVEIL_UPDATE_SCHEMA=1 cargo test -p pgveil config_schema"
+        );
+    }
 
     #[test]
     fn example_config_parses() {
