@@ -638,31 +638,29 @@ impl KindTracker {
 type BoxRead = Box<dyn AsyncRead + Send + Unpin>;
 type BoxWrite = Box<dyn AsyncWrite + Send + Unpin>;
 
-/// Splits a stream into owned halves: lock-free for plain TCP, via
-/// `tokio::io::split` for TLS (whose state both directions share).
+/// Owned halves of a plain TCP stream: no lock between the directions.
+fn split_tcp(t: TcpStream) -> (BoxRead, BoxWrite) {
+    let (r, w) = t.into_split();
+    (Box::new(r), Box::new(w))
+}
+
+/// Halves of a TLS stream, whose state both directions share.
+fn split_shared<S: AsyncRead + AsyncWrite + Send + 'static>(s: S) -> (BoxRead, BoxWrite) {
+    let (r, w) = tokio::io::split(s);
+    (Box::new(r), Box::new(w))
+}
+
 fn split_client(s: ClientStream) -> (BoxRead, BoxWrite) {
     match s {
-        ClientStream::Plain(t) => {
-            let (r, w) = t.into_split();
-            (Box::new(r), Box::new(w))
-        }
-        tls => {
-            let (r, w) = tokio::io::split(tls);
-            (Box::new(r), Box::new(w))
-        }
+        ClientStream::Plain(t) => split_tcp(t),
+        tls => split_shared(tls),
     }
 }
 
 fn split_upstream(s: UpstreamStream) -> (BoxRead, BoxWrite) {
     match s {
-        UpstreamStream::Plain(t) => {
-            let (r, w) = t.into_split();
-            (Box::new(r), Box::new(w))
-        }
-        tls => {
-            let (r, w) = tokio::io::split(tls);
-            (Box::new(r), Box::new(w))
-        }
+        UpstreamStream::Plain(t) => split_tcp(t),
+        tls => split_shared(tls),
     }
 }
 
