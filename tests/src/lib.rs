@@ -339,17 +339,18 @@ pub fn scratch_dir() -> &'static Path {
     })
 }
 
-/// A plain HTTP GET against the admin listener: (status, body).
-pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+/// A plain HTTP/1.0 GET: (status, body). HTTP/1.0 so that any server (the
+/// admin listener, Prometheus) closes the connection and never chunks.
+pub async fn try_http_get(
+    addr: std::net::SocketAddr,
+    path: &str,
+) -> std::io::Result<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr)
-        .await
-        .expect("admin connect");
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await?;
     let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
+    s.read_to_string(&mut out).await?;
     let status = out
         .split_whitespace()
         .nth(1)
@@ -359,7 +360,12 @@ pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
         .split_once("\r\n\r\n")
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
-    (status, body)
+    Ok((status, body))
+}
+
+/// [`try_http_get`] that panics on I/O errors.
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    try_http_get(addr, path).await.expect("HTTP GET")
 }
 
 /// The `pgveil` binary of this build (cargo is asked to build it: a no-op

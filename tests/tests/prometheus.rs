@@ -192,9 +192,11 @@ impl PrometheusServer {
             if let Some(status) = server.child.try_wait().unwrap() {
                 panic!("prometheus exited ({status}):\n{}", server.log());
             }
-            if let Ok(Ok((200, _))) =
-                tokio::time::timeout(Duration::from_secs(2), prom_get(server.addr, "/-/ready"))
-                    .await
+            if let Ok(Ok((200, _))) = tokio::time::timeout(
+                Duration::from_secs(2),
+                try_http_get(server.addr, "/-/ready"),
+            )
+            .await
             {
                 return server;
             }
@@ -214,7 +216,9 @@ impl PrometheusServer {
     /// `GET /api/v1/query?query=…`: the raw JSON answer.
     async fn query(&self, promql: &str) -> String {
         let path = format!("/api/v1/query?query={}", url_encode(promql));
-        let (status, body) = prom_get(self.addr, &path).await.expect("prometheus API");
+        let (status, body) = try_http_get(self.addr, &path)
+            .await
+            .expect("prometheus API");
         assert_eq!(status, 200, "{promql}: {body}");
         assert!(body.contains("\"status\":\"success\""), "{body}");
         body
@@ -232,7 +236,7 @@ impl PrometheusServer {
             assert!(
                 Instant::now() < deadline,
                 "no result for {promql} after {timeout:?}\ntargets: {}\nlog:\n{}",
-                prom_get(self.addr, "/api/v1/targets")
+                try_http_get(self.addr, "/api/v1/targets")
                     .await
                     .map(|r| r.1)
                     .unwrap_or_default(),
@@ -248,26 +252,6 @@ impl Drop for PrometheusServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// HTTP/1.0 GET (so the Go server closes the connection and never chunks).
-async fn prom_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await?;
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
-        .await?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).await?;
-    let status = out
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = out
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Ok((status, body))
 }
 
 fn url_encode(s: &str) -> String {
@@ -347,7 +331,7 @@ async fn prometheus_server_scrapes_pgveil() {
     // The shipped rules load and evaluate against real series without errors.
     let deadline = Instant::now() + t;
     loop {
-        let (status, rules) = prom_get(prom.addr, "/api/v1/rules").await.unwrap();
+        let (status, rules) = try_http_get(prom.addr, "/api/v1/rules").await.unwrap();
         assert_eq!(status, 200, "{rules}");
         assert!(!rules.contains("\"health\":\"err\""), "{rules}");
         let evaluated = rules.matches("\"health\":\"ok\"").count();
@@ -368,7 +352,7 @@ async fn prometheus_server_scrapes_pgveil() {
             .replace("$instance", ".*")
             .replace("$__rate_interval", "1m");
         let path = format!("/api/v1/query?query={}", url_encode(&q));
-        let (status, body) = prom_get(prom.addr, &path).await.unwrap();
+        let (status, body) = try_http_get(prom.addr, &path).await.unwrap();
         assert_eq!(status, 200, "dashboard query {q}: {body}");
     }
     let days = exprs
