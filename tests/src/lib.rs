@@ -381,3 +381,125 @@ pub fn pgveil_binary() -> PathBuf {
     assert!(c.status().unwrap().success(), "building pgveil failed");
     dir.join("pgveil")
 }
+
+/// The clinic example policy (the product's reference policy).
+pub const CLINIC_POLICY: &str = include_str!("../../config/clinic.example.toml");
+
+/// A database with the clinic schema as the policy's DDL stores it
+/// (protected columns as text/bytea ciphertext), for use through pgveil.
+pub fn clinic_database(prefix: &str) -> String {
+    let db = fresh_database(prefix);
+    cluster()
+        .psql(&db, &pgveil::demo::policy_ddl(CLINIC_POLICY))
+        .unwrap_or_else(|e| panic!("clinic DDL failed: {e}"));
+    db
+}
+
+/// A plaintext copy of the clinic schema with every protected column in
+/// its logical type, for differential tests run directly on PostgreSQL.
+pub fn plain_clinic_database(prefix: &str) -> String {
+    let db = clinic_database(prefix);
+    let policy = pgveil_policy::Policy::from_toml_str(CLINIC_POLICY, "clinic").expect("policy");
+    let mut sql = String::new();
+    for c in policy.columns() {
+        let ty = c.type_spec().to_string();
+        sql.push_str(&format!(
+            "ALTER TABLE {}.{} ALTER COLUMN {} TYPE {ty} USING NULL;\n",
+            c.column.schema.quoted(),
+            c.column.table.quoted(),
+            c.column.column.quoted()
+        ));
+    }
+    cluster()
+        .psql(&db, &sql)
+        .unwrap_or_else(|e| panic!("plaintext schema failed: {e}"));
+    db
+}
+
+/// Starts pgveil with the clinic policy and freshly generated keys in `dir`.
+pub async fn clinic_proxy(dir: &Path) -> Proxy {
+    Proxy::start_with(clinic_config(dir)).await
+}
+
+/// The test config with the clinic policy and fresh keys in `dir`.
+pub fn clinic_config(dir: &Path) -> Config {
+    std::fs::write(dir.join("clinic.toml"), CLINIC_POLICY).expect("write policy");
+    let mut cfg = Proxy::config();
+    cfg.base_dir = dir.to_path_buf();
+    cfg.policy.file = Some("clinic.toml".into());
+    pgveil::keys::init(&cfg, &mut Vec::new()).expect("keys init");
+    cfg
+}
+
+/// A parameter or result value as raw wire bytes in binary format, of any
+/// type: lets a test bind and compare exactly what a binary client sends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawBinary(pub Option<Vec<u8>>);
+
+impl tokio_postgres::types::ToSql for RawBinary {
+    fn to_sql(
+        &self,
+        _ty: &tokio_postgres::types::Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<tokio_postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        match &self.0 {
+            Some(v) => {
+                out.extend_from_slice(v);
+                Ok(tokio_postgres::types::IsNull::No)
+            }
+            None => Ok(tokio_postgres::types::IsNull::Yes),
+        }
+    }
+    fn accepts(_ty: &tokio_postgres::types::Type) -> bool {
+        true
+    }
+    tokio_postgres::types::to_sql_checked!();
+}
+
+impl<'a> tokio_postgres::types::FromSql<'a> for RawBinary {
+    fn from_sql(
+        _ty: &tokio_postgres::types::Type,
+        raw: &'a [u8],
+    ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(RawBinary(Some(raw.to_vec())))
+    }
+    fn from_sql_null(
+        _ty: &tokio_postgres::types::Type,
+    ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(RawBinary(None))
+    }
+    fn accepts(_ty: &tokio_postgres::types::Type) -> bool {
+        true
+    }
+}
+
+/// Every protected value stored in `db` is NULL or an envelope, and no
+/// canary appears anywhere (read directly, bypassing pgveil).
+pub fn assert_only_ciphertext(db: &str) {
+    let policy = pgveil_policy::Policy::from_toml_str(CLINIC_POLICY, "clinic").expect("policy");
+    for c in policy.columns() {
+        let sql = format!(
+            "SELECT count(*) FROM {t} WHERE {col} IS NOT NULL AND NOT \
+             (CASE WHEN pg_typeof({col}) = 'bytea'::regtype THEN get_byte({col}::text::bytea, 0) IN (17, 18) \
+              ELSE {col}::text LIKE 'pgv1:%' END)",
+            t = c.column.table_ref(),
+            col = c.column.column.quoted()
+        );
+        let n = cluster().psql(db, &sql).unwrap();
+        assert_eq!(n.trim(), "0", "{}: plaintext stored", c.column);
+    }
+    let dump = std::process::Command::new(pg_program("pg_dump"))
+        .arg(cluster().url(db))
+        .output()
+        .unwrap();
+    assert!(
+        dump.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dump.stderr)
+    );
+    let dump = String::from_utf8_lossy(&dump.stdout).to_lowercase();
+    assert!(dump.contains("pgv1:"), "dump holds the ciphertext");
+    for canary in ["canary", "43414e415259", "zoë", "123-45-6789", "1990-01-02"] {
+        assert!(!dump.contains(canary), "pg_dump output contains {canary:?}");
+    }
+}

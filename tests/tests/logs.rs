@@ -68,11 +68,45 @@ async fn debug_logs_hold_fingerprints_and_no_canaries() {
     )
     .await
     .unwrap();
-    let refused = c
-        .simple_query("INSERT INTO patients (first_name, last_name, ssn) VALUES ('CanaryAlice', 'X', 'CANARY-SSN-5521')")
+    // Protected writes and reads, a unique violation on a protected column,
+    // a refused statement and a decryption failure: every error text the
+    // client receives is collected.
+    c.simple_query("INSERT INTO patients (first_name, last_name, ssn) VALUES ('CanaryAlice', 'X', 'CANARY-SSN-5521')")
+        .await
+        .unwrap();
+    let row = c
+        .query_one(
+            "SELECT first_name, ssn FROM patients WHERE ssn = $1",
+            &[&"CANARY-SSN-5521"],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "CanaryAlice");
+    let mut client_errors = Vec::new();
+    let unique = c
+        .execute(
+            "INSERT INTO patients (first_name, last_name, ssn) VALUES ($1, 'Y', $2)",
+            &[&"CanaryAlice", &"CANARY-SSN-5521"],
+        )
         .await
         .unwrap_err();
+    assert_eq!(unique.code().map(|c| c.code()), Some("23505"));
+    client_errors.push(format!("{:?}", unique.as_db_error().unwrap()));
+    let refused = c
+        .simple_query("INSERT INTO patients (first_name, last_name, ssn) VALUES (upper('CanaryAlice'), 'X', 'CANARY-NOTE-77')")
+        .await
+        .unwrap_err();
+    client_errors.push(format!("{:?}", refused.as_db_error().unwrap()));
     let refused = refused.as_db_error().unwrap().message().to_string();
+    cluster()
+        .psql(&db, "UPDATE patients SET last_name = 'CANARY-PARAM-31'")
+        .unwrap();
+    let undecryptable = c
+        .query("SELECT last_name FROM patients", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(undecryptable.code().map(|c| c.code()), Some("XX001"));
+    client_errors.push(format!("{:?}", undecryptable.as_db_error().unwrap()));
     let mut bad = proxy.pg_config(&db);
     bad.password("CANARY-SSN-5521");
     bad.ssl_mode(tokio_postgres::config::SslMode::Disable);
@@ -103,5 +137,11 @@ async fn debug_logs_hold_fingerprints_and_no_canaries() {
             "{canary} in the refusal sent to the client"
         );
         assert!(!wrong.contains(canary), "{canary} in the auth error");
+        for e in &client_errors {
+            assert!(
+                !e.contains(canary),
+                "{canary} in an error sent to the client: {e}"
+            );
+        }
     }
 }

@@ -115,7 +115,12 @@ fn clinic_example_parses() {
     let names: Vec<String> = p.tables().map(|t| t.table().to_string()).collect();
     assert_eq!(
         names,
-        ["public.insurance", "public.patients", "public.visits"]
+        [
+            "public.insurance",
+            "public.lab_results",
+            "public.patients",
+            "public.visits"
+        ]
     );
 
     let patients = p.table(&table("public.patients")).unwrap();

@@ -45,8 +45,9 @@ pub enum Protocol {
 
 pub use pgveil_sql::StatementKind;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum StatementPath {
+    #[default]
     Passthrough,
     Rewritten,
     Refused,
@@ -255,7 +256,9 @@ impl Metrics {
         for r in ["tls_required", "too_many_connections"] {
             refused.with_label_values(&[r]);
         }
-        refused_statements.with_label_values(&["protected_table_without_wire_encryption"]);
+        for r in ["unsupported_statement", "invalid_value", "not_in_catalog"] {
+            refused_statements.with_label_values(&[r]);
+        }
         for v in ["TLSv1.2", "TLSv1.3"] {
             tls_handshakes.with_label_values(&[v, "ok"]);
         }

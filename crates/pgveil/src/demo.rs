@@ -25,7 +25,12 @@ pub enum DemoError {
     Certs(#[from] crate::certs::CertError),
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
+    #[error("keys: {0}")]
+    Keys(#[from] crate::keys::KeysError),
 }
+
+/// The clinic example policy the demo protects.
+pub const CLINIC_POLICY: &str = include_str!("../../../config/clinic.example.toml");
 
 impl Demo {
     /// Starts PostgreSQL and prepares pgveil's configuration (listening on
@@ -56,6 +61,14 @@ impl Demo {
         config.upstream.address = cluster.address();
         config.tls.cert_file = Some(server.cert);
         config.tls.key_file = Some(server.key);
+        // The clinic policy, a development KEK file and a keyring beside it,
+        // and the policy's schema in the throwaway database.
+        let policy_file = dir.path().join("clinic.toml");
+        std::fs::write(&policy_file, CLINIC_POLICY)?;
+        config.policy.file = Some(policy_file);
+        config.keys.kek_file = Some(dir.path().join("kek.key"));
+        crate::keys::init(&config, &mut std::io::sink())?;
+        cluster.psql("postgres", &policy_ddl(CLINIC_POLICY))?;
         let password = cluster.superuser_password();
         let database_url = format!(
             "postgres://{}:{password}@localhost:{port}/postgres?sslmode=verify-full&sslrootcert={}",

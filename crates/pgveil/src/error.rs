@@ -34,6 +34,8 @@ pub enum ProxyError {
     UnsupportedAuth(i32),
     #[error("the server is shutting down")]
     ShuttingDown,
+    #[error("cannot resolve the protected columns: {0}")]
+    Catalog(String),
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -77,6 +79,11 @@ impl ProxyError {
             ProxyError::ShuttingDown => (
                 "57P01",
                 "terminating connection because pgveil is shutting down".into(),
+                None,
+            ),
+            ProxyError::Catalog(m) => (
+                "XX000",
+                format!("pgveil cannot resolve the policy's protected columns in this database: {m}"),
                 None,
             ),
             ProxyError::TlsNotConfigured

@@ -387,6 +387,27 @@ pub fn key_ages(cfg: &Config) -> Result<Vec<crate::server::KeyAge>, KeysError> {
     Ok(out)
 }
 
+/// Builds the rewriting engine: the policy and, for every data key it
+/// needs, the unwrapped keys (with the configured encryption limit). A key
+/// that cannot be loaded is an error: pgveil does not start (or reload)
+/// with a policy it cannot serve.
+pub fn engine(cfg: &Config) -> Result<pgveil_rewrite::Engine, KeysError> {
+    let policy = load_policy(cfg)?;
+    let kek = load_kek(cfg)?;
+    let ring = FileKeyringStore::new(cfg.keyring_file()).load()?;
+    let mut set = pgveil_rewrite::KeySet::new();
+    for key in policy.keys() {
+        let name = key.name.to_string();
+        let mut keys = ring.column_keys(&name, &kek)?;
+        keys.set_encryption_limit(cfg.keys.max_encryptions_per_key)?;
+        set.insert(key.name.clone(), Ok(keys));
+    }
+    Ok(pgveil_rewrite::Engine::new(
+        std::sync::Arc::new(policy),
+        set,
+    ))
+}
+
 /// Which key states are usable, for callers that build ciphers.
 pub fn usable(state: KeyState) -> bool {
     state != KeyState::Retired

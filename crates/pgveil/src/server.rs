@@ -40,9 +40,9 @@ pub struct Shared {
     pub metrics: Arc<crate::admin::Metrics>,
     /// Active data keys and the KEK (empty without a policy).
     pub key_ages: Vec<KeyAge>,
-    /// The column policy, when one is configured. Until wire encryption is
-    /// wired in, statements that mention a protected table are refused.
-    pub policy: Option<Arc<pgveil_policy::Policy>>,
+    /// The column-encryption engine (policy, keys, per-database catalogs),
+    /// when a policy is configured.
+    pub engine: Option<Arc<pgveil_rewrite::Engine>>,
     pub config: Config,
     pub tls_acceptor: Option<tokio_rustls::TlsAcceptor>,
     pub upstream_tls: Option<(
@@ -102,18 +102,19 @@ impl Shared {
                 metrics.cert_expiry.with_label_values(&["server"]).set(t);
             }
         }
-        let (key_ages, policy) = if config.policy.file.is_some() {
-            (
-                crate::keys::key_ages(&config)?,
-                Some(Arc::new(crate::keys::load_policy(&config)?)),
-            )
+        let (key_ages, engine) = if config.policy.file.is_some() {
+            let engine = Arc::new(crate::keys::engine(&config)?);
+            for t in engine.policy().tables() {
+                tracing::debug!(table = %t.table(), "protected table");
+            }
+            (crate::keys::key_ages(&config)?, Some(engine))
         } else {
             (Vec::new(), None)
         };
         Ok(Self {
             metrics,
             key_ages,
-            policy,
+            engine,
             limit: previous
                 .map(|p| p.limit.clone())
                 .unwrap_or_else(|| Arc::new(Semaphore::new(config.max_connections))),

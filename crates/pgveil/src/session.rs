@@ -163,6 +163,7 @@ async fn session(
 /// What the handshake hands to the relay.
 struct Upstream {
     conn: Conn<UpstreamStream>,
+    rewrite: Option<pgveil_rewrite::Session>,
     _cancel: crate::cancel::CancelGuard,
     _permit: tokio::sync::OwnedSemaphorePermit,
     _active: crate::admin::ConnectionGuard,
@@ -297,11 +298,12 @@ async fn handshake(
     };
     let mut up = Conn::new(upstream);
     up.send(&startup.encode()).await?;
-    let Some(cancel) = authenticate(shared, client, &mut up, &startup).await? else {
+    let Some((cancel, rewrite)) = authenticate(shared, client, &mut up, &startup).await? else {
         return Ok(None);
     };
     Ok(Some(Upstream {
         conn: up,
+        rewrite,
         _cancel: cancel,
         _permit: permit,
         _active: crate::admin::ConnectionGuard::new(&shared.metrics),
@@ -356,11 +358,12 @@ async fn authenticate(
     shared: &Arc<Shared>,
     client: &mut Conn<ClientStream>,
     up: &mut Conn<UpstreamStream>,
-    _startup: &StartupMessage,
-) -> Result<Option<crate::cancel::CancelGuard>, ProxyError> {
+    startup: &StartupMessage,
+) -> Result<Option<(crate::cancel::CancelGuard, Option<pgveil_rewrite::Session>)>, ProxyError> {
     let client_reader = FrameReader::new(shared.config.max_message_size);
     let server_reader = FrameReader::new(shared.config.max_message_size);
     let mut cancel = None;
+    let mut params: Vec<(Bytes, Bytes)> = Vec::new();
     loop {
         let f = up.read_frame(&server_reader).await.map_err(server_side)?;
         match f.tag() {
@@ -424,8 +427,24 @@ async fn authenticate(
                 }
             }
             backend::tag::READY_FOR_QUERY => {
+                let rewrite = match &shared.engine {
+                    Some(engine) => {
+                        let database = startup.database().or_else(|| startup.user()).unwrap_or("");
+                        let ctx = match load_catalog(engine, database, up, &server_reader).await {
+                            Ok(ctx) => ctx,
+                            Err(e) => return refuse(client, e).await.map(|_| None),
+                        };
+                        let mut session =
+                            pgveil_rewrite::Session::new(engine.clone(), database, ctx);
+                        for (n, v) in &params {
+                            session.parameter_status(n, v);
+                        }
+                        Some(session)
+                    }
+                    None => None,
+                };
                 client.send(f.raw()).await?;
-                return Ok(Some(cancel.unwrap_or_else(|| {
+                let cancel = cancel.unwrap_or_else(|| {
                     // A server that sends no BackendKeyData cannot be
                     // cancelled; register nothing usable.
                     shared
@@ -435,12 +454,60 @@ async fn authenticate(
                             secret: Bytes::from_static(&[0; 4]),
                         })
                         .1
-                })));
+                });
+                return Ok(Some((cancel, rewrite)));
             }
-            // ParameterStatus, NoticeResponse, NegotiateProtocolVersion.
+            backend::tag::PARAMETER_STATUS => {
+                if let Ok(p) = backend::decode_parameter_status(&f) {
+                    params.push(p);
+                }
+                client.push(f.raw());
+            }
+            // NoticeResponse, NegotiateProtocolVersion.
             _ => client.push(f.raw()),
         }
     }
+}
+
+/// Resolves the policy's columns on the freshly authenticated session (no
+/// extra credentials), or takes the database's cached resolution.
+async fn load_catalog(
+    engine: &Arc<pgveil_rewrite::Engine>,
+    database: &str,
+    up: &mut Conn<UpstreamStream>,
+    reader: &FrameReader,
+) -> Result<Arc<pgveil_rewrite::DbContext>, ProxyError> {
+    if let Some(ctx) = engine.cached(database) {
+        return Ok(ctx);
+    }
+    let generation = engine.generation();
+    up.send(frontend::query(engine.catalog_query().as_bytes()).raw())
+        .await?;
+    let mut catalog = pgveil_rewrite::CatalogReader::default();
+    loop {
+        let f = up.read_frame(reader).await.map_err(server_side)?;
+        if catalog
+            .feed(&f)
+            .map_err(|e| ProxyError::Catalog(e.to_string()))?
+        {
+            break;
+        }
+    }
+    let rows = catalog
+        .finish()
+        .ok_or_else(|| ProxyError::Catalog("the catalog query failed on this database".into()))?;
+    let ctx = engine.build(&rows, generation);
+    engine.publish(database, &ctx);
+    let missing = ctx.catalog.missing_tables();
+    if !missing.is_empty() {
+        let names: Vec<String> = missing.iter().map(|t| t.to_string()).collect();
+        warn!(
+            database,
+            tables = %names.join(", "),
+            "policy tables not found in this database: writes to their protected columns are refused until they exist"
+        );
+    }
+    Ok(ctx)
 }
 
 /// PostgreSQL refuses SCRAM when a TLS client (which then announces channel
@@ -546,7 +613,17 @@ struct KindTracker {
     statements: std::collections::HashMap<Bytes, StatementKind>,
     portals: std::collections::HashMap<Bytes, StatementKind>,
     batch_kind: Option<StatementKind>,
-    batch_refused: bool,
+    batch_path: StatementPath,
+}
+
+/// The more notable of two paths (refused > rewritten > passthrough).
+fn worse(a: StatementPath, b: StatementPath) -> StatementPath {
+    let rank = |p: StatementPath| p as u8;
+    if rank(b) > rank(a) {
+        b
+    } else {
+        a
+    }
 }
 
 /// The first NUL-terminated string of a message body (after the 5-byte header).
@@ -559,18 +636,19 @@ fn first_cstr(message: &[u8]) -> &[u8] {
 impl KindTracker {
     /// Notes what `message` (client→server) means for timing; returns an
     /// entry to start timing when the message ends in `ReadyForQuery`.
-    fn observe(&mut self, tag: u8, message: &[u8], refused: bool) -> Option<PendingStatement> {
+    fn observe(
+        &mut self,
+        tag: u8,
+        message: &[u8],
+        path: StatementPath,
+    ) -> Option<PendingStatement> {
         let now = || std::time::Instant::now();
         match tag {
             frontend::tag::QUERY => Some(PendingStatement {
                 at: now(),
                 protocol: Protocol::Simple,
                 kind: crate::admin::statement_kind(message.get(5..).unwrap_or_default()),
-                path: if refused {
-                    StatementPath::Refused
-                } else {
-                    StatementPath::Passthrough
-                },
+                path,
             }),
             frontend::tag::PARSE => {
                 let name = first_cstr(message);
@@ -579,10 +657,11 @@ impl KindTracker {
                 if self.statements.len() < 10_000 || self.statements.contains_key(name) {
                     self.statements.insert(Bytes::copy_from_slice(name), kind);
                 }
-                self.batch_refused |= refused;
+                self.batch_path = worse(self.batch_path, path);
                 None
             }
             frontend::tag::BIND => {
+                self.batch_path = worse(self.batch_path, path);
                 let portal = first_cstr(message);
                 let stmt_start = (5 + portal.len() + 1).min(message.len());
                 let stmt_body = &message[stmt_start..];
@@ -612,16 +691,12 @@ impl KindTracker {
             }
             frontend::tag::SYNC => {
                 let kind = self.batch_kind.take().unwrap_or(StatementKind::Other);
-                let refused = std::mem::take(&mut self.batch_refused);
+                let path = std::mem::take(&mut self.batch_path);
                 Some(PendingStatement {
                     at: now(),
                     protocol: Protocol::Extended,
                     kind,
-                    path: if refused {
-                        StatementPath::Refused
-                    } else {
-                        StatementPath::Passthrough
-                    },
+                    path,
                 })
             }
             frontend::tag::FUNCTION_CALL => Some(PendingStatement {
@@ -664,6 +739,14 @@ fn split_upstream(s: UpstreamStream) -> (BoxRead, BoxWrite) {
     }
 }
 
+/// The rewriting session shared by both pumps, and the signal the
+/// server→client side gives when a catalog refresh has been read.
+struct Rewriter {
+    session: std::sync::Mutex<pgveil_rewrite::Session>,
+    refreshed: tokio::sync::Notify,
+    metrics: Arc<crate::admin::Metrics>,
+}
+
 /// The steady state: two pumps, one per direction, until either side ends.
 async fn relay(
     shared: &Arc<Shared>,
@@ -672,6 +755,7 @@ async fn relay(
 ) -> Result<(), ProxyError> {
     let Upstream {
         conn: server,
+        rewrite,
         _cancel,
         _permit,
         _active,
@@ -679,13 +763,18 @@ async fn relay(
     let max = shared.config.max_message_size;
     let (c_read, c_write) = split_client(client.stream);
     let (s_read, s_write) = split_upstream(server.stream);
-    // The client writer is shared so that a protocol error found on the
-    // client→server side can still be reported to the client.
     let (mut c_write, mut s_write) = (c_write, s_write);
     let clock = shared.config.admin.enabled.then(|| {
         Arc::new(StatementClock {
             metrics: shared.metrics.clone(),
             pending: Default::default(),
+        })
+    });
+    let rewriter = rewrite.map(|session| {
+        Arc::new(Rewriter {
+            session: std::sync::Mutex::new(session),
+            refreshed: tokio::sync::Notify::new(),
+            metrics: shared.metrics.clone(),
         })
     });
     let result = {
@@ -700,7 +789,7 @@ async fn relay(
                 reader: FrameReader::new(max),
                 dir: Direction::ClientToServer,
                 bytes: shared.metrics.bytes_from_clients.clone(),
-                guard: shared.policy.clone().map(|p| (p, shared.metrics.clone())),
+                rewriter: rewriter.clone(),
                 clock: clock.clone(),
             },
         );
@@ -712,7 +801,7 @@ async fn relay(
                 reader: FrameReader::new(max),
                 dir: Direction::ServerToClient,
                 bytes: shared.metrics.bytes_from_server.clone(),
-                guard: None,
+                rewriter,
                 clock: clock.clone(),
             },
         );
@@ -747,7 +836,7 @@ fn is_fatal_error(message: &[u8]) -> bool {
 
 /// Logs a statement at debug level as a fingerprint: literals replaced by
 /// `?`, parameters kept as `$n`, comments dropped. Never the text itself.
-fn log_fingerprint(tag: u8, message: &[u8], refused: bool) {
+fn log_fingerprint(tag: u8, message: &[u8], path: StatementPath) {
     let sql = if tag == frontend::tag::QUERY {
         message.get(5..message.len().saturating_sub(1))
     } else {
@@ -764,7 +853,12 @@ fn log_fingerprint(tag: u8, message: &[u8], refused: bool) {
     } else {
         "extended"
     };
-    debug!(protocol, refused, statement = %fp, "statement");
+    let path = match path {
+        StatementPath::Passthrough => "passthrough",
+        StatementPath::Rewritten => "rewritten",
+        StatementPath::Refused => "refused",
+    };
+    debug!(protocol, path, statement = %fp, "statement");
 }
 
 /// What one pump does besides moving bytes.
@@ -773,71 +867,77 @@ struct PumpOptions {
     dir: Direction,
     /// Counts the bytes relayed in this direction.
     bytes: prometheus::IntCounter,
-    /// The interim fail-closed guard (client→server only).
-    guard: Option<(Arc<pgveil_policy::Policy>, Arc<crate::admin::Metrics>)>,
+    /// Column encryption, when a policy is configured.
+    rewriter: Option<Arc<Rewriter>>,
     /// Statement timing, when metrics are enabled.
     clock: Option<Arc<StatementClock>>,
 }
 
-/// The interim fail-closed guard: while column encryption on the wire is not
-/// wired in, a `Query` or `Parse` whose text mentions a protected table (the
-/// policy's conservative pre-filter) is never forwarded. It is replaced by a
-/// statement that makes PostgreSQL itself raise the refusal, so the error
-/// arrives in order with the rest of a pipeline and the transaction state is
-/// exactly PostgreSQL's (an explicit transaction becomes aborted).
-fn guard_statement(policy: &pgveil_policy::Policy, tag: u8, message: &[u8]) -> Option<Frame> {
-    const REFUSAL: &str = "pgveil: this statement references a table with protected columns, \
-        and column encryption on the wire is not available in this pgveil version; \
-        refused so that no plaintext reaches protected columns";
-    match tag {
-        frontend::tag::QUERY => {
-            let sql = message.get(5..message.len().checked_sub(1)?)?;
-            policy.mentions_protected_table_bytes(sql).then(|| {
-                frontend::query(
-                    format!(
-                        "DO $pgveil$ BEGIN RAISE EXCEPTION USING ERRCODE = '0A000', MESSAGE = '{REFUSAL}'; END $pgveil$"
-                    )
-                    .as_bytes(),
-                )
-            })
-        }
-        frontend::tag::PARSE => {
-            // The whole body is scanned (statement name, text, types): a
-            // false positive only refuses, a miss would leak.
-            if !policy.mentions_protected_table_bytes(&message[5..]) {
-                return None;
-            }
-            let frame = Frame::new(tag, &message[5..]);
-            let name = match pgveil_wire::frontend::FrontendMessage::decode(&frame) {
-                Ok(pgveil_wire::frontend::FrontendMessage::Parse(p)) => p.name,
-                _ => Bytes::new(),
-            };
-            // Parse can only fail with a parse-analysis error; a missing
-            // relation named after the reason is one (42P01). The name stays
-            // under PostgreSQL's 63-byte identifier limit.
-            Some(
-                pgveil_wire::frontend::Parse {
-                    name,
-                    query: Bytes::from_static(
-                        b"SELECT FROM \"pgveil: protected table refused (no wire encryption)\"",
-                    ),
-                    param_types: Vec::new(),
+/// What happens to one message.
+enum Act {
+    Forward,
+    Replace,
+    Drop,
+    /// Send the catalog query, wait for the refresh, then look at the same
+    /// message again.
+    Refresh(Frame),
+}
+
+/// Runs one message through the rewriting session.
+fn rewrite_message(
+    rw: &Rewriter,
+    dir: Direction,
+    msg: &[u8],
+    scratch: &mut Vec<u8>,
+) -> (Act, StatementPath) {
+    let mut s = rw.session.lock().unwrap_or_else(|e| e.into_inner());
+    match dir {
+        Direction::ClientToServer => {
+            let o = s.client_message(msg, scratch);
+            drop(s);
+            let path = match o.path {
+                pgveil_rewrite::Path::Passthrough => StatementPath::Passthrough,
+                pgveil_rewrite::Path::Rewritten => StatementPath::Rewritten,
+                pgveil_rewrite::Path::Refused(reason) => {
+                    rw.metrics.refused_statement(reason);
+                    StatementPath::Refused
                 }
-                .encode(),
-            )
+            };
+            if let Some(e) = &o.error {
+                // Names tables, columns and reasons only, never values.
+                debug!(sqlstate = e.sqlstate(), error = %e, "statement refused");
+            }
+            let act = match o.action {
+                pgveil_rewrite::ClientAction::Forward => Act::Forward,
+                pgveil_rewrite::ClientAction::Replace => Act::Replace,
+                pgveil_rewrite::ClientAction::Refresh(f) => Act::Refresh(f),
+            };
+            (act, path)
         }
-        _ => None,
+        Direction::ServerToClient => {
+            let act = match s.server_message(msg, scratch) {
+                pgveil_rewrite::ServerAction::Forward => Act::Forward,
+                pgveil_rewrite::ServerAction::Replace => Act::Replace,
+                pgveil_rewrite::ServerAction::Drop => Act::Drop,
+                pgveil_rewrite::ServerAction::RefreshDone => {
+                    rw.refreshed.notify_one();
+                    Act::Drop
+                }
+            };
+            (act, StatementPath::Passthrough)
+        }
     }
 }
 
 /// Moves messages from `read` to `write` until the session ends.
 ///
-/// Complete messages are checked in place (length caps, tag) and forwarded
-/// as one contiguous run straight from the read buffer: no per-message
-/// allocation or copy. Output is written when the input has no further
-/// complete message (or [`FLUSH_THRESHOLD`] is reached), so a pipeline of
-/// messages costs one write, and nothing waits for a `Sync` that may never
-/// come (COPY data, simple queries).
+/// Complete messages are checked in place (length caps, tag) and, unless
+/// the rewriter changes them, forwarded as one contiguous run straight from
+/// the read buffer: no per-message allocation or copy. A rewritten message
+/// splits the run: what came before it, then its replacement, go to an
+/// output buffer. Output is written when the input has no further complete
+/// message (or [`FLUSH_THRESHOLD`] is reached), so a pipeline of messages
+/// costs one write, and nothing waits for a `Sync` that may never come.
 ///
 /// Client→server ends after forwarding `Terminate` or at client EOF;
 /// server→client ends after relaying a FATAL error (nothing after it is
@@ -856,60 +956,89 @@ async fn pump(
         reader,
         dir,
         bytes,
-        guard,
+        rewriter,
         clock,
     } = opts;
     let mut kinds = KindTracker::default();
+    let mut out: Vec<u8> = Vec::new();
+    let mut scratch: Vec<u8> = Vec::new();
     loop {
         let mut off = 0;
+        let mut run = 0;
         let mut end = false;
         let mut bad = None;
-        let mut substitute = None;
+        let mut wait_refresh = false;
+        // Whether `out` (not the read buffer) holds what to send.
+        let mut rewritten = false;
+        let mut more = false;
+        out.clear();
         let started = clock.as_ref().map(|_| std::time::Instant::now());
         loop {
             match reader.peek(&rbuf[off..]) {
                 Ok(Some((tag, total))) => {
-                    let mut refused = None;
-                    if let Some((policy, metrics)) = &guard {
-                        if let Some(f) = guard_statement(policy, tag, &rbuf[off..off + total]) {
-                            metrics.refused_statement("protected_table_without_wire_encryption");
-                            refused = Some(f);
+                    let msg = &rbuf[off..off + total];
+                    let (act, path) = match &rewriter {
+                        Some(rw) => {
+                            scratch.clear();
+                            rewrite_message(rw, dir, msg, &mut scratch)
                         }
+                        None => (Act::Forward, StatementPath::Passthrough),
+                    };
+                    if let Act::Refresh(f) = &act {
+                        out.extend_from_slice(&rbuf[run..off]);
+                        out.extend_from_slice(f.raw());
+                        run = off;
+                        wait_refresh = true;
+                        rewritten = true;
+                        break;
                     }
                     if dir == Direction::ClientToServer
                         && (tag == frontend::tag::QUERY || tag == frontend::tag::PARSE)
                         && tracing::enabled!(tracing::Level::DEBUG)
                     {
-                        log_fingerprint(tag, &rbuf[off..off + total], refused.is_some());
+                        log_fingerprint(tag, msg, path);
                     }
                     if let Some(clock) = &clock {
                         match dir {
                             Direction::ClientToServer => {
-                                let message = &rbuf[off..off + total];
-                                if let Some(p) = kinds.observe(tag, message, refused.is_some()) {
+                                if let Some(p) = kinds.observe(tag, msg, path) {
                                     clock.push(p);
                                 }
                             }
                             Direction::ServerToClient => {
-                                if tag == backend::tag::READY_FOR_QUERY {
+                                if tag == backend::tag::READY_FOR_QUERY && !matches!(act, Act::Drop)
+                                {
                                     clock.ready();
                                 }
                             }
                         }
                     }
-                    if let Some(f) = refused {
-                        substitute = Some((f, total));
-                        break;
-                    }
                     end = match dir {
                         Direction::ClientToServer => tag == frontend::tag::TERMINATE,
                         Direction::ServerToClient => {
-                            tag == backend::tag::ERROR_RESPONSE
-                                && is_fatal_error(&rbuf[off..off + total])
+                            tag == backend::tag::ERROR_RESPONSE && is_fatal_error(msg)
                         }
                     };
+                    match act {
+                        Act::Forward | Act::Refresh(_) => {}
+                        Act::Replace => {
+                            rewritten = true;
+                            out.extend_from_slice(&rbuf[run..off]);
+                            out.extend_from_slice(&scratch);
+                            run = off + total;
+                        }
+                        Act::Drop => {
+                            rewritten = true;
+                            out.extend_from_slice(&rbuf[run..off]);
+                            run = off + total;
+                        }
+                    }
                     off += total;
-                    if end || off >= FLUSH_THRESHOLD {
+                    if end {
+                        break;
+                    }
+                    if off >= FLUSH_THRESHOLD || out.len() >= FLUSH_THRESHOLD {
+                        more = true; // complete messages may still be buffered
                         break;
                     }
                 }
@@ -929,25 +1058,35 @@ async fn pump(
             }
         }
         if let (Some(clock), Some(started)) = (&clock, started) {
-            if off > 0 || substitute.is_some() {
+            if off > 0 || rewritten {
                 clock
                     .metrics
                     .proxy_time
                     .observe(started.elapsed().as_secs_f64());
             }
         }
-        if off > 0 || substitute.is_some() {
-            write.write_all(&rbuf[..off]).await?;
-            if let Some((frame, _)) = &substitute {
-                write.write_all(frame.raw()).await?;
+        if off > 0 || rewritten {
+            if !rewritten {
+                write.write_all(&rbuf[..off]).await?;
+            } else {
+                out.extend_from_slice(&rbuf[run..off]);
+                write.write_all(&out).await?;
             }
             write.flush().await?;
             bytes.inc_by(off as u64);
             rbuf.advance(off);
-            if let Some((_, skipped)) = substitute {
-                rbuf.advance(skipped);
-                continue;
+        }
+        if scratch.capacity() > 1 << 20 {
+            scratch = Vec::new();
+        }
+        if out.capacity() > 1 << 20 {
+            out = Vec::new();
+        }
+        if wait_refresh {
+            if let Some(rw) = &rewriter {
+                rw.refreshed.notified().await;
             }
+            continue;
         }
         if let Some(e) = bad {
             return Err(e);
@@ -955,8 +1094,8 @@ async fn pump(
         if end {
             return Ok(());
         }
-        if off >= FLUSH_THRESHOLD {
-            continue; // more may already be buffered
+        if more {
+            continue;
         }
         if rbuf.capacity() - rbuf.len() < 1024 {
             rbuf.reserve(READ_CHUNK);

@@ -1,0 +1,139 @@
+//! The engine's error type and its single mapping to client-visible
+//! SQLSTATEs. Messages name tables, columns and reasons, never values.
+
+use pgveil_policy::ColumnRef;
+
+/// SQLSTATE for a protected value that cannot be decrypted (`data_corrupted`).
+pub const DECRYPT_FAILED: &str = "XX001";
+/// SQLSTATE `feature_not_supported`.
+pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
+/// SQLSTATE `datatype_mismatch`.
+pub const DATATYPE_MISMATCH: &str = "42804";
+/// SQLSTATE `undefined_table`: a policy table the catalog does not have.
+pub const UNDEFINED_TABLE: &str = "42P01";
+/// SQLSTATE `internal_error`: no usable data key.
+pub const KEY_UNAVAILABLE: &str = "XX000";
+/// SQLSTATE `protocol_violation`.
+pub const PROTOCOL_VIOLATION: &str = "08P01";
+
+/// Why the engine refuses or fails a message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RewriteError {
+    /// The statement analyser refused the statement.
+    #[error("{0}")]
+    Refused(#[from] pgveil_sql::Refusal),
+    /// A value for a protected column is not valid input for its logical type.
+    #[error("pgveil: invalid value for protected column {column}: {reason}")]
+    InvalidValue {
+        /// The column.
+        column: ColumnRef,
+        /// What is wrong, without the value.
+        reason: String,
+        /// The SQLSTATE PostgreSQL would report.
+        sqlstate: &'static str,
+    },
+    /// A bound parameter's declared type cannot be converted to the column's type.
+    #[error("pgveil: parameter ${param} targets protected column {column} of type {logical} but was sent in binary as type OID {declared}; send it as text or as {logical}")]
+    ParamType {
+        /// 1-based parameter number.
+        param: u32,
+        /// The column.
+        column: ColumnRef,
+        /// Logical type name.
+        logical: &'static str,
+        /// The declared type OID.
+        declared: u32,
+    },
+    /// No catalog entry for a protected column's table.
+    #[error("pgveil: table {table} of protected column {column} is not in this database's catalog (create it, or fix the policy)")]
+    NotInCatalog {
+        /// The table.
+        table: String,
+        /// The column.
+        column: ColumnRef,
+    },
+    /// The column's storage type cannot hold ciphertext.
+    #[error("pgveil: protected column {column} is stored as {storage}, which cannot hold ciphertext; store it as text or bytea")]
+    BadStorage {
+        /// The column.
+        column: ColumnRef,
+        /// Storage type name or OID.
+        storage: String,
+    },
+    /// No usable data key.
+    #[error("pgveil: no usable data key for protected column {column} (key {key}): {reason}")]
+    NoKey {
+        /// The column.
+        column: ColumnRef,
+        /// The key name.
+        key: String,
+        /// Why.
+        reason: String,
+    },
+    /// A stored protected value failed to decrypt.
+    #[error("pgveil: stored value of protected column {column} cannot be decrypted ({reason}); it was not written through pgveil with this column's key, or it was altered")]
+    Decrypt {
+        /// The column.
+        column: ColumnRef,
+        /// Why (no value).
+        reason: String,
+    },
+    /// A server or client message pgveil cannot interpret where it must.
+    #[error("pgveil: malformed {0} message")]
+    Malformed(&'static str),
+}
+
+impl RewriteError {
+    /// The one mapping from engine errors to SQLSTATEs.
+    pub fn sqlstate(&self) -> &'static str {
+        match self {
+            RewriteError::Refused(r) => r.sqlstate,
+            RewriteError::InvalidValue { sqlstate, .. } => sqlstate,
+            RewriteError::ParamType { .. } => DATATYPE_MISMATCH,
+            RewriteError::NotInCatalog { .. } => UNDEFINED_TABLE,
+            RewriteError::BadStorage { .. } => DATATYPE_MISMATCH,
+            RewriteError::NoKey { .. } => KEY_UNAVAILABLE,
+            RewriteError::Decrypt { .. } => DECRYPT_FAILED,
+            RewriteError::Malformed(_) => PROTOCOL_VIOLATION,
+        }
+    }
+
+    /// The protected column involved, if any (for metrics and audit).
+    pub fn column(&self) -> Option<&ColumnRef> {
+        match self {
+            RewriteError::Refused(r) => r.column.as_ref(),
+            RewriteError::InvalidValue { column, .. }
+            | RewriteError::ParamType { column, .. }
+            | RewriteError::NotInCatalog { column, .. }
+            | RewriteError::BadStorage { column, .. }
+            | RewriteError::NoKey { column, .. }
+            | RewriteError::Decrypt { column, .. } => Some(column),
+            RewriteError::Malformed(_) => None,
+        }
+    }
+
+    /// A bounded label for the refused-statements metric.
+    pub fn reason_label(&self) -> &'static str {
+        match self {
+            RewriteError::Refused(_) => "unsupported_statement",
+            RewriteError::InvalidValue { .. } => "invalid_value",
+            RewriteError::ParamType { .. } => "parameter_type",
+            RewriteError::NotInCatalog { .. } => "not_in_catalog",
+            RewriteError::BadStorage { .. } => "bad_storage",
+            RewriteError::NoKey { .. } => "no_key",
+            RewriteError::Decrypt { .. } => "decrypt_failed",
+            RewriteError::Malformed(_) => "malformed",
+        }
+    }
+
+    /// The hint sent with the error, if any.
+    pub fn hint(&self) -> Option<&'static str> {
+        match self {
+            RewriteError::Decrypt { .. } => Some(
+                "Values in protected columns must be written through pgveil; see pgveil check for plaintext left behind.",
+            ),
+            RewriteError::NoKey { .. } => Some("Run `pgveil keys init` (or rotate) and reload pgveil."),
+            _ => None,
+        }
+    }
+}

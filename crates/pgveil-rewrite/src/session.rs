@@ -1,0 +1,1306 @@
+//! The per-session state machine. The client→server side calls
+//! [`Session::client_message`] for every complete message and the
+//! server→client side [`Session::server_message`]; both directions share one
+//! `Session` (behind a mutex in the I/O layer) because responses are matched
+//! to requests through a queue of expectations, in protocol order.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use pgveil_crypto::canonical::{LogicalType, SessionTimeZone};
+use pgveil_sql::{Analysis, Comparison, LiteralTarget, PreparedStatements, StatementPlan};
+use pgveil_wire::backend::{self, ErrorFields, FieldDescription};
+use pgveil_wire::frontend::{self, Format};
+use pgveil_wire::Frame;
+
+use crate::error::RewriteError;
+use crate::values::ColumnCrypto;
+use crate::{CatalogReader, DbContext, Engine};
+
+/// How a client message was handled, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Path {
+    /// Forwarded as is (after at most a pre-filter).
+    Passthrough,
+    /// Rewritten (values encrypted, types rewritten, a Describe injected).
+    Rewritten,
+    /// Refused; the label is bounded (see [`RewriteError::reason_label`]).
+    Refused(&'static str),
+}
+
+/// What to do with a client message.
+#[derive(Debug)]
+pub enum ClientAction {
+    /// Send the message unchanged.
+    Forward,
+    /// Send the bytes written to `out` instead.
+    Replace,
+    /// Send this catalog query first, wait until [`ServerAction::RefreshDone`],
+    /// then hand the same message to [`Session::client_message`] again.
+    Refresh(Frame),
+}
+
+/// [`ClientAction`] plus what it means for metrics and logs.
+#[derive(Debug)]
+pub struct ClientOutcome {
+    /// The action.
+    pub action: ClientAction,
+    /// The path, for metrics.
+    pub path: Path,
+    /// The error when refused (never contains values), for logs.
+    pub error: Option<RewriteError>,
+}
+
+impl ClientOutcome {
+    fn forward() -> Self {
+        ClientOutcome {
+            action: ClientAction::Forward,
+            path: Path::Passthrough,
+            error: None,
+        }
+    }
+}
+
+/// What to do with a server message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerAction {
+    /// Send it to the client unchanged.
+    Forward,
+    /// Send the bytes written to `out` instead.
+    Replace,
+    /// Send nothing.
+    Drop,
+    /// A catalog refresh finished (the message is dropped): wake the
+    /// client→server side.
+    RefreshDone,
+}
+
+/// Which columns of a result are protected, and their formats.
+#[derive(Debug)]
+struct Shape {
+    cols: Vec<Option<Arc<ColumnCrypto>>>,
+    formats: Vec<Format>,
+}
+
+impl Shape {
+    fn with_formats(&self, formats: &[Format]) -> Shape {
+        Shape {
+            cols: self.cols.clone(),
+            formats: (0..self.cols.len())
+                .map(|i| frontend::format_at(formats, i))
+                .collect(),
+        }
+    }
+}
+
+/// A prepared statement that touches a protected table.
+#[derive(Debug)]
+struct StmtInfo {
+    /// `(0-based index, column, client-declared type)` per protected parameter.
+    params: Vec<(usize, Arc<ColumnCrypto>, Option<LogicalType>, u32)>,
+    /// `ParameterDescription` corrections: index → OID to report.
+    describe: Arc<Vec<(usize, u32)>>,
+    /// A `Describe` (statement) was sent after the `Parse`.
+    described: bool,
+}
+
+#[derive(Debug)]
+struct PortalInfo {
+    statement: Bytes,
+    described: bool,
+}
+
+#[derive(Debug)]
+enum Expect {
+    Query {
+        refusal: bool,
+    },
+    FunctionCall,
+    Parse {
+        internal: bool,
+    },
+    Bind {
+        portal: Bytes,
+        statement: Bytes,
+        formats: Vec<Format>,
+        internal: bool,
+        tracked: bool,
+    },
+    DescribeStatement {
+        name: Bytes,
+        params: Option<Arc<Vec<(usize, u32)>>>,
+        tracked: bool,
+    },
+    DescribePortal {
+        name: Bytes,
+        internal: bool,
+        tracked: bool,
+    },
+    Execute {
+        portal: Bytes,
+        refusal: bool,
+    },
+    Close,
+    Sync,
+    Refresh,
+}
+
+/// One client session's rewriting state.
+pub struct Session {
+    engine: Arc<Engine>,
+    database: String,
+    ctx: Arc<DbContext>,
+    prepared: PreparedStatements,
+    statements: HashMap<Bytes, StmtInfo>,
+    portals: HashMap<Bytes, PortalInfo>,
+    expect: VecDeque<Expect>,
+    // Server side.
+    stmt_shapes: HashMap<Bytes, Arc<Shape>>,
+    portal_shapes: HashMap<Bytes, Arc<Shape>>,
+    current: Option<Arc<Shape>>,
+    poisoned: bool,
+    refresh: Option<(CatalogReader, u64)>,
+    tz: SessionTimeZone,
+    standard_strings: bool,
+    idle: bool,
+    ddl_seen: bool,
+    stale: bool,
+    refresh_attempted: bool,
+    batch_open: bool,
+    scratch: Vec<u8>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("database", &self.database)
+            .field("pending", &self.expect.len())
+            .finish_non_exhaustive()
+    }
+}
+
+const MAX_TRACKED: usize = 10_000;
+
+fn cstr<'a>(b: &'a [u8], pos: &mut usize) -> Option<&'a [u8]> {
+    let rest = b.get(*pos..)?;
+    let end = rest.iter().position(|&c| c == 0)?;
+    *pos += end + 1;
+    Some(&rest[..end])
+}
+
+fn frame_of(msg: &[u8]) -> Frame {
+    Frame::new(msg[0], &msg[5..])
+}
+
+/// `DO … RAISE` text that makes the server report `err` itself.
+fn raise_sql(err: &RewriteError) -> String {
+    let esc = |s: &str| s.replace('\\', "/").replace('\'', "''").replace('$', "");
+    let hint = err
+        .hint()
+        .map(|h| format!(", HINT = '{}'", esc(h)))
+        .unwrap_or_default();
+    format!(
+        "DO $pgveil$ BEGIN RAISE EXCEPTION USING ERRCODE = '{}', MESSAGE = '{}'{hint}; END $pgveil$",
+        err.sqlstate(),
+        esc(&err.to_string())
+    )
+}
+
+impl Session {
+    /// A session on `database` with its resolved context.
+    pub fn new(engine: Arc<Engine>, database: &str, ctx: Arc<DbContext>) -> Self {
+        Session {
+            engine,
+            database: database.to_owned(),
+            ctx,
+            prepared: PreparedStatements::new(),
+            statements: HashMap::new(),
+            portals: HashMap::new(),
+            expect: VecDeque::new(),
+            stmt_shapes: HashMap::new(),
+            portal_shapes: HashMap::new(),
+            current: None,
+            poisoned: false,
+            refresh: None,
+            tz: SessionTimeZone::Unknown,
+            standard_strings: true,
+            idle: true,
+            ddl_seen: false,
+            stale: false,
+            refresh_attempted: false,
+            batch_open: false,
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Records a `ParameterStatus` seen during startup.
+    pub fn parameter_status(&mut self, name: &[u8], value: &[u8]) {
+        match name {
+            b"TimeZone" => {
+                self.tz = SessionTimeZone::from_pg_setting(&String::from_utf8_lossy(value))
+            }
+            b"standard_conforming_strings" => self.standard_strings = value == b"on",
+            _ => {}
+        }
+    }
+
+    /// The resolved context in use.
+    pub fn context(&self) -> &Arc<DbContext> {
+        &self.ctx
+    }
+
+    // ------------------------------------------------------------------
+    // Client → server
+    // ------------------------------------------------------------------
+
+    /// Handles one complete client message (`msg` includes tag and length).
+    /// For [`ClientAction::Replace`] the replacement is appended to `out`.
+    pub fn client_message(&mut self, msg: &[u8], out: &mut Vec<u8>) -> ClientOutcome {
+        let tag = msg[0];
+        match tag {
+            frontend::tag::QUERY | frontend::tag::PARSE => {
+                if let Some(frame) = self.refresh_needed() {
+                    return ClientOutcome {
+                        action: ClientAction::Refresh(frame),
+                        path: Path::Passthrough,
+                        error: None,
+                    };
+                }
+                self.refresh_attempted = false;
+                if tag == frontend::tag::QUERY {
+                    self.on_query(msg, out)
+                } else {
+                    self.batch_open = true;
+                    self.on_parse(msg, out)
+                }
+            }
+            frontend::tag::BIND => {
+                self.batch_open = true;
+                self.on_bind(msg, out)
+            }
+            frontend::tag::DESCRIBE => {
+                self.batch_open = true;
+                self.on_describe(msg);
+                ClientOutcome::forward()
+            }
+            frontend::tag::EXECUTE => {
+                self.batch_open = true;
+                self.on_execute(msg, out)
+            }
+            frontend::tag::CLOSE => {
+                self.batch_open = true;
+                let mut pos = 6;
+                if let Some(name) = cstr(msg, &mut pos) {
+                    if msg.get(5) == Some(&b'S') {
+                        self.statements.remove(name);
+                    } else {
+                        self.portals.remove(name);
+                    }
+                }
+                self.expect.push_back(Expect::Close);
+                ClientOutcome::forward()
+            }
+            frontend::tag::SYNC => {
+                self.batch_open = false;
+                self.expect.push_back(Expect::Sync);
+                ClientOutcome::forward()
+            }
+            frontend::tag::FUNCTION_CALL => {
+                self.expect.push_back(Expect::FunctionCall);
+                ClientOutcome::forward()
+            }
+            _ => ClientOutcome::forward(),
+        }
+    }
+
+    fn refresh_needed(&mut self) -> Option<Frame> {
+        if self.batch_open || self.refresh_attempted || self.refresh.is_some() {
+            return None;
+        }
+        if !self.stale && self.engine.generation() == self.ctx.generation {
+            return None;
+        }
+        self.refresh_attempted = true;
+        self.refresh = Some((CatalogReader::default(), self.engine.generation()));
+        self.expect.push_back(Expect::Refresh);
+        Some(frontend::query(self.engine.catalog_query().as_bytes()))
+    }
+
+    fn refuse_query(&mut self, err: RewriteError, out: &mut Vec<u8>) -> ClientOutcome {
+        self.expect.push_back(Expect::Query { refusal: true });
+        out.extend_from_slice(frontend::query(raise_sql(&err).as_bytes()).raw());
+        ClientOutcome {
+            action: ClientAction::Replace,
+            path: Path::Refused(err.reason_label()),
+            error: Some(err),
+        }
+    }
+
+    /// Extended protocol: replace the message by an unnamed statement that
+    /// raises the error when executed.
+    fn refuse_extended(&mut self, err: RewriteError, out: &mut Vec<u8>) -> ClientOutcome {
+        let parse = frontend::Parse {
+            name: Bytes::new(),
+            query: Bytes::from(raise_sql(&err)),
+            param_types: Vec::new(),
+        };
+        let bind = frontend::Bind {
+            portal: Bytes::new(),
+            statement: Bytes::new(),
+            param_formats: Vec::new(),
+            params: Vec::new(),
+            result_formats: Vec::new(),
+        };
+        out.extend_from_slice(parse.encode().raw());
+        out.extend_from_slice(bind.encode().raw());
+        out.extend_from_slice(
+            frontend::Execute {
+                portal: Bytes::new(),
+                max_rows: 0,
+            }
+            .encode()
+            .raw(),
+        );
+        self.statements.remove(&b""[..]);
+        self.portals.remove(&b""[..]);
+        self.expect.push_back(Expect::Parse { internal: true });
+        self.expect.push_back(Expect::Bind {
+            portal: Bytes::new(),
+            statement: Bytes::new(),
+            formats: Vec::new(),
+            internal: true,
+            tracked: false,
+        });
+        self.expect.push_back(Expect::Execute {
+            portal: Bytes::new(),
+            refusal: true,
+        });
+        ClientOutcome {
+            action: ClientAction::Replace,
+            path: Path::Refused(err.reason_label()),
+            error: Some(err),
+        }
+    }
+
+    /// Encrypts literal targets and splices them into `sql`.
+    fn splice(&self, sql: &str, literals: &[LiteralTarget]) -> Result<String, RewriteError> {
+        let mut out = String::with_capacity(sql.len() + literals.len() * 64);
+        let mut last = 0;
+        let mut sorted: Vec<&LiteralTarget> = literals.iter().collect();
+        sorted.sort_by_key(|l| l.span.start);
+        for lit in sorted {
+            let col = self.ctx.catalog.column(&lit.target.column)?;
+            let canonical =
+                col.canonical_from_client(lit.value.as_bytes(), Format::Text, None, self.tz)?;
+            let env = col.encrypt(&canonical)?;
+            let text = col.sql_literal(&env, self.standard_strings)?;
+            if lit.span.start < last || lit.span.end > sql.len() {
+                return Err(RewriteError::Malformed("statement (overlapping literals)"));
+            }
+            out.push_str(&sql[last..lit.span.start]);
+            out.push_str(&text);
+            last = lit.span.end;
+        }
+        out.push_str(&sql[last..]);
+        Ok(out)
+    }
+
+    fn check_statement(&self, st: &StatementPlan) -> Result<(), RewriteError> {
+        if st.copy.is_some() {
+            let table = st
+                .copy
+                .as_ref()
+                .map(|c| c.table.to_string())
+                .unwrap_or_default();
+            return Err(pgveil_sql::Refusal {
+                sqlstate: crate::error::FEATURE_NOT_SUPPORTED,
+                column: None,
+                reason: format!(
+                    "COPY on table {table} with protected columns is not supported by this pgveil version; use INSERT or SELECT"
+                ),
+            }
+            .into());
+        }
+        // Every protected column written must be resolvable with usable
+        // storage before anything is sent.
+        for c in &st.writes {
+            let col = self.ctx.catalog.column(c)?;
+            if let crate::Storage::Other(oid) = col.storage {
+                return Err(RewriteError::BadStorage {
+                    column: c.clone(),
+                    storage: format!("type OID {oid}"),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn on_query(&mut self, msg: &[u8], out: &mut Vec<u8>) -> ClientOutcome {
+        let body = &msg[5..];
+        let sql_bytes = body.strip_suffix(&[0]).unwrap_or(body);
+        let Ok(sql) = std::str::from_utf8(sql_bytes) else {
+            if self
+                .engine
+                .policy()
+                .mentions_protected_table_bytes(sql_bytes)
+            {
+                return self.refuse_query(
+                    RewriteError::Malformed("Query (not UTF-8) naming a protected table"),
+                    out,
+                );
+            }
+            self.expect.push_back(Expect::Query { refusal: false });
+            return ClientOutcome::forward();
+        };
+        let analysis = self.ctx.analyzer.analyze(sql, Some(&self.prepared));
+        let plan = match analysis {
+            Ok(Analysis::Passthrough) => {
+                self.expect.push_back(Expect::Query { refusal: false });
+                return ClientOutcome::forward();
+            }
+            Err(r) => return self.refuse_query(r.into(), out),
+            Ok(Analysis::Planned(p)) => p,
+        };
+        let mut literals: Vec<LiteralTarget> = Vec::new();
+        for st in &plan.statements {
+            if let Err(e) = self.check_statement(st) {
+                return self.refuse_query(e, out);
+            }
+            literals.extend(st.literals.iter().cloned());
+            match self.prepared.bind_execute(st) {
+                Ok(l) => literals.extend(l),
+                Err(r) => return self.refuse_query(r.into(), out),
+            }
+        }
+        for st in &plan.statements {
+            self.prepared.apply(st);
+            if matches!(st.prepared, Some(pgveil_sql::PreparedOp::DeallocateAll)) {
+                self.statements.clear();
+                self.stmt_shapes.clear();
+            }
+        }
+        if literals.is_empty() {
+            self.expect.push_back(Expect::Query { refusal: false });
+            return ClientOutcome {
+                action: ClientAction::Forward,
+                path: Path::Rewritten,
+                error: None,
+            };
+        }
+        match self.splice(sql, &literals) {
+            Ok(new_sql) => {
+                self.expect.push_back(Expect::Query { refusal: false });
+                out.extend_from_slice(frontend::query(new_sql.as_bytes()).raw());
+                ClientOutcome {
+                    action: ClientAction::Replace,
+                    path: Path::Rewritten,
+                    error: None,
+                }
+            }
+            Err(e) => self.refuse_query(e, out),
+        }
+    }
+
+    fn on_parse(&mut self, msg: &[u8], out: &mut Vec<u8>) -> ClientOutcome {
+        let mut pos = 5;
+        let (Some(name), Some(query)) = (cstr(msg, &mut pos), cstr(msg, &mut pos)) else {
+            // Malformed: the server reports it.
+            self.expect.push_back(Expect::Parse { internal: false });
+            return ClientOutcome::forward();
+        };
+        let name = Bytes::copy_from_slice(name);
+        let Ok(sql) = std::str::from_utf8(query) else {
+            if self.engine.policy().mentions_protected_table_bytes(query) {
+                return self.refuse_extended(
+                    RewriteError::Malformed("Parse (not UTF-8) naming a protected table"),
+                    out,
+                );
+            }
+            self.statements.remove(&name);
+            self.expect.push_back(Expect::Parse { internal: false });
+            return ClientOutcome::forward();
+        };
+        let plan = match self.ctx.analyzer.analyze(sql, Some(&self.prepared)) {
+            Ok(Analysis::Passthrough) => {
+                self.statements.remove(&name);
+                self.expect.push_back(Expect::Parse { internal: false });
+                return ClientOutcome::forward();
+            }
+            Err(r) => return self.refuse_extended(r.into(), out),
+            Ok(Analysis::Planned(p)) => p,
+        };
+        if plan.statements.len() > 1 {
+            return self.refuse_extended(
+                pgveil_sql::Refusal {
+                    sqlstate: "42601",
+                    column: None,
+                    reason: "cannot insert multiple commands into a prepared statement".to_owned(),
+                }
+                .into(),
+                out,
+            );
+        }
+        let Ok(frontend::FrontendMessage::Parse(mut parse)) =
+            frontend::FrontendMessage::decode(&frame_of(msg))
+        else {
+            self.expect.push_back(Expect::Parse { internal: false });
+            return ClientOutcome::forward();
+        };
+        let Some(st) = plan.statements.first() else {
+            self.statements.remove(&name);
+            self.expect.push_back(Expect::Parse { internal: false });
+            return ClientOutcome::forward();
+        };
+        if let Err(e) = self.check_statement(st) {
+            return self.refuse_extended(e, out);
+        }
+        let mut literals = st.literals.clone();
+        match self.prepared.bind_execute(st) {
+            Ok(l) => literals.extend(l),
+            Err(r) => return self.refuse_extended(r.into(), out),
+        }
+        let mut params = Vec::new();
+        let mut describe = Vec::new();
+        for (&n, p) in &st.params {
+            let col = match self.ctx.catalog.column(&p.target.column) {
+                Ok(c) => c.clone(),
+                Err(e) => return self.refuse_extended(e, out),
+            };
+            if p.array {
+                return self.refuse_extended(
+                    pgveil_sql::Refusal {
+                        sqlstate: crate::error::FEATURE_NOT_SUPPORTED,
+                        column: Some(p.target.column.clone()),
+                        reason: format!(
+                            "array parameter ${n} compared with protected column {} is not supported by this pgveil version; use col = $1 or IN ($1, $2, …)",
+                            p.target.column
+                        ),
+                    }
+                    .into(),
+                    out,
+                );
+            }
+            if p.usage == Comparison::Equality && col.mode != pgveil_policy::Mode::Deterministic {
+                // The analyser refuses this; double-check.
+                return self.refuse_extended(
+                    pgveil_sql::Refusal {
+                        sqlstate: crate::error::FEATURE_NOT_SUPPORTED,
+                        column: Some(p.target.column.clone()),
+                        reason: format!("{} is randomized: it cannot be compared", p.target.column),
+                    }
+                    .into(),
+                    out,
+                );
+            }
+            let idx = (n as usize).saturating_sub(1);
+            if idx >= u16::MAX as usize {
+                continue;
+            }
+            let declared_oid = parse.param_types.get(idx).copied().unwrap_or(0);
+            let declared = match declared_oid {
+                0 => None,
+                oid => LogicalType::from_oid(oid),
+            };
+            if parse.param_types.len() <= idx {
+                parse.param_types.resize(idx + 1, 0);
+            }
+            parse.param_types[idx] = col.storage.param_oid();
+            describe.push((
+                idx,
+                if declared_oid != 0 {
+                    declared_oid
+                } else {
+                    col.logical.type_oid()
+                },
+            ));
+            params.push((idx, col, declared, declared_oid));
+        }
+        if !literals.is_empty() {
+            match self.splice(sql, &literals) {
+                Ok(s) => parse.query = Bytes::from(s),
+                Err(e) => return self.refuse_extended(e, out),
+            }
+        }
+        self.prepared.apply(st);
+        if self.statements.len() >= MAX_TRACKED && !self.statements.contains_key(&name) {
+            // Bounded: forget the oldest arbitrarily (its results then get a
+            // Describe injected; its parameters would be refused).
+            if let Some(k) = self.statements.keys().next().cloned() {
+                self.statements.remove(&k);
+            }
+        }
+        self.statements.insert(
+            name.clone(),
+            StmtInfo {
+                params,
+                describe: Arc::new(describe),
+                described: false,
+            },
+        );
+        self.expect.push_back(Expect::Parse { internal: false });
+        out.extend_from_slice(parse.encode().raw());
+        ClientOutcome {
+            action: ClientAction::Replace,
+            path: Path::Rewritten,
+            error: None,
+        }
+    }
+
+    fn on_bind(&mut self, msg: &[u8], out: &mut Vec<u8>) -> ClientOutcome {
+        let mut pos = 5;
+        let (Some(portal), Some(stmt)) = (cstr(msg, &mut pos), cstr(msg, &mut pos)) else {
+            self.expect.push_back(Expect::Bind {
+                portal: Bytes::new(),
+                statement: Bytes::new(),
+                formats: Vec::new(),
+                internal: false,
+                tracked: false,
+            });
+            return ClientOutcome::forward();
+        };
+        let portal = Bytes::copy_from_slice(portal);
+        let Some(info) = self.statements.get(stmt) else {
+            self.portals.remove(&portal);
+            self.expect.push_back(Expect::Bind {
+                portal,
+                statement: Bytes::new(),
+                formats: Vec::new(),
+                internal: false,
+                tracked: false,
+            });
+            return ClientOutcome::forward();
+        };
+        let statement = Bytes::copy_from_slice(stmt);
+        let Ok(frontend::FrontendMessage::Bind(mut bind)) =
+            frontend::FrontendMessage::decode(&frame_of(msg))
+        else {
+            return self.refuse_extended(RewriteError::Malformed("Bind"), out);
+        };
+        let mut changed = false;
+        for (idx, col, declared, declared_oid) in &info.params {
+            let Some(slot) = bind.params.get_mut(*idx) else {
+                continue; // wrong count: the server reports it
+            };
+            let Some(value) = slot.as_ref() else {
+                continue; // NULL stays NULL
+            };
+            let format = frontend::format_at(&bind.param_formats, *idx);
+            if format == Format::Binary && *declared_oid != 0 && declared.is_none() {
+                let err = RewriteError::ParamType {
+                    param: *idx as u32 + 1,
+                    column: col.column.clone(),
+                    logical: col.logical.name(),
+                    declared: *declared_oid,
+                };
+                return self.refuse_extended(err, out);
+            }
+            let result = col
+                .canonical_from_client(value, format, *declared, self.tz)
+                .and_then(|c| col.encrypt(&c))
+                .and_then(|env| col.param_value(&env, format));
+            match result {
+                Ok(v) => {
+                    *slot = Some(Bytes::from(v));
+                    changed = true;
+                }
+                Err(e) => return self.refuse_extended(e, out),
+            }
+        }
+        if self.portals.len() >= MAX_TRACKED && !self.portals.contains_key(&portal) {
+            if let Some(k) = self.portals.keys().next().cloned() {
+                self.portals.remove(&k);
+            }
+        }
+        self.portals.insert(
+            portal.clone(),
+            PortalInfo {
+                statement: statement.clone(),
+                described: false,
+            },
+        );
+        self.expect.push_back(Expect::Bind {
+            portal,
+            statement,
+            formats: bind.result_formats.clone(),
+            internal: false,
+            tracked: true,
+        });
+        if changed {
+            out.extend_from_slice(bind.encode().raw());
+            ClientOutcome {
+                action: ClientAction::Replace,
+                path: Path::Rewritten,
+                error: None,
+            }
+        } else {
+            ClientOutcome {
+                action: ClientAction::Forward,
+                path: Path::Rewritten,
+                error: None,
+            }
+        }
+    }
+
+    fn on_describe(&mut self, msg: &[u8]) {
+        let mut pos = 6;
+        let name = cstr(msg, &mut pos).unwrap_or_default();
+        if msg.get(5) == Some(&b'S') {
+            let (params, tracked) = match self.statements.get_mut(name) {
+                Some(info) => {
+                    info.described = true;
+                    (Some(info.describe.clone()), true)
+                }
+                None => (None, false),
+            };
+            self.expect.push_back(Expect::DescribeStatement {
+                name: Bytes::copy_from_slice(name),
+                params,
+                tracked,
+            });
+        } else {
+            let tracked = match self.portals.get_mut(name) {
+                Some(p) => {
+                    p.described = true;
+                    true
+                }
+                None => false,
+            };
+            self.expect.push_back(Expect::DescribePortal {
+                name: Bytes::copy_from_slice(name),
+                internal: false,
+                tracked,
+            });
+        }
+    }
+
+    fn on_execute(&mut self, msg: &[u8], out: &mut Vec<u8>) -> ClientOutcome {
+        let mut pos = 5;
+        let name = cstr(msg, &mut pos).unwrap_or_default();
+        let Some(portal) = self.portals.get_mut(name) else {
+            self.expect.push_back(Expect::Execute {
+                portal: Bytes::copy_from_slice(name),
+                refusal: false,
+            });
+            return ClientOutcome::forward();
+        };
+        let stmt_described = self
+            .statements
+            .get(&portal.statement)
+            .is_some_and(|s| s.described);
+        let name = Bytes::copy_from_slice(name);
+        let mut action = ClientAction::Forward;
+        if !portal.described && !stmt_described {
+            // The result shape is unknown: ask the server, keep the answer.
+            portal.described = true;
+            let mut body = vec![b'P'];
+            body.extend_from_slice(&name);
+            body.push(0);
+            out.extend_from_slice(Frame::new(frontend::tag::DESCRIBE, &body).raw());
+            out.extend_from_slice(msg);
+            self.expect.push_back(Expect::DescribePortal {
+                name: name.clone(),
+                internal: true,
+                tracked: true,
+            });
+            action = ClientAction::Replace;
+        }
+        self.expect.push_back(Expect::Execute {
+            portal: name,
+            refusal: false,
+        });
+        ClientOutcome {
+            action,
+            path: Path::Rewritten,
+            error: None,
+        }
+    }
+
+    // ------------------------------------------------------------------
+    // Server → client
+    // ------------------------------------------------------------------
+
+    /// Handles one complete server message. For [`ServerAction::Replace`]
+    /// the replacement is appended to `out`.
+    pub fn server_message(&mut self, msg: &[u8], out: &mut Vec<u8>) -> ServerAction {
+        let tag = msg[0];
+        // Asynchronous messages may come at any time.
+        match tag {
+            backend::tag::PARAMETER_STATUS => {
+                if let Ok((n, v)) = backend::decode_parameter_status(&frame_of(msg)) {
+                    self.parameter_status(&n, &v);
+                }
+                return ServerAction::Forward;
+            }
+            backend::tag::NOTICE_RESPONSE | backend::tag::NOTIFICATION => {
+                return if self.poisoned {
+                    ServerAction::Drop
+                } else {
+                    ServerAction::Forward
+                };
+            }
+            _ => {}
+        }
+        if matches!(self.expect.front(), Some(Expect::Refresh)) {
+            return self.refresh_message(msg);
+        }
+        let was_poisoned = self.poisoned;
+        let action = self.server_inner(msg, out);
+        if !was_poisoned {
+            return action;
+        }
+        if tag == backend::tag::READY_FOR_QUERY {
+            self.poisoned = false;
+            return ServerAction::Forward;
+        }
+        // After a decryption failure: nothing more until ReadyForQuery.
+        if action == ServerAction::Replace {
+            out.clear();
+        }
+        ServerAction::Drop
+    }
+
+    fn refresh_message(&mut self, msg: &[u8]) -> ServerAction {
+        let Some((reader, _)) = self.refresh.as_mut() else {
+            self.expect.pop_front();
+            return ServerAction::Drop;
+        };
+        let frame = frame_of(msg);
+        let done = reader.feed(&frame).unwrap_or(false);
+        if !done {
+            return ServerAction::Drop;
+        }
+        self.expect.pop_front();
+        let idle = backend::TransactionStatus::decode(&frame)
+            .map(|s| s == backend::TransactionStatus::Idle)
+            .unwrap_or(false);
+        let (reader, generation) = self.refresh.take().expect("checked");
+        if let Some(rows) = reader.finish() {
+            let ctx = self.engine.build(&rows, generation);
+            if idle {
+                self.engine.publish(&self.database, &ctx);
+            }
+            self.ctx = ctx;
+            self.stale = false;
+        }
+        ServerAction::RefreshDone
+    }
+
+    fn shape_of(&self, msg: &[u8]) -> Result<Option<(Shape, Vec<FieldDescription>)>, RewriteError> {
+        let frame = frame_of(msg);
+        let mut fields = backend::decode_row_description(&frame)
+            .map_err(|_| RewriteError::Malformed("RowDescription"))?;
+        let mut cols = Vec::with_capacity(fields.len());
+        let mut any = false;
+        for f in &mut fields {
+            let c = self
+                .ctx
+                .catalog
+                .by_attr(f.table_oid, f.column_attr)
+                .cloned();
+            if let Some(c) = &c {
+                any = true;
+                f.type_oid = c.logical.type_oid();
+                f.type_size = crate::values::type_size(c.logical);
+                f.type_modifier = c.typmod;
+            }
+            cols.push(c);
+        }
+        if !any {
+            return Ok(None);
+        }
+        let formats = fields.iter().map(|f| f.format).collect();
+        Ok(Some((Shape { cols, formats }, fields)))
+    }
+
+    fn fail(&mut self, err: RewriteError, out: &mut Vec<u8>) -> ServerAction {
+        // The client gets the error; everything up to ReadyForQuery is dropped.
+        out.clear();
+        let e = backend::error_response(
+            backend::Severity::Error,
+            err.sqlstate(),
+            &err.to_string(),
+            None,
+            err.hint(),
+        );
+        out.extend_from_slice(e.raw());
+        self.poisoned = true;
+        ServerAction::Replace
+    }
+
+    fn server_inner(&mut self, msg: &[u8], out: &mut Vec<u8>) -> ServerAction {
+        let tag = msg[0];
+        match tag {
+            backend::tag::ERROR_RESPONSE => self.on_error(msg, out),
+            backend::tag::PARSE_COMPLETE => match self.expect.pop_front() {
+                Some(Expect::Parse { internal: true }) => ServerAction::Drop,
+                _ => ServerAction::Forward,
+            },
+            backend::tag::BIND_COMPLETE => match self.expect.pop_front() {
+                Some(Expect::Bind {
+                    portal,
+                    statement,
+                    formats,
+                    internal,
+                    tracked,
+                }) => {
+                    if tracked {
+                        match self.stmt_shapes.get(&statement) {
+                            Some(s) => {
+                                let shape = Arc::new(s.with_formats(&formats));
+                                self.portal_shapes.insert(portal, shape);
+                            }
+                            None => {
+                                self.portal_shapes.remove(&portal);
+                            }
+                        }
+                    } else {
+                        self.portal_shapes.remove(&portal);
+                    }
+                    if internal {
+                        ServerAction::Drop
+                    } else {
+                        ServerAction::Forward
+                    }
+                }
+                _ => ServerAction::Forward,
+            },
+            backend::tag::CLOSE_COMPLETE => {
+                if matches!(self.expect.front(), Some(Expect::Close)) {
+                    self.expect.pop_front();
+                }
+                ServerAction::Forward
+            }
+            backend::tag::PARAMETER_DESCRIPTION => {
+                let Some(Expect::DescribeStatement {
+                    params: Some(params),
+                    ..
+                }) = self.expect.front()
+                else {
+                    return ServerAction::Forward;
+                };
+                if params.is_empty() {
+                    return ServerAction::Forward;
+                }
+                let params = params.clone();
+                match backend::decode_parameter_description(&frame_of(msg)) {
+                    Ok(mut oids) => {
+                        for &(i, oid) in params.iter() {
+                            if let Some(slot) = oids.get_mut(i) {
+                                *slot = oid;
+                            }
+                        }
+                        out.extend_from_slice(backend::encode_parameter_description(&oids).raw());
+                        ServerAction::Replace
+                    }
+                    Err(_) => ServerAction::Forward,
+                }
+            }
+            backend::tag::ROW_DESCRIPTION => self.on_row_description(msg, out),
+            backend::tag::NO_DATA => match self.expect.pop_front() {
+                Some(Expect::DescribeStatement { name, tracked, .. }) => {
+                    if tracked {
+                        self.stmt_shapes.insert(
+                            name,
+                            Arc::new(Shape {
+                                cols: Vec::new(),
+                                formats: Vec::new(),
+                            }),
+                        );
+                    }
+                    ServerAction::Forward
+                }
+                Some(Expect::DescribePortal { name, internal, .. }) => {
+                    self.portal_shapes.remove(&name);
+                    if internal {
+                        ServerAction::Drop
+                    } else {
+                        ServerAction::Forward
+                    }
+                }
+                _ => ServerAction::Forward,
+            },
+            backend::tag::DATA_ROW => {
+                let shape = match self.expect.front() {
+                    Some(Expect::Query { .. }) => self.current.clone(),
+                    Some(Expect::Execute { portal, .. }) => self.portal_shapes.get(portal).cloned(),
+                    _ => None,
+                };
+                match shape {
+                    Some(s) if s.cols.iter().any(Option::is_some) => {
+                        match self.decrypt_row(&s, msg, out) {
+                            Ok(()) => ServerAction::Replace,
+                            Err(e) => self.fail(e, out),
+                        }
+                    }
+                    _ => ServerAction::Forward,
+                }
+            }
+            backend::tag::COMMAND_COMPLETE => {
+                self.note_ddl(msg);
+                match self.expect.front() {
+                    Some(Expect::Query { .. }) => self.current = None,
+                    Some(Expect::Execute { .. }) => {
+                        self.expect.pop_front();
+                    }
+                    _ => {}
+                }
+                ServerAction::Forward
+            }
+            backend::tag::EMPTY_QUERY | backend::tag::PORTAL_SUSPENDED => {
+                if matches!(self.expect.front(), Some(Expect::Execute { .. })) {
+                    self.expect.pop_front();
+                }
+                ServerAction::Forward
+            }
+            backend::tag::READY_FOR_QUERY => {
+                // Whatever is still expected before this point was skipped.
+                while let Some(e) = self.expect.pop_front() {
+                    if matches!(
+                        e,
+                        Expect::Sync | Expect::Query { .. } | Expect::FunctionCall
+                    ) {
+                        break;
+                    }
+                }
+                self.current = None;
+                let status = msg.get(5).copied().unwrap_or(b'I');
+                self.idle = status == b'I';
+                if self.ddl_seen {
+                    self.stale = true;
+                    if self.idle {
+                        self.ddl_seen = false;
+                        self.engine.invalidate();
+                    }
+                }
+                ServerAction::Forward
+            }
+            _ => ServerAction::Forward,
+        }
+    }
+
+    fn note_ddl(&mut self, msg: &[u8]) {
+        let tag = &msg[5..];
+        const DDL: [&[u8]; 9] = [
+            b"CREATE TABLE",
+            b"ALTER TABLE",
+            b"DROP TABLE",
+            b"CREATE SCHEMA",
+            b"ALTER SCHEMA",
+            b"DROP SCHEMA",
+            b"CREATE FOREIGN TABLE",
+            b"ALTER FOREIGN TABLE",
+            b"DROP FOREIGN TABLE",
+        ];
+        if DDL.iter().any(|d| tag.starts_with(d)) || tag.starts_with(b"IMPORT FOREIGN SCHEMA") {
+            self.ddl_seen = true;
+        }
+    }
+
+    fn on_row_description(&mut self, msg: &[u8], out: &mut Vec<u8>) -> ServerAction {
+        let shaped = match self.shape_of(msg) {
+            Ok(s) => s,
+            Err(e) => return self.fail(e, out),
+        };
+        let (shape, encoded) = match shaped {
+            Some((shape, fields)) => (
+                Some(Arc::new(shape)),
+                Some(backend::encode_row_description(&fields)),
+            ),
+            None => (None, None),
+        };
+        let mut internal = false;
+        match self.expect.front() {
+            Some(Expect::Query { .. }) => self.current = shape,
+            Some(Expect::DescribeStatement { .. }) => {
+                if let Some(Expect::DescribeStatement { name, tracked, .. }) =
+                    self.expect.pop_front()
+                {
+                    if tracked {
+                        let s = shape.unwrap_or_else(|| {
+                            Arc::new(Shape {
+                                cols: Vec::new(),
+                                formats: Vec::new(),
+                            })
+                        });
+                        self.stmt_shapes.insert(name, s);
+                    }
+                }
+            }
+            Some(Expect::DescribePortal { .. }) => {
+                if let Some(Expect::DescribePortal {
+                    name,
+                    internal: i,
+                    tracked,
+                }) = self.expect.pop_front()
+                {
+                    internal = i;
+                    match shape {
+                        Some(s) if tracked => {
+                            self.portal_shapes.insert(name, s);
+                        }
+                        _ => {
+                            self.portal_shapes.remove(&name);
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+        if internal {
+            return ServerAction::Drop;
+        }
+        match encoded {
+            Some(f) => {
+                out.extend_from_slice(f.raw());
+                ServerAction::Replace
+            }
+            None => ServerAction::Forward,
+        }
+    }
+
+    fn on_error(&mut self, msg: &[u8], out: &mut Vec<u8>) -> ServerAction {
+        let refusal = matches!(
+            self.expect.front(),
+            Some(Expect::Query { refusal: true }) | Some(Expect::Execute { refusal: true, .. })
+        );
+        let extended = !matches!(
+            self.expect.front(),
+            None | Some(Expect::Query { .. }) | Some(Expect::FunctionCall) | Some(Expect::Sync)
+        );
+        if extended {
+            // The server skips everything up to Sync.
+            while let Some(e) = self.expect.front() {
+                if matches!(
+                    e,
+                    Expect::Sync | Expect::Query { .. } | Expect::FunctionCall
+                ) {
+                    break;
+                }
+                self.expect.pop_front();
+            }
+        }
+        if matches!(self.expect.front(), Some(Expect::Query { .. })) {
+            self.current = None;
+        }
+        self.scrub_error(msg, refusal, out)
+    }
+
+    /// Drops the PL/pgSQL context of pgveil's own refusals and the key
+    /// values PostgreSQL puts in constraint-violation details.
+    fn scrub_error(&mut self, msg: &[u8], refusal: bool, out: &mut Vec<u8>) -> ServerAction {
+        let body = Bytes::copy_from_slice(&msg[5..]);
+        let Ok(mut e) = ErrorFields::decode_body(&body) else {
+            return ServerAction::Forward;
+        };
+        let integrity = e.code().is_some_and(|c| c.starts_with(b"23"));
+        if !refusal && !integrity {
+            return ServerAction::Forward;
+        }
+        let mut changed = false;
+        e.fields.retain(|(code, _)| {
+            let drop = refusal && matches!(*code, b'W' | b'F' | b'L' | b'R');
+            changed |= drop;
+            !drop
+        });
+        if integrity {
+            for (code, value) in &mut e.fields {
+                if *code == backend::field::DETAIL {
+                    if let Some(d) = redact_detail(value) {
+                        *value = Bytes::from(d);
+                        changed = true;
+                    }
+                }
+            }
+        }
+        if !changed {
+            return ServerAction::Forward;
+        }
+        out.extend_from_slice(e.encode(backend::tag::ERROR_RESPONSE).raw());
+        ServerAction::Replace
+    }
+
+    fn decrypt_row(
+        &mut self,
+        shape: &Shape,
+        msg: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), RewriteError> {
+        let bad = || RewriteError::Malformed("DataRow");
+        let body = &msg[5..];
+        if body.len() < 2 {
+            return Err(bad());
+        }
+        let n = i16::from_be_bytes([body[0], body[1]]);
+        if n < 0 || n as usize != shape.cols.len() {
+            return Err(bad());
+        }
+        let start = out.len();
+        out.push(backend::tag::DATA_ROW);
+        out.extend_from_slice(&[0; 4]);
+        out.extend_from_slice(&body[..2]);
+        let mut pos = 2;
+        let mut buf = std::mem::take(&mut self.scratch);
+        let result = (|| {
+            for (i, col) in shape.cols.iter().enumerate() {
+                let len_bytes: [u8; 4] = body
+                    .get(pos..pos + 4)
+                    .ok_or_else(bad)?
+                    .try_into()
+                    .expect("4 bytes");
+                pos += 4;
+                let len = i32::from_be_bytes(len_bytes);
+                if len < 0 {
+                    out.extend_from_slice(&len_bytes);
+                    continue;
+                }
+                let value = body.get(pos..pos + len as usize).ok_or_else(bad)?;
+                pos += len as usize;
+                match col {
+                    None => {
+                        out.extend_from_slice(&len_bytes);
+                        out.extend_from_slice(value);
+                    }
+                    Some(c) => {
+                        buf.clear();
+                        let format = shape.formats.get(i).copied().unwrap_or(Format::Text);
+                        c.decrypt_to_client(value, format, self.tz, &mut buf)?;
+                        out.extend_from_slice(&(buf.len() as i32).to_be_bytes());
+                        out.extend_from_slice(&buf);
+                    }
+                }
+            }
+            if pos != body.len() {
+                return Err(bad());
+            }
+            Ok(())
+        })();
+        // Plaintext passed through the scratch buffer: wipe it.
+        buf.iter_mut().for_each(|b| *b = 0);
+        buf.clear();
+        self.scratch = buf;
+        if let Err(e) = result {
+            out.truncate(start);
+            return Err(e);
+        }
+        let len = (out.len() - start - 1) as u32;
+        out[start + 1..start + 5].copy_from_slice(&len.to_be_bytes());
+        Ok(())
+    }
+}
+
+/// `Key (ssn)=(…) already exists.` → the values replaced; `Failing row
+/// contains (…)` → the row replaced.
+fn redact_detail(detail: &[u8]) -> Option<String> {
+    let d = String::from_utf8_lossy(detail);
+    if d.starts_with("Failing row contains") {
+        return Some("Failing row contains (values redacted by pgveil).".to_owned());
+    }
+    let open = d.find(")=(")?;
+    let close = d.rfind(") ")?.max(open + 3);
+    Some(format!(
+        "{}(values redacted by pgveil){}",
+        &d[..open + 2],
+        &d[close + 1..]
+    ))
+}

@@ -1,0 +1,163 @@
+//! Real application drivers through pgveil: psycopg 3 (text, text-only
+//! parameters, binary, server-side prepared), asyncpg (binary, prepared,
+//! with and without its statement cache) and node-postgres (text, named
+//! prepared statements) each write the fixture of `tests/clients/` into the
+//! clinic tables and read back exactly what they and the others wrote,
+//! while PostgreSQL holds only ciphertext. The drivers are installed by
+//! `tests/clients/setup.sh` (venv under `target/`, `npm ci`).
+
+use pgveil_tests::*;
+use std::path::PathBuf;
+use std::process::Command;
+
+struct Drivers {
+    python: PathBuf,
+    node: PathBuf,
+    dir: PathBuf,
+}
+
+fn drivers() -> Drivers {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("clients");
+    let out = Command::new("bash")
+        .arg(dir.join("setup.sh"))
+        .output()
+        .expect("run tests/clients/setup.sh");
+    assert!(
+        out.status.success(),
+        "tests/clients/setup.sh failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let value = |key: &str| {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .map(PathBuf::from)
+            .unwrap_or_else(|| panic!("setup.sh printed no {key}: {stdout}"))
+    };
+    Drivers {
+        python: value("PYTHON="),
+        node: value("NODE="),
+        dir,
+    }
+}
+
+impl Drivers {
+    fn run(&self, driver: &str, args: &[&str]) -> String {
+        let mut cmd = if driver.ends_with(".js") {
+            let mut c = Command::new(&self.node);
+            c.arg(self.dir.join("node").join(driver));
+            c
+        } else {
+            let mut c = Command::new(&self.python);
+            c.arg(self.dir.join(driver));
+            c
+        };
+        let out = cmd.args(args).output().expect("run driver");
+        assert!(
+            out.status.success(),
+            "{driver} {:?} failed ({}):\n{}",
+            &args[..1],
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("UTF-8 output")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psycopg_asyncpg_and_node_postgres_read_what_they_all_wrote() {
+    let drivers = tokio::task::spawn_blocking(drivers).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let db = clinic_database("clients");
+    let proxy = clinic_proxy(dir.path()).await;
+    // psycopg over TLS with certificate verification; asyncpg and
+    // node-postgres (which sends no SSLRequest by default) in the clear.
+    let tls_url = proxy.url(SCRAM_USER, &db, "verify-full");
+    let plain_url = proxy.url(SCRAM_USER, &db, "disable");
+    let plain_url = plain_url.split('&').next().unwrap().to_owned();
+
+    let writers: Vec<(&str, &str, &[&str], String)> = vec![
+        (
+            "py_psycopg.py",
+            "psycopg_text",
+            &["--format", "text"],
+            tls_url.clone(),
+        ),
+        (
+            "py_psycopg.py",
+            "psycopg_textparams",
+            &["--params", "text"],
+            tls_url.clone(),
+        ),
+        (
+            "py_psycopg.py",
+            "psycopg_binary_prepared",
+            &["--format", "binary", "--prepare"],
+            tls_url.clone(),
+        ),
+        ("py_asyncpg.py", "asyncpg", &[], plain_url.clone()),
+        (
+            "py_asyncpg.py",
+            "asyncpg_nocache",
+            &["--no-statement-cache"],
+            plain_url.clone(),
+        ),
+        ("pg_client.js", "node", &[], plain_url.clone()),
+        (
+            "pg_client.js",
+            "node_prepared",
+            &["--prepare"],
+            plain_url.clone(),
+        ),
+    ];
+    let readers: Vec<(&str, &[&str], String)> = vec![
+        ("py_psycopg.py", &["--format", "text"], tls_url.clone()),
+        (
+            "py_psycopg.py",
+            &["--format", "binary", "--prepare"],
+            tls_url.clone(),
+        ),
+        ("py_asyncpg.py", &[], plain_url.clone()),
+        ("pg_client.js", &[], plain_url.clone()),
+        ("pg_client.js", &["--prepare"], plain_url.clone()),
+    ];
+    let check_url = tls_url.clone();
+    // The drivers block; the proxy keeps running on the runtime meanwhile.
+    tokio::task::spawn_blocking(move || {
+        let d = &drivers;
+        let tls_url = check_url;
+        for (driver, tag, opts, url) in &writers {
+            let mut args = vec!["write", url, tag];
+            args.extend_from_slice(opts);
+            d.run(driver, &args);
+        }
+        let mut first: Option<String> = None;
+        for (driver, opts, url) in &readers {
+            let mut args = vec!["read", url];
+            args.extend_from_slice(opts);
+            let out = d.run(driver, &args);
+            for (_, tag, _, _) in &writers {
+                assert!(out.contains(tag), "{driver} read no rows of {tag}");
+            }
+            match &first {
+                None => first = Some(out),
+                Some(f) => assert!(
+                    *f == out,
+                    "{driver} {opts:?} reads differently from psycopg"
+                ),
+            }
+        }
+        // Every writer's rows read back exactly as the fixture, in both formats.
+        for (_, tag, _, _) in &writers {
+            d.run("py_psycopg.py", &["check", &tls_url, tag]);
+            d.run(
+                "py_psycopg.py",
+                &["check", &tls_url, tag, "--format", "binary"],
+            );
+        }
+    })
+    .await
+    .unwrap();
+    assert_only_ciphertext(&db);
+}
