@@ -106,3 +106,68 @@ async fn metrics_health_and_readiness() {
     );
     assert_eq!(http_get(admin, "/nope").await.0, 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crypto_counters_follow_the_workload() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = clinic_database("crypto_metrics");
+    let (proxy, admin) = Proxy::start_with_admin(clinic_config(dir.path())).await;
+    let c = connect_tls(&proxy.pg_config(&db)).await;
+    for i in 0..3 {
+        c.execute(
+            "INSERT INTO patients (first_name, last_name, ssn) VALUES ($1, $2, $3)",
+            &[&format!("F{i}"), &"L", &format!("{i}")],
+        )
+        .await
+        .unwrap();
+    }
+    let rows = c
+        .query("SELECT first_name, ssn FROM patients", &[])
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 3);
+    assert!(c
+        .simple_query("SELECT upper(first_name) FROM patients")
+        .await
+        .is_err());
+    cluster()
+        .psql(
+            &db,
+            "UPDATE patients SET last_name = 'plaintext' WHERE ssn IS NOT NULL AND id = 1",
+        )
+        .unwrap();
+    assert!(c
+        .query("SELECT last_name FROM patients", &[])
+        .await
+        .is_err());
+
+    let (_, body) = http_get(admin, "/metrics").await;
+    let m = |s: &str| metric(&body, s).unwrap_or_else(|| panic!("{s} missing:\n{body}"));
+    let enc = |col: &str| {
+        m(&format!(
+            "pgveil_crypto_values_total{{column=\"{col}\",operation=\"encrypt\",table=\"public.patients\"}}"
+        ))
+    };
+    assert_eq!(enc("first_name"), 3.0);
+    assert_eq!(enc("ssn"), 3.0);
+    assert_eq!(
+        m("pgveil_crypto_values_total{column=\"ssn\",operation=\"decrypt\",table=\"public.patients\"}"),
+        3.0
+    );
+    assert_eq!(
+        m("pgveil_crypto_errors_total{column=\"last_name\",table=\"public.patients\"}"),
+        1.0
+    );
+    assert_eq!(
+        m("pgveil_key_encryptions_total{key_id=\"public.patients.ssn/v1\"}"),
+        3.0
+    );
+    assert_eq!(
+        m("pgveil_refused_statements_total{reason=\"unsupported_statement\"}"),
+        1.0
+    );
+    assert!(
+        body.contains("pgveil_statement_duration_seconds_count{kind=\"insert\",path=\"rewritten\",protocol=\"extended\"} 3"),
+        "{body}"
+    );
+}

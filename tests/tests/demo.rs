@@ -49,8 +49,37 @@ fn demo_prints_urls_serves_psql_and_cleans_up_on_sigterm() {
     assert!(url.contains("sslmode=verify-full"), "{url}");
     let out = ok_stdout(&psql(&url, &["-c", "SELECT 'through pgveil'"]));
     assert_eq!(out.trim(), "through pgveil");
-    let out = ok_stdout(&psql(&direct.unwrap(), &["-c", "SELECT 'direct'"]));
+    let direct = direct.unwrap();
+    let out = ok_stdout(&psql(&direct, &["-c", "SELECT 'direct'"]));
     assert_eq!(out.trim(), "direct");
+
+    // The README's walk-through: a patient written through pgveil reads back
+    // in plaintext there and only as ciphertext directly.
+    ok_stdout(&psql(
+        &url,
+        &[
+            "-c",
+            "INSERT INTO patients (first_name, last_name, ssn, date_of_birth) \
+             VALUES ('Ada', 'Lovelace', '123-45-6789', '1815-12-10')",
+        ],
+    ));
+    let out = ok_stdout(&psql(
+        &url,
+        &[
+            "-c",
+            "SELECT first_name, ssn, date_of_birth FROM patients WHERE ssn = '123-45-6789'",
+        ],
+    ));
+    assert_eq!(out.trim(), "Ada|123-45-6789|1815-12-10");
+    let out = ok_stdout(&psql(
+        &direct,
+        &["-c", "SELECT first_name, ssn, date_of_birth FROM patients"],
+    ));
+    assert!(out.starts_with("pgv1:"), "{out}");
+    assert!(
+        !out.contains("Ada") && !out.contains("123-45-6789"),
+        "{out}"
+    );
     let dir = url
         .split("sslrootcert=")
         .nth(1)

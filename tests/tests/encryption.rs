@@ -283,6 +283,22 @@ async fn clinic_workload_matches_plaintext() {
         .await;
     d.same("SELECT count(*) FROM visits WHERE patient_ssn = '987-65-4321'")
         .await;
+    // Equality forms on deterministic columns.
+    d.same(
+        "SELECT first_name FROM patients WHERE ssn IN ('123-45-6789', '987-65-4321') ORDER BY id",
+    )
+    .await;
+    d.same("SELECT count(*) FROM patients WHERE ssn <> '123-45-6789'")
+        .await;
+    d.same("SELECT patient_ssn, count(*) FROM visits GROUP BY patient_ssn ORDER BY 2")
+        .await;
+    d.same("SELECT count(*), count(email), count(*) FILTER (WHERE email IS NULL) FROM patients")
+        .await;
+    d.same_prepared(
+        "SELECT v.id, p.first_name FROM visits v JOIN patients p ON p.ssn = v.patient_ssn WHERE v.patient_ssn <> $1 ORDER BY v.id LIMIT 5",
+        &[&"987-65-4321"],
+    )
+    .await;
     drop(d);
     assert_only_ciphertext(&enc);
 }

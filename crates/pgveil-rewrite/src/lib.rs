@@ -78,6 +78,12 @@ impl KeySet {
         self.keys.insert(owner, keys.map(Arc::new));
     }
 
+    /// Uses `stats` as the counters of `column` (so counters can outlive
+    /// one engine, e.g. across configuration reloads).
+    pub fn use_stats(&mut self, column: ColumnRef, stats: Arc<ColumnStats>) {
+        self.stats.insert(column, stats);
+    }
+
     fn keys_for(&self, owner: &ColumnRef) -> Result<Arc<ColumnKeys>, String> {
         self.keys
             .get(owner)
@@ -152,6 +158,34 @@ impl Engine {
     /// Per-column counters, for metrics.
     pub fn column_stats(&self) -> impl Iterator<Item = (&ColumnRef, &Arc<ColumnStats>)> {
         self.keys.stats.iter()
+    }
+
+    /// Encryptions per data key version: `(key name, version, count)`.
+    pub fn key_encryptions(&self) -> Vec<(String, u32, u64)> {
+        let mut out = Vec::new();
+        for keys in self.keys.keys.values().flatten() {
+            for (v, _) in keys.versions() {
+                out.push((
+                    keys.key_name().to_owned(),
+                    v,
+                    keys.encryption_count(v).unwrap_or(0),
+                ));
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// Carries encryption counts over from a previous engine (a reload), so
+    /// per-key limits and counters continue rather than restart.
+    pub fn restore_key_encryptions(&self, counts: &[(String, u32, u64)]) {
+        for (name, version, count) in counts {
+            for keys in self.keys.keys.values().flatten() {
+                if keys.key_name() == name {
+                    let _ = keys.set_encryption_count(*version, *count);
+                }
+            }
+        }
     }
 
     /// The catalog query to run on a new session.

@@ -1,1 +1,267 @@
+//! The engine without I/O: client and server messages in, messages out.
 
+use super::*;
+use bytes::Bytes;
+use pgveil_crypto::{DataKey, EncryptionMode};
+use pgveil_wire::backend::{self, FieldDescription};
+use pgveil_wire::frontend::{self, Format};
+use pgveil_wire::Frame;
+
+const CLINIC: &str = include_str!("../../../config/clinic.example.toml");
+const PATIENTS_OID: u32 = 16_400;
+
+fn engine() -> Arc<Engine> {
+    let policy = Arc::new(Policy::from_toml_str(CLINIC, "clinic").unwrap());
+    let mut keys = KeySet::new();
+    for k in policy.keys() {
+        let mut ck = ColumnKeys::new(&k.name.to_string()).unwrap();
+        let mode = match k.mode {
+            pgveil_policy::Mode::Randomized => EncryptionMode::Randomized,
+            pgveil_policy::Mode::Deterministic => EncryptionMode::Deterministic,
+        };
+        ck.add_version(1, mode, &DataKey::generate().unwrap())
+            .unwrap();
+        ck.set_active(1).unwrap();
+        keys.insert(k.name.clone(), Ok(ck));
+    }
+    Arc::new(Engine::new(policy, keys))
+}
+
+/// `patients` as the storage DDL has it: attnums 1..=10.
+fn rows() -> Vec<CatalogRow> {
+    let cols = [
+        ("id", 20),
+        ("first_name", 25),
+        ("last_name", 25),
+        ("ssn", 25),
+        ("date_of_birth", 25),
+        ("phone", 25),
+        ("email", 25),
+        ("address", 25),
+        ("medical_history", 17),
+        ("created_at", 1184),
+    ];
+    cols.iter()
+        .enumerate()
+        .map(|(i, (name, oid))| CatalogRow {
+            table_oid: PATIENTS_OID,
+            schema: "public".into(),
+            table: "patients".into(),
+            attnum: i as i16 + 1,
+            column: (*name).into(),
+            storage_oid: *oid,
+        })
+        .collect()
+}
+
+fn session() -> Session {
+    let e = engine();
+    let ctx = e.build(&rows(), e.generation());
+    let mut s = Session::new(e, "db", ctx);
+    s.parameter_status(b"TimeZone", b"UTC");
+    s
+}
+
+fn client(s: &mut Session, f: &Frame) -> (ClientOutcome, Vec<u8>) {
+    let mut out = Vec::new();
+    let o = s.client_message(f.raw(), &mut out);
+    (o, out)
+}
+
+fn server(s: &mut Session, f: &Frame) -> (ServerAction, Vec<u8>) {
+    let mut out = Vec::new();
+    let a = s.server_message(f.raw(), &mut out);
+    (a, out)
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+fn frames(bytes: &[u8]) -> Vec<Frame> {
+    let mut buf = bytes::BytesMut::from(bytes);
+    let reader = pgveil_wire::FrameReader::default();
+    let mut out = Vec::new();
+    while let Some(f) = reader.parse(&mut buf).unwrap() {
+        out.push(f);
+    }
+    out
+}
+
+fn field(name: &str, attnum: i16, type_oid: u32, format: Format) -> FieldDescription {
+    FieldDescription {
+        name: Bytes::from(name.to_owned()),
+        table_oid: PATIENTS_OID,
+        column_attr: attnum,
+        type_oid,
+        type_size: -1,
+        type_modifier: -1,
+        format,
+    }
+}
+
+#[test]
+fn unprotected_statements_pass_untouched() {
+    let mut s = session();
+    let (o, out) = client(&mut s, &frontend::query(b"SELECT * FROM pgbench_accounts"));
+    assert!(matches!(o.action, ClientAction::Forward));
+    assert_eq!(o.path, Path::Passthrough);
+    assert!(out.is_empty());
+}
+
+#[test]
+fn simple_insert_is_encrypted_and_the_result_decrypted() {
+    let mut s = session();
+    let sql = "INSERT INTO patients (first_name, last_name, ssn, date_of_birth) VALUES ('CANARY-F', 'L', '123-45-6789', '1990-01-02') RETURNING ssn, date_of_birth";
+    let (o, out) = client(&mut s, &frontend::query(sql.as_bytes()));
+    assert!(matches!(o.action, ClientAction::Replace));
+    assert!(!contains(&out, b"CANARY") && !contains(&out, b"123-45-6789"));
+    let rewritten = String::from_utf8_lossy(&out[5..]).into_owned();
+    assert!(rewritten.starts_with(
+        "INSERT INTO patients (first_name, last_name, ssn, date_of_birth) VALUES ('pgv1:"
+    ));
+    assert!(rewritten.contains(" RETURNING ssn, date_of_birth"));
+
+    // The server's answer: storage types in, logical types out.
+    let rd = backend::encode_row_description(&[
+        field("ssn", 4, 25, Format::Text),
+        field("date_of_birth", 5, 25, Format::Text),
+    ]);
+    let (a, out) = server(&mut s, &rd);
+    assert_eq!(a, ServerAction::Replace);
+    let fields = backend::decode_row_description(&frames(&out)[0]).unwrap();
+    assert_eq!(fields[1].type_oid, 1082);
+    assert_eq!(fields[1].type_size, 4);
+    // Ciphertext as the server stores it: take it from the rewritten text.
+    let cts: Vec<&str> = rewritten
+        .split('\'')
+        .filter(|p| p.starts_with("pgv1:"))
+        .collect();
+    let row = backend::encode_data_row(&[Some(cts[2]), Some(cts[3])]);
+    let (a, out) = server(&mut s, &row);
+    assert_eq!(a, ServerAction::Replace);
+    let values = backend::decode_data_row(&frames(&out)[0]).unwrap();
+    assert_eq!(values[0].as_deref(), Some(&b"123-45-6789"[..]));
+    assert_eq!(values[1].as_deref(), Some(&b"1990-01-02"[..]));
+    // A ciphertext of another column is an error, and the rest of the
+    // exchange is dropped up to ReadyForQuery.
+    let swapped = backend::encode_data_row(&[Some(cts[3]), Some(cts[2])]);
+    let (a, out) = server(&mut s, &swapped);
+    assert_eq!(a, ServerAction::Replace);
+    let e = backend::ErrorFields::decode(&frames(&out)[0]).unwrap();
+    assert_eq!(e.code(), Some(&b"XX001"[..]));
+    let (a, _) = server(&mut s, &row);
+    assert_eq!(a, ServerAction::Drop);
+    let (a, _) = server(
+        &mut s,
+        &Frame::new(backend::tag::COMMAND_COMPLETE, b"INSERT 0 1\0"),
+    );
+    assert_eq!(a, ServerAction::Drop);
+    let (a, _) = server(&mut s, &backend::TransactionStatus::Idle.encode());
+    assert_eq!(a, ServerAction::Forward);
+}
+
+#[test]
+fn extended_protocol_binds_are_encrypted_in_both_formats() {
+    let mut s = session();
+    let parse = frontend::Parse {
+        name: Bytes::from_static(b"s1"),
+        query: Bytes::from_static(
+            b"INSERT INTO patients (first_name, date_of_birth, medical_history) VALUES ($1, $2, $3)",
+        ),
+        param_types: vec![0, 1082],
+    };
+    let (o, out) = client(&mut s, &parse.encode());
+    assert!(matches!(o.action, ClientAction::Replace));
+    let Ok(frontend::FrontendMessage::Parse(p)) =
+        frontend::FrontendMessage::decode(&frames(&out)[0])
+    else {
+        panic!()
+    };
+    assert_eq!(p.param_types, vec![25, 25, 17], "storage types");
+    client(&mut s, &Frame::new(frontend::tag::DESCRIBE, b"Ss1\0"));
+    // ParameterDescription goes back to what the client declared / the logical type.
+    let (_, out) = server(&mut s, &Frame::new(backend::tag::PARSE_COMPLETE, b""));
+    assert!(out.is_empty());
+    let (a, out) = server(
+        &mut s,
+        &backend::encode_parameter_description(&[25, 25, 17]),
+    );
+    assert_eq!(a, ServerAction::Replace);
+    assert_eq!(
+        backend::decode_parameter_description(&frames(&out)[0]).unwrap(),
+        vec![25, 1082, 25]
+    );
+    let bind = frontend::Bind {
+        portal: Bytes::new(),
+        statement: Bytes::from_static(b"s1"),
+        param_formats: vec![Format::Text, Format::Binary, Format::Binary],
+        params: vec![
+            Some(Bytes::from_static(b"CANARY-Name")),
+            Some(Bytes::copy_from_slice(&(-3_652i32).to_be_bytes())), // 1990-01-01
+            Some(Bytes::from_static(b"CANARY-history")),
+        ],
+        result_formats: vec![],
+    };
+    let (o, out) = client(&mut s, &bind.encode());
+    assert!(matches!(o.action, ClientAction::Replace));
+    assert!(!contains(&out, b"CANARY"));
+    let Ok(frontend::FrontendMessage::Bind(b)) =
+        frontend::FrontendMessage::decode(&frames(&out)[0])
+    else {
+        panic!()
+    };
+    assert!(b.params[0].as_ref().unwrap().starts_with(b"pgv1:"));
+    assert!(b.params[1].as_ref().unwrap().starts_with(b"pgv1:"));
+    assert_eq!(
+        b.params[2].as_ref().unwrap()[0],
+        0x11,
+        "raw envelope for bytea in binary"
+    );
+
+    // An invalid value is refused by the server itself, in order.
+    let bad = frontend::Bind {
+        params: vec![None, Some(Bytes::from_static(b"\x00")), None],
+        ..bind
+    };
+    let (o, out) = client(&mut s, &bad.encode());
+    assert_eq!(o.path, Path::Refused("invalid_value"));
+    let msgs = frames(&out);
+    assert_eq!(
+        msgs.iter().map(|f| f.tag()).collect::<Vec<_>>(),
+        [b'P', b'B', b'E']
+    );
+    assert!(contains(
+        msgs[0].raw(),
+        b"RAISE EXCEPTION USING ERRCODE = '22P03'"
+    ));
+}
+
+#[test]
+fn refused_statements_never_reach_the_server_as_sent() {
+    let mut s = session();
+    let (o, out) = client(
+        &mut s,
+        &frontend::query(b"UPDATE patients SET ssn = upper('CANARY-1')"),
+    );
+    assert!(matches!(o.path, Path::Refused(_)));
+    assert!(!contains(&out, b"CANARY"));
+    assert!(contains(&out, b"DO $pgveil$"));
+    assert!(o.error.unwrap().to_string().contains("public.patients.ssn"));
+}
+
+#[test]
+fn tables_missing_from_the_catalog_refuse_writes() {
+    let e = engine();
+    let ctx = e.build(&[], e.generation());
+    assert_eq!(ctx.catalog.missing_tables().len(), 4);
+    let mut s = Session::new(e, "db", ctx);
+    let (o, out) = client(
+        &mut s,
+        &frontend::query(
+            b"INSERT INTO insurance (patient_id, payer, member_id) VALUES (1, 'p', 'CANARY')",
+        ),
+    );
+    assert_eq!(o.path, Path::Refused("not_in_catalog"));
+    assert!(!contains(&out, b"CANARY"));
+}

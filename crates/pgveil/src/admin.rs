@@ -34,6 +34,11 @@ pub struct Metrics {
     /// `[protocol][kind][path]`, resolved once so observing costs no lookup.
     statement_duration: Vec<prometheus::Histogram>,
     pub proxy_time: prometheus::Histogram,
+    /// Per protected column; shared with every engine (survive reloads).
+    columns: std::sync::Mutex<std::collections::BTreeMap<String, Arc<pgveil_rewrite::ColumnStats>>>,
+    crypto_values: IntCounterVec,
+    crypto_errors: IntCounterVec,
+    key_encryptions: IntCounterVec,
 }
 
 /// Statement protocol, kind and path: the labels of the duration histogram.
@@ -252,6 +257,33 @@ impl Metrics {
         )
         .expect("valid");
         reg(Box::new(rotation_period.clone()));
+        let crypto_values = IntCounterVec::new(
+            Opts::new(
+                "pgveil_crypto_values_total",
+                "Protected values encrypted (on the way in) and decrypted (on the way out), by column",
+            ),
+            &["table", "column", "operation"],
+        )
+        .expect("valid");
+        reg(Box::new(crypto_values.clone()));
+        let crypto_errors = IntCounterVec::new(
+            Opts::new(
+                "pgveil_crypto_errors_total",
+                "Protected values that failed to decrypt (tampered, foreign or plaintext) or to encrypt, by column",
+            ),
+            &["table", "column"],
+        )
+        .expect("valid");
+        reg(Box::new(crypto_errors.clone()));
+        let key_encryptions = IntCounterVec::new(
+            Opts::new(
+                "pgveil_key_encryptions_total",
+                "Values encrypted with each data key version by this process",
+            ),
+            &["key_id"],
+        )
+        .expect("valid");
+        reg(Box::new(key_encryptions.clone()));
         // Known label values start at 0 so rate() sees the first event.
         for r in ["tls_required", "too_many_connections"] {
             refused.with_label_values(&[r]);
@@ -282,6 +314,57 @@ impl Metrics {
             rotation_period,
             statement_duration,
             proxy_time,
+            columns: Default::default(),
+            crypto_values,
+            crypto_errors,
+            key_encryptions,
+        }
+    }
+
+    /// The counters of one protected column (created on first use).
+    pub fn column_stats(
+        &self,
+        column: &pgveil_policy::ColumnRef,
+    ) -> Arc<pgveil_rewrite::ColumnStats> {
+        let mut map = self.columns.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(column.to_string()).or_default().clone()
+    }
+
+    /// Copies the engines' atomic counters into the Prometheus families
+    /// (at scrape time: the hot path only increments atomics).
+    fn refresh_crypto(&self, engine: Option<&pgveil_rewrite::Engine>) {
+        use std::sync::atomic::Ordering::Relaxed;
+        fn catch_up(c: &prometheus::IntCounter, value: u64) {
+            let current = c.get();
+            if value > current {
+                c.inc_by(value - current);
+            }
+        }
+        let map = self.columns.lock().unwrap_or_else(|e| e.into_inner());
+        for (name, stats) in map.iter() {
+            let (table, column) = name.rsplit_once('.').unwrap_or(("", name));
+            catch_up(
+                &self
+                    .crypto_values
+                    .with_label_values(&[table, column, "encrypt"]),
+                stats.encrypted.load(Relaxed),
+            );
+            catch_up(
+                &self
+                    .crypto_values
+                    .with_label_values(&[table, column, "decrypt"]),
+                stats.decrypted.load(Relaxed),
+            );
+            catch_up(
+                &self.crypto_errors.with_label_values(&[table, column]),
+                stats.errors.load(Relaxed),
+            );
+        }
+        if let Some(engine) = engine {
+            for (name, version, count) in engine.key_encryptions() {
+                let id = format!("{name}/v{version}");
+                catch_up(&self.key_encryptions.with_label_values(&[&id]), count);
+            }
         }
     }
 
@@ -418,6 +501,7 @@ async fn respond(mut stream: TcpStream, shared: &Shared) -> std::io::Result<()> 
 
 /// Values computed at scrape time (ages grow between scrapes).
 fn refresh_gauges(shared: &Shared) {
+    shared.metrics.refresh_crypto(shared.engine.as_deref());
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())

@@ -391,11 +391,17 @@ pub fn key_ages(cfg: &Config) -> Result<Vec<crate::server::KeyAge>, KeysError> {
 /// needs, the unwrapped keys (with the configured encryption limit). A key
 /// that cannot be loaded is an error: pgveil does not start (or reload)
 /// with a policy it cannot serve.
-pub fn engine(cfg: &Config) -> Result<pgveil_rewrite::Engine, KeysError> {
+pub fn engine(
+    cfg: &Config,
+    stats: &dyn Fn(&pgveil_policy::ColumnRef) -> std::sync::Arc<pgveil_rewrite::ColumnStats>,
+) -> Result<pgveil_rewrite::Engine, KeysError> {
     let policy = load_policy(cfg)?;
     let kek = load_kek(cfg)?;
     let ring = FileKeyringStore::new(cfg.keyring_file()).load()?;
     let mut set = pgveil_rewrite::KeySet::new();
+    for c in policy.columns() {
+        set.use_stats(c.column.clone(), stats(&c.column));
+    }
     for key in policy.keys() {
         let name = key.name.to_string();
         let mut keys = ring.column_keys(&name, &kek)?;

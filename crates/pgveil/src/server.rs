@@ -103,7 +103,10 @@ impl Shared {
             }
         }
         let (key_ages, engine) = if config.policy.file.is_some() {
-            let engine = Arc::new(crate::keys::engine(&config)?);
+            let engine = Arc::new(crate::keys::engine(&config, &|c| metrics.column_stats(c))?);
+            if let Some(old) = previous.and_then(|p| p.engine.as_ref()) {
+                engine.restore_key_encryptions(&old.key_encryptions());
+            }
             for t in engine.policy().tables() {
                 tracing::debug!(table = %t.table(), "protected table");
             }
