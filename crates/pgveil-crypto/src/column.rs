@@ -437,6 +437,22 @@ impl ColumnKeys {
         Ok(())
     }
 
+    /// Decodes a stored value (as [`Self::decrypt_stored`]) and appends its
+    /// plaintext to `out`, using `scratch` for the decoded envelope: no
+    /// allocation once the buffers have grown. On error nothing is appended.
+    ///
+    /// # Errors
+    /// As [`envelope::decode`] and [`Self::decrypt`].
+    pub fn decrypt_stored_into(
+        &self,
+        stored: &[u8],
+        scratch: &mut Vec<u8>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), CryptoError> {
+        let envelope = envelope::decode_into(stored, scratch)?;
+        self.decrypt_into(envelope, out)
+    }
+
     /// Decodes a stored value ([`envelope::decode`]: binary, `pgv1:` or `\x`
     /// hex) and decrypts it.
     ///

@@ -174,6 +174,34 @@ pub fn decode(stored: &[u8]) -> Result<Cow<'_, [u8]>, CryptoError> {
     Ok(envelope)
 }
 
+/// Like [`decode`], but a decoded (`pgv1:` or `\x`) envelope goes into
+/// `scratch` (cleared first) instead of a new allocation: the proxy's hot
+/// path reuses one buffer for every value of a result.
+///
+/// # Errors
+/// As [`decode`].
+pub fn decode_into<'a>(
+    stored: &'a [u8],
+    scratch: &'a mut Vec<u8>,
+) -> Result<&'a [u8], CryptoError> {
+    if let Some(b64) = stored.strip_prefix(TEXT_PREFIX.as_bytes()) {
+        scratch.clear();
+        STANDARD
+            .decode_vec(b64, scratch)
+            .map_err(|_| CryptoError::InvalidEncoding)?;
+        parse_header(scratch)?;
+        Ok(&scratch[..])
+    } else if stored.starts_with(b"\\x") {
+        let env = decode(stored)?;
+        scratch.clear();
+        scratch.extend_from_slice(&env);
+        Ok(&scratch[..])
+    } else {
+        decode(stored)?;
+        Ok(stored)
+    }
+}
+
 /// Whether `stored` starts like one of the forms [`decode`] accepts. A cheap
 /// pre-check; it does not validate the payload.
 pub fn looks_like_envelope(stored: &[u8]) -> bool {

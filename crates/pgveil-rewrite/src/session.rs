@@ -168,7 +168,7 @@ pub struct Session {
     stale: bool,
     refresh_attempted: bool,
     batch_open: bool,
-    scratch: Vec<u8>,
+    bufs: crate::values::DecryptBuffers,
 }
 
 impl std::fmt::Debug for Session {
@@ -230,7 +230,7 @@ impl Session {
             stale: false,
             refresh_attempted: false,
             batch_open: false,
-            scratch: Vec::new(),
+            bufs: Default::default(),
         }
     }
 
@@ -1240,7 +1240,7 @@ impl Session {
         out.extend_from_slice(&[0; 4]);
         out.extend_from_slice(&body[..2]);
         let mut pos = 2;
-        let mut buf = std::mem::take(&mut self.scratch);
+        let mut bufs = std::mem::take(&mut self.bufs);
         let result = (|| {
             for (i, col) in shape.cols.iter().enumerate() {
                 let len_bytes: [u8; 4] = body
@@ -1262,11 +1262,12 @@ impl Session {
                         out.extend_from_slice(value);
                     }
                     Some(c) => {
-                        buf.clear();
+                        let at = out.len();
+                        out.extend_from_slice(&[0; 4]);
                         let format = shape.formats.get(i).copied().unwrap_or(Format::Text);
-                        c.decrypt_to_client(value, format, self.tz, &mut buf)?;
-                        out.extend_from_slice(&(buf.len() as i32).to_be_bytes());
-                        out.extend_from_slice(&buf);
+                        c.decrypt_to_client(value, format, self.tz, &mut bufs, out)?;
+                        let n = (out.len() - at - 4) as i32;
+                        out[at..at + 4].copy_from_slice(&n.to_be_bytes());
                     }
                 }
             }
@@ -1275,11 +1276,11 @@ impl Session {
             }
             Ok(())
         })();
-        // Plaintext passed through the scratch buffer: wipe it.
-        buf.iter_mut().for_each(|b| *b = 0);
-        buf.clear();
-        self.scratch = buf;
+        bufs.wipe();
+        self.bufs = bufs;
         if let Err(e) = result {
+            // Wipe any plaintext already written for this row.
+            out[start..].iter_mut().for_each(|b| *b = 0);
             out.truncate(start);
             return Err(e);
         }

@@ -237,12 +237,15 @@ impl ColumnCrypto {
     }
 
     /// Decrypts a stored value (as the server sent it, in either format)
-    /// and appends it to `out` in `format` for the client.
+    /// and appends it to `out` in `format` for the client. `scratch` and
+    /// `tmp` are reusable buffers (`tmp` may hold plaintext: the caller
+    /// wipes it). On error nothing is appended to `out`.
     pub fn decrypt_to_client(
         &self,
         stored: &[u8],
         format: Format,
         tz: SessionTimeZone,
+        bufs: &mut DecryptBuffers,
         out: &mut Vec<u8>,
     ) -> Result<(), RewriteError> {
         let fail = |reason: String| {
@@ -253,13 +256,26 @@ impl ColumnCrypto {
             }
         };
         let keys = self.keys.as_deref().map_err(|r| fail(r.clone()))?;
-        let plain = keys
-            .decrypt_stored(stored)
+        // Canonical text is the text output format, except for timestamptz
+        // in a session with a non-UTC fixed offset: decrypt straight into
+        // the outgoing message then.
+        let direct = format == Format::Text
+            && !(self.logical == LogicalType::Timestamptz
+                && matches!(tz, SessionTimeZone::Fixed(o) if o != 0));
+        if direct {
+            keys.decrypt_stored_into(stored, &mut bufs.envelope, out)
+                .map_err(|e| fail(e.to_string()))?;
+            self.stats.decrypted.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+        bufs.plain.clear();
+        keys.decrypt_stored_into(stored, &mut bufs.envelope, &mut bufs.plain)
             .map_err(|e| fail(e.to_string()))?;
         let converted = match format {
-            Format::Text => canonical::canonical_to_text_in(self.logical, &plain, tz),
-            Format::Binary => canonical::canonical_to_binary(self.logical, &plain),
+            Format::Text => canonical::canonical_to_text_in(self.logical, &bufs.plain, tz),
+            Format::Binary => canonical::canonical_to_binary(self.logical, &bufs.plain),
         };
+        bufs.wipe();
         match converted {
             Ok(v) => {
                 out.extend_from_slice(&v);
@@ -271,6 +287,27 @@ impl ColumnCrypto {
                 self.logical.name()
             ))),
         }
+    }
+}
+
+/// Buffers reused across the values of a result.
+#[derive(Default)]
+pub struct DecryptBuffers {
+    envelope: Vec<u8>,
+    plain: Vec<u8>,
+}
+
+impl std::fmt::Debug for DecryptBuffers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DecryptBuffers(..)")
+    }
+}
+
+impl DecryptBuffers {
+    /// Zeroes the plaintext buffer.
+    pub fn wipe(&mut self) {
+        self.plain.iter_mut().for_each(|b| *b = 0);
+        self.plain.clear();
     }
 }
 
