@@ -50,7 +50,16 @@ async fn text_rows(c: &tokio_postgres::Client, sql: &str) -> Vec<Vec<Option<Stri
 
 /// Binary rows of an extended-protocol query.
 async fn binary_rows(c: &tokio_postgres::Client, sql: &str) -> Vec<Vec<RawBinary>> {
-    c.query(sql, &[])
+    binary_rows_with(c, sql, &[]).await
+}
+
+/// Binary rows of an extended-protocol query with parameters.
+async fn binary_rows_with(
+    c: &tokio_postgres::Client,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Vec<Vec<RawBinary>> {
+    c.query(sql, params)
         .await
         .unwrap_or_else(|e| panic!("{sql}: {e}"))
         .iter()
@@ -166,22 +175,8 @@ impl Differential {
         sql: &str,
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> Vec<Vec<RawBinary>> {
-        let a: Vec<Vec<RawBinary>> = self
-            .via
-            .query(sql, params)
-            .await
-            .unwrap_or_else(|e| panic!("{sql}: {e}"))
-            .iter()
-            .map(|r| (0..r.len()).map(|i| r.get(i)).collect())
-            .collect();
-        let b: Vec<Vec<RawBinary>> = self
-            .direct
-            .query(sql, params)
-            .await
-            .unwrap_or_else(|e| panic!("{sql}: {e}"))
-            .iter()
-            .map(|r| (0..r.len()).map(|i| r.get(i)).collect())
-            .collect();
+        let a = binary_rows_with(&self.via, sql, params).await;
+        let b = binary_rows_with(&self.direct, sql, params).await;
         assert_eq!(a, b, "results differ for {sql}");
         a
     }
@@ -257,6 +252,16 @@ async fn clinic_workload_matches_plaintext() {
         &[&"", &""],
     )
     .await;
+
+    // SQL-level PREPARE / EXECUTE / DEALLOCATE.
+    d.same(
+        "PREPARE add_patient AS INSERT INTO patients (first_name, last_name, ssn) VALUES ($1, $2, $3) RETURNING first_name, ssn; \
+         EXECUTE add_patient ('Prep', 'CANARY-Prepared', '444-44-4444'); \
+         DEALLOCATE add_patient",
+    )
+    .await;
+    d.same("SELECT first_name, last_name FROM patients WHERE ssn = '444-44-4444'")
+        .await;
 
     // A pipelined batch of 1,000 prepared inserts.
     for c in [&d.via, &d.direct] {
@@ -527,5 +532,17 @@ async fn psql_writes_and_reads_plaintext_while_the_database_holds_ciphertext() {
         "{out}"
     );
     assert!(out.contains("CANARY-M1|2500"), "{out}");
+
+    // Every type, through psql, against psql on a plaintext copy.
+    let plain = plain_clinic_database("psql_plain");
+    let direct_url = cluster().url(&plain);
+    for u in [&url, &direct_url] {
+        ok_stdout(&psql(u, &["-c", &insert_lab_sql()]));
+    }
+    let select = format!("SELECT {LAB_COLUMNS} FROM lab_results ORDER BY id");
+    let through = ok_stdout(&psql(&url, &["-c", &select]));
+    let direct = ok_stdout(&psql(&direct_url, &["-c", &select]));
+    assert_eq!(through, direct);
+    assert_eq!(through.lines().count(), LAB_ROWS.len());
     assert_only_ciphertext(&db);
 }

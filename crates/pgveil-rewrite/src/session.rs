@@ -462,19 +462,24 @@ impl Session {
             Err(r) => return self.refuse_query(r.into(), out),
             Ok(Analysis::Planned(p)) => p,
         };
+        // Statement by statement, as the server will run them: a PREPARE
+        // earlier in the string binds an EXECUTE later in it. The registry
+        // changes only if the whole string is accepted.
         let mut literals: Vec<LiteralTarget> = Vec::new();
+        let mut prepared = self.prepared.clone();
         for st in &plan.statements {
             if let Err(e) = self.check_statement(st) {
                 return self.refuse_query(e, out);
             }
             literals.extend(st.literals.iter().cloned());
-            match self.prepared.bind_execute(st) {
+            match prepared.bind_execute(st) {
                 Ok(l) => literals.extend(l),
                 Err(r) => return self.refuse_query(r.into(), out),
             }
+            prepared.apply(st);
         }
+        self.prepared = prepared;
         for st in &plan.statements {
-            self.prepared.apply(st);
             if matches!(st.prepared, Some(pgveil_sql::PreparedOp::DeallocateAll)) {
                 self.statements.clear();
                 self.stmt_shapes.clear();
