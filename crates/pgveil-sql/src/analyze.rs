@@ -106,6 +106,9 @@ pub(crate) struct Walker<'p, 'o> {
     scopes: Vec<Vec<Rel>>,
     ctes: Vec<HashSet<String>>,
     pub plan: StatementPlan,
+    /// Set when a name could refer to a protected table pgveil cannot place
+    /// (an unqualified name matching a policy table outside the search path).
+    pub ambiguous: Option<Refusal>,
 }
 
 impl<'p, 'o> Walker<'p, 'o>
@@ -122,12 +125,13 @@ where
             scopes: Vec::new(),
             ctes: Vec::new(),
             plan: StatementPlan::new(base..base + text.len(), StatementKind::Other),
+            ambiguous: None,
         }
     }
 
     // ----- names -----
 
-    fn resolve_table(&self, name: &ObjectName) -> Option<QualifiedTable> {
+    fn resolve_table(&mut self, name: &ObjectName) -> Option<QualifiedTable> {
         let parts = object_parts(name)?;
         let (schema, table) = match parts.as_slice() {
             [t] => {
@@ -139,6 +143,29 @@ where
                     let q = QualifiedTable::new(s.clone(), table.clone());
                     self.policy.table(&q).map(|_| q)
                 });
+                if found.is_none() && self.ambiguous.is_none() {
+                    // The session may have another search_path (pgveil does
+                    // not see SET search_path): refuse rather than guess.
+                    if let Some(other) = self
+                        .policy
+                        .tables()
+                        .map(|tp| tp.table())
+                        .find(|q| q.table == table)
+                    {
+                        self.ambiguous = Some(Refusal::unsupported(
+                            None,
+                            format!(
+                                "unqualified table name {table} may refer to protected table {other}, which is outside pgveil's search path ({}); qualify the name as {other}",
+                                self.opts
+                                    .search_path
+                                    .iter()
+                                    .map(|s| s.to_string())
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            ),
+                        ));
+                    }
+                }
                 return found;
             }
             [s, t] | [_, s, t] => (s, t),

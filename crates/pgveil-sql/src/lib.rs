@@ -231,6 +231,9 @@ fn plan(sql: &str, policy: &Policy, opts: &AnalyzeOptions) -> Result<Plan, Refus
         };
         let mut w = analyze::Walker::new(policy, opts, text, span.start);
         w.statement(&stmt)?;
+        if let Some(r) = w.ambiguous.take() {
+            return Err(r);
+        }
         let mut p = w.plan;
         p.literals.sort_by_key(|l| l.span.start);
         statements.push(p);

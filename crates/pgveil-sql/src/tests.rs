@@ -429,3 +429,22 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn unqualified_names_of_protected_tables_outside_the_search_path_are_refused() {
+    let p = Policy::from_toml_str(
+        "[tables.\"billing.invoices\"]\ncard = { type = \"text\" }\n",
+        "billing",
+    )
+    .unwrap();
+    // The session might have SET search_path = billing: pgveil cannot tell.
+    let r = analyze("INSERT INTO invoices (card) VALUES ('4111')", &p).unwrap_err();
+    assert_eq!(r.sqlstate, "0A000");
+    assert!(r.reason.contains("billing.invoices"), "{}", r.reason);
+    assert!(!r.reason.contains("4111"));
+    // Qualified, it is rewritten as usual.
+    match analyze("INSERT INTO billing.invoices (card) VALUES ('4111')", &p).unwrap() {
+        Analysis::Planned(plan) => assert_eq!(plan.statements[0].literals.len(), 1),
+        Analysis::Passthrough => panic!("passthrough"),
+    }
+}
