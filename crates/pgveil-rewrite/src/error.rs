@@ -13,6 +13,8 @@ pub const DATATYPE_MISMATCH: &str = "42804";
 pub const UNDEFINED_TABLE: &str = "42P01";
 /// SQLSTATE `internal_error`: no usable data key.
 pub const KEY_UNAVAILABLE: &str = "XX000";
+/// SQLSTATE `bad_copy_file_format`.
+pub const BAD_COPY_FORMAT: &str = "22P04";
 /// SQLSTATE `protocol_violation`.
 pub const PROTOCOL_VIOLATION: &str = "08P01";
 
@@ -78,6 +80,24 @@ pub enum RewriteError {
         /// Why (no value).
         reason: String,
     },
+    /// COPY data pgveil cannot split into fields as declared.
+    #[error("pgveil: COPY {table}, line {line}: {reason}")]
+    CopyFormat {
+        /// The table.
+        table: String,
+        /// 1-based line of the stream (0: before any data).
+        line: u64,
+        /// What is wrong, without values.
+        reason: String,
+    },
+    /// An error on one line of a COPY stream.
+    #[error("{inner} (COPY line {line})")]
+    InCopy {
+        /// 1-based line of the stream.
+        line: u64,
+        /// The error.
+        inner: Box<RewriteError>,
+    },
     /// A server or client message pgveil cannot interpret where it must.
     #[error("pgveil: malformed {0} message")]
     Malformed(&'static str),
@@ -94,6 +114,8 @@ impl RewriteError {
             RewriteError::BadStorage { .. } => DATATYPE_MISMATCH,
             RewriteError::NoKey { .. } => KEY_UNAVAILABLE,
             RewriteError::Decrypt { .. } => DECRYPT_FAILED,
+            RewriteError::CopyFormat { .. } => BAD_COPY_FORMAT,
+            RewriteError::InCopy { inner, .. } => inner.sqlstate(),
             RewriteError::Malformed(_) => PROTOCOL_VIOLATION,
         }
     }
@@ -108,7 +130,8 @@ impl RewriteError {
             | RewriteError::BadStorage { column, .. }
             | RewriteError::NoKey { column, .. }
             | RewriteError::Decrypt { column, .. } => Some(column),
-            RewriteError::Malformed(_) => None,
+            RewriteError::InCopy { inner, .. } => inner.column(),
+            RewriteError::CopyFormat { .. } | RewriteError::Malformed(_) => None,
         }
     }
 
@@ -122,6 +145,8 @@ impl RewriteError {
             RewriteError::BadStorage { .. } => "bad_storage",
             RewriteError::NoKey { .. } => "no_key",
             RewriteError::Decrypt { .. } => "decrypt_failed",
+            RewriteError::CopyFormat { .. } => "copy_format",
+            RewriteError::InCopy { inner, .. } => inner.reason_label(),
             RewriteError::Malformed(_) => "malformed",
         }
     }
@@ -129,6 +154,7 @@ impl RewriteError {
     /// The hint sent with the error, if any.
     pub fn hint(&self) -> Option<&'static str> {
         match self {
+            RewriteError::InCopy { inner, .. } => inner.hint(),
             RewriteError::Decrypt { .. } => Some(
                 "Values in protected columns must be written through pgveil; see pgveil check for plaintext left behind.",
             ),

@@ -35,6 +35,7 @@
 #![warn(missing_docs)]
 
 mod catalog;
+mod copy;
 mod error;
 mod session;
 mod values;

@@ -4,7 +4,7 @@
 //! `Session` (behind a mutex in the I/O layer) because responses are matched
 //! to requests through a queue of expectations, in protocol order.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -14,6 +14,7 @@ use pgveil_wire::backend::{self, ErrorFields, FieldDescription};
 use pgveil_wire::frontend::{self, Format};
 use pgveil_wire::Frame;
 
+use crate::copy::{CopyCodec, CopyStream};
 use crate::error::RewriteError;
 use crate::values::ColumnCrypto;
 use crate::{CatalogReader, DbContext, Engine};
@@ -103,18 +104,23 @@ struct StmtInfo {
     describe: Arc<Vec<(usize, u32)>>,
     /// A `Describe` (statement) was sent after the `Parse`.
     described: bool,
+    /// A `COPY` on a protected table.
+    copy: Option<Arc<CopyCodec>>,
 }
 
 #[derive(Debug)]
 struct PortalInfo {
     statement: Bytes,
     described: bool,
+    copy: Option<Arc<CopyCodec>>,
 }
 
 #[derive(Debug)]
 enum Expect {
     Query {
         refusal: bool,
+        /// `COPY … TO STDOUT` on a protected table: its rows' codec.
+        copy: Option<Arc<CopyCodec>>,
     },
     FunctionCall,
     Parse {
@@ -140,6 +146,7 @@ enum Expect {
     Execute {
         portal: Bytes,
         refusal: bool,
+        copy: Option<Arc<CopyCodec>>,
     },
     Close,
     Sync,
@@ -169,6 +176,20 @@ pub struct Session {
     refresh_attempted: bool,
     batch_open: bool,
     bufs: crate::values::DecryptBuffers,
+    /// `COPY … FROM STDIN` data being encrypted.
+    copy_in: Option<CopyStream>,
+    /// After a refused COPY row: drop the client's copy messages.
+    copy_discard: bool,
+    /// The refusal that replaces the server's answer to pgveil's CopyFail.
+    copy_failed: Option<RewriteError>,
+    /// `COPY … TO STDOUT` data being decrypted.
+    copy_out: Option<CopyStream>,
+    /// Between the `Execute` of a `COPY … FROM STDIN` and its end, where the
+    /// server ignores `Sync`.
+    copy_in_mode: bool,
+    /// Unprotected statements and portals that are `COPY … FROM STDIN`.
+    copy_statements: HashSet<Bytes>,
+    copy_portals: HashSet<Bytes>,
 }
 
 impl std::fmt::Debug for Session {
@@ -191,6 +212,15 @@ fn cstr<'a>(b: &'a [u8], pos: &mut usize) -> Option<&'a [u8]> {
 
 fn frame_of(msg: &[u8]) -> Frame {
     Frame::new(msg[0], &msg[5..])
+}
+
+/// Whether an unparsed statement may be `COPY … FROM STDIN` (the server
+/// then ignores `Sync` until the copy ends). Over-matching only matters
+/// for a `Sync` sent between such an `Execute` and the copy's end.
+fn looks_like_copy_in(sql: &str) -> bool {
+    let t = sql.trim_start();
+    t.get(..4).is_some_and(|k| k.eq_ignore_ascii_case("copy"))
+        && t.to_ascii_lowercase().contains("stdin")
 }
 
 /// `DO … RAISE` text that makes the server report `err` itself.
@@ -231,6 +261,13 @@ impl Session {
             refresh_attempted: false,
             batch_open: false,
             bufs: Default::default(),
+            copy_in: None,
+            copy_discard: false,
+            copy_failed: None,
+            copy_out: None,
+            copy_in_mode: false,
+            copy_statements: HashSet::new(),
+            copy_portals: HashSet::new(),
         }
     }
 
@@ -258,6 +295,23 @@ impl Session {
     /// For [`ClientAction::Replace`] the replacement is appended to `out`.
     pub fn client_message(&mut self, msg: &[u8], out: &mut Vec<u8>) -> ClientOutcome {
         let tag = msg[0];
+        match tag {
+            frontend::tag::COPY_DATA | frontend::tag::COPY_DONE | frontend::tag::COPY_FAIL => {
+                if tag != frontend::tag::COPY_DATA {
+                    self.copy_in_mode = false;
+                }
+                return self.on_copy_message(msg, out);
+            }
+            // The server ignores Sync in copy-in mode: expect nothing.
+            frontend::tag::SYNC if self.copy_in_mode => return ClientOutcome::forward(),
+            frontend::tag::SYNC | frontend::tag::FLUSH => {}
+            _ => {
+                // Any other message ends copy-in mode (the server says so).
+                self.copy_in = None;
+                self.copy_discard = false;
+                self.copy_in_mode = false;
+            }
+        }
         match tag {
             frontend::tag::QUERY | frontend::tag::PARSE => {
                 if let Some(frame) = self.refresh_needed() {
@@ -314,6 +368,74 @@ impl Session {
         }
     }
 
+    /// `CopyData`, `CopyDone`, `CopyFail` from the client.
+    fn on_copy_message(&mut self, msg: &[u8], out: &mut Vec<u8>) -> ClientOutcome {
+        let tag = msg[0];
+        let dropped = ClientOutcome {
+            action: ClientAction::Replace,
+            path: Path::Rewritten,
+            error: None,
+        };
+        if self.copy_discard {
+            // After a refused row nothing more of this COPY may reach the
+            // server (the server would drop it anyway).
+            if tag != frontend::tag::COPY_DATA {
+                self.copy_discard = false;
+            }
+            return dropped;
+        }
+        let Some(stream) = self.copy_in.as_mut() else {
+            return ClientOutcome::forward();
+        };
+        let start = out.len();
+        let result = match tag {
+            frontend::tag::COPY_DATA => {
+                out.push(frontend::tag::COPY_DATA);
+                out.extend_from_slice(&[0; 4]);
+                stream.feed(&msg[5..], out)
+            }
+            frontend::tag::COPY_DONE => {
+                out.push(frontend::tag::COPY_DATA);
+                out.extend_from_slice(&[0; 4]);
+                stream.finish(out)
+            }
+            _ => {
+                self.copy_in = None;
+                return ClientOutcome::forward();
+            }
+        };
+        match result {
+            Ok(()) => {
+                let n = out.len() - start - 1;
+                if n == 4 {
+                    out.truncate(start);
+                } else {
+                    out[start + 1..start + 5].copy_from_slice(&(n as u32).to_be_bytes());
+                }
+                if tag == frontend::tag::COPY_DONE {
+                    self.copy_in = None;
+                    out.extend_from_slice(msg);
+                }
+                dropped
+            }
+            Err(e) => {
+                out[start..].iter_mut().for_each(|b| *b = 0);
+                out.truncate(start);
+                self.copy_in = None;
+                self.copy_discard = tag == frontend::tag::COPY_DATA;
+                let mut body = b"pgveil refused the COPY data".to_vec();
+                body.push(0);
+                out.extend_from_slice(Frame::new(frontend::tag::COPY_FAIL, &body).raw());
+                self.copy_failed = Some(e.clone());
+                ClientOutcome {
+                    action: ClientAction::Replace,
+                    path: Path::Refused(e.reason_label()),
+                    error: Some(e),
+                }
+            }
+        }
+    }
+
     fn refresh_needed(&mut self) -> Option<Frame> {
         if self.batch_open || self.refresh_attempted || self.refresh.is_some() {
             return None;
@@ -328,7 +450,10 @@ impl Session {
     }
 
     fn refuse_query(&mut self, err: RewriteError, out: &mut Vec<u8>) -> ClientOutcome {
-        self.expect.push_back(Expect::Query { refusal: true });
+        self.expect.push_back(Expect::Query {
+            refusal: true,
+            copy: None,
+        });
         out.extend_from_slice(frontend::query(raise_sql(&err).as_bytes()).raw());
         ClientOutcome {
             action: ClientAction::Replace,
@@ -375,6 +500,7 @@ impl Session {
         self.expect.push_back(Expect::Execute {
             portal: Bytes::new(),
             refusal: true,
+            copy: None,
         });
         ClientOutcome {
             action: ClientAction::Replace,
@@ -407,21 +533,6 @@ impl Session {
     }
 
     fn check_statement(&self, st: &StatementPlan) -> Result<(), RewriteError> {
-        if st.copy.is_some() {
-            let table = st
-                .copy
-                .as_ref()
-                .map(|c| c.table.to_string())
-                .unwrap_or_default();
-            return Err(pgveil_sql::Refusal {
-                sqlstate: crate::error::FEATURE_NOT_SUPPORTED,
-                column: None,
-                reason: format!(
-                    "COPY on table {table} with protected columns is not supported by this pgveil version; use INSERT or SELECT"
-                ),
-            }
-            .into());
-        }
         // Every protected column written must be resolvable with usable
         // storage before anything is sent.
         for c in &st.writes {
@@ -450,13 +561,19 @@ impl Session {
                     out,
                 );
             }
-            self.expect.push_back(Expect::Query { refusal: false });
+            self.expect.push_back(Expect::Query {
+                refusal: false,
+                copy: None,
+            });
             return ClientOutcome::forward();
         };
         let analysis = self.ctx.analyzer.analyze(sql, Some(&self.prepared));
         let plan = match analysis {
             Ok(Analysis::Passthrough) => {
-                self.expect.push_back(Expect::Query { refusal: false });
+                self.expect.push_back(Expect::Query {
+                    refusal: false,
+                    copy: None,
+                });
                 return ClientOutcome::forward();
             }
             Err(r) => return self.refuse_query(r.into(), out),
@@ -467,9 +584,26 @@ impl Session {
         // changes only if the whole string is accepted.
         let mut literals: Vec<LiteralTarget> = Vec::new();
         let mut prepared = self.prepared.clone();
+        let mut copy = None;
         for st in &plan.statements {
             if let Err(e) = self.check_statement(st) {
                 return self.refuse_query(e, out);
+            }
+            if let Some(p) = &st.copy {
+                if plan.statements.len() > 1 {
+                    return self.refuse_query(
+                        RewriteError::CopyFormat {
+                            table: p.table.to_string(),
+                            line: 0,
+                            reason: "a COPY on a protected table must be the only statement of its query string".to_owned(),
+                        },
+                        out,
+                    );
+                }
+                match CopyCodec::new(p, &self.ctx.catalog) {
+                    Ok(c) => copy = Some(c),
+                    Err(e) => return self.refuse_query(e, out),
+                }
             }
             literals.extend(st.literals.iter().cloned());
             match prepared.bind_execute(st) {
@@ -485,8 +619,30 @@ impl Session {
                 self.stmt_shapes.clear();
             }
         }
+        if let Some(codec) = copy {
+            if codec.is_copy_in() {
+                self.copy_in = Some(CopyStream::new(codec, self.tz));
+                self.expect.push_back(Expect::Query {
+                    refusal: false,
+                    copy: None,
+                });
+            } else {
+                self.expect.push_back(Expect::Query {
+                    refusal: false,
+                    copy: Some(codec),
+                });
+            }
+            return ClientOutcome {
+                action: ClientAction::Forward,
+                path: Path::Rewritten,
+                error: None,
+            };
+        }
         if literals.is_empty() {
-            self.expect.push_back(Expect::Query { refusal: false });
+            self.expect.push_back(Expect::Query {
+                refusal: false,
+                copy: None,
+            });
             return ClientOutcome {
                 action: ClientAction::Forward,
                 path: Path::Rewritten,
@@ -495,7 +651,10 @@ impl Session {
         }
         match self.splice(sql, &literals) {
             Ok(new_sql) => {
-                self.expect.push_back(Expect::Query { refusal: false });
+                self.expect.push_back(Expect::Query {
+                    refusal: false,
+                    copy: None,
+                });
                 out.extend_from_slice(frontend::query(new_sql.as_bytes()).raw());
                 ClientOutcome {
                     action: ClientAction::Replace,
@@ -526,6 +685,14 @@ impl Session {
             self.expect.push_back(Expect::Parse { internal: false });
             return ClientOutcome::forward();
         };
+        if looks_like_copy_in(sql) {
+            if self.copy_statements.len() >= MAX_TRACKED {
+                self.copy_statements.clear();
+            }
+            self.copy_statements.insert(name.clone());
+        } else if !self.copy_statements.is_empty() {
+            self.copy_statements.remove(&name);
+        }
         let plan = match self.ctx.analyzer.analyze(sql, Some(&self.prepared)) {
             Ok(Analysis::Passthrough) => {
                 self.statements.remove(&name);
@@ -560,6 +727,13 @@ impl Session {
         if let Err(e) = self.check_statement(st) {
             return self.refuse_extended(e, out);
         }
+        let copy = match &st.copy {
+            Some(plan) => match CopyCodec::new(plan, &self.ctx.catalog) {
+                Ok(c) => Some(c),
+                Err(e) => return self.refuse_extended(e, out),
+            },
+            None => None,
+        };
         let mut literals = st.literals.clone();
         match self.prepared.bind_execute(st) {
             Ok(l) => literals.extend(l),
@@ -641,6 +815,7 @@ impl Session {
                 params,
                 describe: Arc::new(describe),
                 described: false,
+                copy,
             },
         );
         self.expect.push_back(Expect::Parse { internal: false });
@@ -665,6 +840,14 @@ impl Session {
             return ClientOutcome::forward();
         };
         let portal = Bytes::copy_from_slice(portal);
+        if self.copy_statements.contains(stmt) {
+            if self.copy_portals.len() >= MAX_TRACKED {
+                self.copy_portals.clear();
+            }
+            self.copy_portals.insert(portal.clone());
+        } else if !self.copy_portals.is_empty() {
+            self.copy_portals.remove(&portal);
+        }
         let Some(info) = self.statements.get(stmt) else {
             self.portals.remove(&portal);
             self.expect.push_back(Expect::Bind {
@@ -722,6 +905,7 @@ impl Session {
             PortalInfo {
                 statement: statement.clone(),
                 described: false,
+                copy: info.copy.clone(),
             },
         );
         self.expect.push_back(Expect::Bind {
@@ -782,13 +966,26 @@ impl Session {
     fn on_execute(&mut self, msg: &[u8], out: &mut Vec<u8>) -> ClientOutcome {
         let mut pos = 5;
         let name = cstr(msg, &mut pos).unwrap_or_default();
+        if self.copy_portals.contains(name) {
+            self.copy_in_mode = true;
+        }
         let Some(portal) = self.portals.get_mut(name) else {
             self.expect.push_back(Expect::Execute {
                 portal: Bytes::copy_from_slice(name),
                 refusal: false,
+                copy: None,
             });
             return ClientOutcome::forward();
         };
+        let mut copy_out = None;
+        if let Some(codec) = portal.copy.clone() {
+            if codec.is_copy_in() {
+                self.copy_in = Some(CopyStream::new(codec, self.tz));
+                self.copy_in_mode = true;
+            } else {
+                copy_out = Some(codec);
+            }
+        }
         let stmt_described = self
             .statements
             .get(&portal.statement)
@@ -813,6 +1010,7 @@ impl Session {
         self.expect.push_back(Expect::Execute {
             portal: name,
             refusal: false,
+            copy: copy_out,
         });
         ClientOutcome {
             action,
@@ -936,7 +1134,81 @@ impl Session {
     fn server_inner(&mut self, msg: &[u8], out: &mut Vec<u8>) -> ServerAction {
         let tag = msg[0];
         match tag {
-            backend::tag::ERROR_RESPONSE => self.on_error(msg, out),
+            backend::tag::ERROR_RESPONSE => {
+                self.copy_out = None;
+                let action = self.on_error(msg, out);
+                match self.copy_failed.take() {
+                    // The server's answer to pgveil's CopyFail: report why.
+                    Some(e) => {
+                        out.clear();
+                        let r = backend::error_response(
+                            backend::Severity::Error,
+                            e.sqlstate(),
+                            &e.to_string(),
+                            None,
+                            e.hint(),
+                        );
+                        out.extend_from_slice(r.raw());
+                        ServerAction::Replace
+                    }
+                    None => action,
+                }
+            }
+            backend::tag::COPY_OUT => {
+                let codec = match self.expect.front() {
+                    Some(Expect::Query { copy, .. }) | Some(Expect::Execute { copy, .. }) => {
+                        copy.clone()
+                    }
+                    _ => None,
+                };
+                let Some(codec) = codec else {
+                    return ServerAction::Forward;
+                };
+                let width = msg
+                    .get(6..8)
+                    .map(|b| i16::from_be_bytes([b[0], b[1]]) as i64)
+                    .unwrap_or(-1);
+                if msg.get(5) != Some(&0) || width != codec.width() as i64 {
+                    return self.fail(
+                        RewriteError::Malformed("CopyOutResponse (not the expected text columns)"),
+                        out,
+                    );
+                }
+                self.copy_out = Some(CopyStream::new(codec, self.tz));
+                ServerAction::Forward
+            }
+            backend::tag::COPY_DATA | backend::tag::COPY_DONE => {
+                let Some(stream) = self.copy_out.as_mut() else {
+                    return ServerAction::Forward;
+                };
+                let start = out.len();
+                out.push(backend::tag::COPY_DATA);
+                out.extend_from_slice(&[0; 4]);
+                let r = if tag == backend::tag::COPY_DATA {
+                    stream.feed(&msg[5..], out)
+                } else {
+                    stream.finish(out)
+                };
+                if let Err(e) = r {
+                    self.copy_out = None;
+                    return self.fail(e, out);
+                }
+                let n = out.len() - start - 1;
+                if n == 4 {
+                    out.truncate(start);
+                } else {
+                    out[start + 1..start + 5].copy_from_slice(&(n as u32).to_be_bytes());
+                }
+                if tag == backend::tag::COPY_DONE {
+                    self.copy_out = None;
+                    out.extend_from_slice(msg);
+                }
+                if out.is_empty() {
+                    ServerAction::Drop
+                } else {
+                    ServerAction::Replace
+                }
+            }
             backend::tag::PARSE_COMPLETE => match self.expect.pop_front() {
                 Some(Expect::Parse { internal: true }) => ServerAction::Drop,
                 _ => ServerAction::Forward,
@@ -1167,7 +1439,7 @@ impl Session {
     fn on_error(&mut self, msg: &[u8], out: &mut Vec<u8>) -> ServerAction {
         let refusal = matches!(
             self.expect.front(),
-            Some(Expect::Query { refusal: true }) | Some(Expect::Execute { refusal: true, .. })
+            Some(Expect::Query { refusal: true, .. }) | Some(Expect::Execute { refusal: true, .. })
         );
         let extended = !matches!(
             self.expect.front(),

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::ops::Range;
 use std::sync::Arc;
 
-use pgveil_policy::{ColumnRef, Ident, Policy, ProtectedColumn, QualifiedTable};
+use pgveil_policy::{Ident, Policy, ProtectedColumn, QualifiedTable};
 use sqlparser::ast::{
     self as ast, AssignmentTarget, BinaryOperator, CopyLegacyCsvOption, CopyLegacyOption,
     CopyOption, CopySource, CopyTarget, Distinct, Expr, FromTable, FunctionArg, FunctionArgExpr,
@@ -81,6 +81,9 @@ enum Proj<'p> {
     Into(Vec<Option<&'p ProtectedColumn>>),
     /// Compared with this column (`x IN (SELECT …)`); `None` = unprotected.
     InSub(Option<&'p ProtectedColumn>),
+    /// The rows of `COPY (query) TO STDOUT`: bare protected columns are
+    /// fine (the proxy decrypts them by position), wildcards are not.
+    CopyOut,
 }
 
 /// A classified value expression.
@@ -109,6 +112,8 @@ pub(crate) struct Walker<'p, 'o> {
     /// Set when a name could refer to a protected table pgveil cannot place
     /// (an unqualified name matching a policy table outside the search path).
     pub ambiguous: Option<Refusal>,
+    /// The protected column behind each output of a `COPY (query)`.
+    copy_outputs: Option<Vec<Option<&'p ProtectedColumn>>>,
 }
 
 impl<'p, 'o> Walker<'p, 'o>
@@ -126,6 +131,7 @@ where
             ctes: Vec::new(),
             plan: StatementPlan::new(base..base + text.len(), StatementKind::Other),
             ambiguous: None,
+            copy_outputs: None,
         }
     }
 
@@ -701,7 +707,7 @@ where
             }
             SetExpr::SetOperation { left, right, .. } => {
                 let branch = match proj {
-                    Proj::Top => Proj::Nested,
+                    Proj::Top | Proj::CopyOut => Proj::Nested,
                     p => p,
                 };
                 self.set_expr(left, branch.clone(), &[])?;
@@ -937,6 +943,25 @@ where
                 }
             }
         }
+        if let Proj::CopyOut = &proj {
+            let wildcard = s.projection.iter().any(|i| {
+                matches!(
+                    i,
+                    SelectItem::Wildcard(_)
+                        | SelectItem::QualifiedWildcard(..)
+                        | SelectItem::ExprWithAliases { .. }
+                )
+            });
+            if let Some(c) = outputs.iter().find_map(|o| o.1) {
+                if wildcard {
+                    return self.refuse(
+                        c,
+                        "COPY (SELECT * …) cannot place the columns of its rows; list the columns instead, including",
+                    );
+                }
+            }
+            self.copy_outputs = Some(outputs.iter().map(|o| o.1).collect());
+        }
         if let Proj::Into(t) = &proj {
             if s.projection.iter().any(|i| {
                 matches!(
@@ -1027,7 +1052,7 @@ where
         proj: &Proj<'p>,
     ) -> R {
         match proj {
-            Proj::Top | Proj::Discard => match direct {
+            Proj::Top | Proj::Discard | Proj::CopyOut => match direct {
                 Some(c) => {
                     self.plan.reads.insert(c.column.clone());
                     Ok(())
@@ -1342,19 +1367,64 @@ where
         options: &[CopyOption],
         legacy: &[CopyLegacyOption],
     ) -> R {
-        let (name, columns) = match source {
+        let (table, fields) = match source {
             CopySource::Table {
                 table_name,
                 columns,
-            } => (table_name, columns),
-            CopySource::Query(q) => {
-                self.query(q, Proj::Nested)
-                    .map_err(|r| r.with_hint("COPY (query) results carry no table identity"))?;
-                return Ok(());
+            } => {
+                let Some(table) = self.resolve_table(table_name) else {
+                    return Ok(());
+                };
+                let tp = self.policy.table(&table);
+                let names: Option<Vec<Ident>> = if columns.is_empty() {
+                    self.opts
+                        .column_order
+                        .as_ref()
+                        .and_then(|c| c.column_order(&table))
+                } else {
+                    columns.iter().map(|c| ident(&norm(c))).collect()
+                };
+                let fields = names.map(|names| {
+                    names
+                        .into_iter()
+                        .map(|n| CopyField {
+                            target: tp.and_then(|t| t.column(&n)).map(target_of),
+                            name: n,
+                        })
+                        .collect::<Vec<_>>()
+                });
+                if fields.is_none() {
+                    // Unknown column order: every protected column counts.
+                    for c in tp.into_iter().flat_map(|t| t.columns()) {
+                        if to {
+                            self.plan.reads.insert(c.column.clone());
+                        } else {
+                            self.plan.writes.insert(c.column.clone());
+                        }
+                    }
+                }
+                (table, fields)
             }
-        };
-        let Some(table) = self.resolve_table(name) else {
-            return Ok(());
+            CopySource::Query(q) => {
+                self.copy_outputs = None;
+                self.query(q, Proj::CopyOut)?;
+                let outputs = self.copy_outputs.take().unwrap_or_default();
+                let Some(first) = outputs.iter().flatten().next() else {
+                    return Ok(());
+                };
+                let table = first.column.table_ref();
+                let fields = outputs
+                    .iter()
+                    .map(|c| CopyField {
+                        name: c.map_or_else(
+                            || Ident::from_normalized("?column?".to_owned()).expect("valid"),
+                            |c| c.column.column.clone(),
+                        ),
+                        target: c.map(target_of),
+                    })
+                    .collect();
+                (table, Some(fields))
+            }
         };
         self.plan.touches_protected = true;
         let direction = match (to, target) {
@@ -1369,7 +1439,7 @@ where
         };
         let mut plan = CopyPlan {
             table: table.clone(),
-            columns: None,
+            columns: fields,
             direction,
             format: CopyFormat::Text,
             delimiter: '\t',
@@ -1397,7 +1467,12 @@ where
                 CopyOption::Freeze(_) | CopyOption::Encoding(_) => {}
                 CopyOption::ForceQuote(_)
                 | CopyOption::ForceNotNull(_)
-                | CopyOption::ForceNull(_) => {}
+                | CopyOption::ForceNull(_) => {
+                    return Err(Refusal::unsupported(
+                        None,
+                        format!("COPY {table} with FORCE_QUOTE, FORCE_NOT_NULL or FORCE_NULL is not supported by pgveil; drop the option"),
+                    ))
+                }
             }
         }
         for o in legacy {
@@ -1410,7 +1485,12 @@ where
                             CopyLegacyCsvOption::Header => plan.header = true,
                             CopyLegacyCsvOption::Quote(q) => plan.quote = *q,
                             CopyLegacyCsvOption::Escape(e) => escape = Some(*e),
-                            _ => {}
+                            _ => {
+                                return Err(Refusal::unsupported(
+                                    None,
+                                    format!("COPY {table} with FORCE QUOTE or FORCE NOT NULL is not supported by pgveil; drop the option"),
+                                ))
+                            }
                         }
                     }
                 }
@@ -1434,40 +1514,13 @@ where
             plan.delimiter = delimiter.unwrap_or('\t');
             plan.null = null.unwrap_or_else(|| "\\N".into());
         }
-        let tp = self.policy.table(&table);
-        let names: Option<Vec<Ident>> = if columns.is_empty() {
-            self.opts
-                .column_order
-                .as_ref()
-                .and_then(|c| c.column_order(&table))
-        } else {
-            columns.iter().map(|c| ident(&norm(c))).collect()
-        };
-        plan.columns = names.map(|names| {
-            names
-                .into_iter()
-                .map(|n| CopyField {
-                    target: tp.and_then(|t| t.column(&n)).map(target_of),
-                    name: n,
-                })
-                .collect()
-        });
-        let cols: Vec<ColumnRef> = match &plan.columns {
-            Some(f) => f
-                .iter()
-                .filter_map(|f| f.target.as_ref().map(|t| t.column.clone()))
-                .collect(),
-            None => tp
-                .into_iter()
-                .flat_map(|t| t.columns())
-                .map(|c| c.column.clone())
-                .collect(),
-        };
-        for c in cols {
-            if direction == CopyDirection::FromStdin {
-                self.plan.writes.insert(c);
-            } else {
-                self.plan.reads.insert(c);
+        if let Some(fields) = &plan.columns {
+            for c in fields.iter().filter_map(|f| f.target.as_ref()) {
+                if direction == CopyDirection::FromStdin {
+                    self.plan.writes.insert(c.column.clone());
+                } else {
+                    self.plan.reads.insert(c.column.clone());
+                }
             }
         }
         self.plan.copy = Some(plan);

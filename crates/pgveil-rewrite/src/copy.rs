@@ -1,0 +1,557 @@
+//! COPY streams in text and CSV format: the protected fields of each row of
+//! `COPY … FROM STDIN` are encrypted on their way to the server, those of
+//! `COPY … TO STDOUT` decrypted on their way to the client. Rows may span
+//! `CopyData` messages; only the incomplete last line is buffered (capped),
+//! so memory stays flat however long the stream.
+//!
+//! Field syntax follows PostgreSQL's `copyfromparse.c`/`copyto.c`: in text
+//! format a backslash escapes the next byte (newline included) and the NULL
+//! marker is compared before de-escaping; in CSV a field is NULL only when
+//! unquoted and equal to the NULL marker.
+
+use std::sync::Arc;
+
+use pgveil_crypto::canonical::SessionTimeZone;
+use pgveil_sql::{CopyDirection, CopyFormat, CopyPlan};
+use pgveil_wire::frontend::Format;
+use zeroize::Zeroize;
+
+use crate::error::RewriteError;
+use crate::values::{ColumnCrypto, DecryptBuffers};
+use crate::Catalog;
+
+/// The longest COPY line pgveil buffers while waiting for its end.
+pub const MAX_COPY_LINE: usize = 64 << 20;
+
+/// How to transform the rows of one COPY statement.
+#[derive(Debug)]
+pub struct CopyCodec {
+    table: String,
+    encrypt: bool,
+    csv: bool,
+    delimiter: u8,
+    null: Vec<u8>,
+    header: bool,
+    quote: u8,
+    escape: u8,
+    cols: Vec<Option<Arc<ColumnCrypto>>>,
+}
+
+fn single_byte(c: char, what: &str, table: &str) -> Result<u8, RewriteError> {
+    if c.is_ascii() && c != '\n' && c != '\r' {
+        Ok(c as u8)
+    } else {
+        Err(RewriteError::CopyFormat {
+            table: table.to_owned(),
+            line: 0,
+            reason: format!("COPY {what} must be a single ASCII character for pgveil"),
+        })
+    }
+}
+
+impl CopyCodec {
+    /// The codec for a planned COPY, with the columns resolved in `catalog`.
+    pub fn new(plan: &CopyPlan, catalog: &Catalog) -> Result<Arc<Self>, RewriteError> {
+        let table = plan.table.to_string();
+        let Some(fields) = &plan.columns else {
+            return Err(RewriteError::CopyFormat {
+                table,
+                line: 0,
+                reason: "the table's column order is not in pgveil's catalog; list the columns: COPY t (a, b, …)".to_owned(),
+            });
+        };
+        let mut cols = Vec::with_capacity(fields.len());
+        for f in fields {
+            cols.push(match &f.target {
+                Some(t) => {
+                    let c = catalog.column(&t.column)?;
+                    if let crate::Storage::Other(oid) = c.storage {
+                        return Err(RewriteError::BadStorage {
+                            column: t.column.clone(),
+                            storage: format!("type OID {oid}"),
+                        });
+                    }
+                    Some(c.clone())
+                }
+                None => None,
+            });
+        }
+        Ok(Arc::new(CopyCodec {
+            encrypt: plan.direction == CopyDirection::FromStdin,
+            csv: plan.format == CopyFormat::Csv,
+            delimiter: single_byte(plan.delimiter, "DELIMITER", &table)?,
+            null: plan.null.as_bytes().to_vec(),
+            header: plan.header,
+            quote: single_byte(plan.quote, "QUOTE", &table)?,
+            escape: single_byte(plan.escape, "ESCAPE", &table)?,
+            cols,
+            table,
+        }))
+    }
+
+    /// True for `COPY … FROM STDIN`.
+    pub fn is_copy_in(&self) -> bool {
+        self.encrypt
+    }
+
+    /// The number of columns in each row.
+    pub fn width(&self) -> usize {
+        self.cols.len()
+    }
+}
+
+/// One COPY stream in progress.
+pub struct CopyStream {
+    codec: Arc<CopyCodec>,
+    tz: SessionTimeZone,
+    /// The incomplete last line.
+    pending: Vec<u8>,
+    /// Line-splitting state carried across chunks.
+    escaped: bool,
+    in_quotes: bool,
+    header_pending: bool,
+    ended: bool,
+    line: u64,
+    // Scratch (may hold plaintext: wiped after every row).
+    value: Vec<u8>,
+    text: Vec<u8>,
+    fields: Vec<Field>,
+    bufs: DecryptBuffers,
+}
+
+impl std::fmt::Debug for CopyStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CopyStream")
+            .field("table", &self.codec.table)
+            .field("line", &self.line)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Field {
+    start: usize,
+    end: usize,
+    quoted: bool,
+}
+
+impl Drop for CopyStream {
+    fn drop(&mut self) {
+        self.wipe();
+        self.pending.zeroize();
+    }
+}
+
+impl CopyStream {
+    /// A stream transformed by `codec`.
+    pub fn new(codec: Arc<CopyCodec>, tz: SessionTimeZone) -> Self {
+        CopyStream {
+            header_pending: codec.header,
+            codec,
+            tz,
+            pending: Vec::new(),
+            escaped: false,
+            in_quotes: false,
+            ended: false,
+            line: 0,
+            value: Vec::new(),
+            text: Vec::new(),
+            fields: Vec::new(),
+            bufs: DecryptBuffers::default(),
+        }
+    }
+
+    fn wipe(&mut self) {
+        self.value.zeroize();
+        self.text.zeroize();
+        self.bufs.wipe();
+    }
+
+    /// Transforms the complete lines of `data` (plus what was pending) and
+    /// appends them to `out`; keeps an incomplete last line.
+    pub fn feed(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), RewriteError> {
+        let mut start = 0;
+        for (i, &c) in data.iter().enumerate() {
+            if !self.end_of_line(c) {
+                continue;
+            }
+            if self.pending.is_empty() {
+                self.emit_line(&data[start..=i], out)?;
+            } else {
+                let mut line = std::mem::take(&mut self.pending);
+                line.extend_from_slice(&data[start..=i]);
+                let r = self.emit_line(&line, out);
+                line.zeroize();
+                r?;
+            }
+            start = i + 1;
+        }
+        if start < data.len() {
+            if self.pending.len() + (data.len() - start) > MAX_COPY_LINE {
+                return Err(self.format_error(format!(
+                    "a COPY line is longer than pgveil's limit of {MAX_COPY_LINE} bytes"
+                )));
+            }
+            self.pending.extend_from_slice(&data[start..]);
+        }
+        Ok(())
+    }
+
+    /// The end of the stream: a last line without a newline.
+    pub fn finish(&mut self, out: &mut Vec<u8>) -> Result<(), RewriteError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let mut line = std::mem::take(&mut self.pending);
+        let r = self.emit_line(&line, out);
+        line.zeroize();
+        r
+    }
+
+    /// Advances the line splitter over one byte; true at an end of line.
+    fn end_of_line(&mut self, c: u8) -> bool {
+        let codec = &self.codec;
+        if self.escaped {
+            self.escaped = false;
+            // In CSV the escape only matters before a quote or an escape;
+            // anything else is looked at again.
+            if !codec.csv || c == codec.quote || c == codec.escape {
+                return false;
+            }
+        }
+        if codec.csv {
+            if self.in_quotes {
+                if c == codec.escape && codec.escape != codec.quote {
+                    self.escaped = true;
+                } else if c == codec.quote {
+                    self.in_quotes = false;
+                }
+                false
+            } else if c == codec.quote {
+                self.in_quotes = true;
+                false
+            } else {
+                c == b'\n'
+            }
+        } else if c == b'\\' {
+            self.escaped = true;
+            false
+        } else {
+            c == b'\n'
+        }
+    }
+
+    fn format_error(&self, reason: String) -> RewriteError {
+        RewriteError::CopyFormat {
+            table: self.codec.table.clone(),
+            line: self.line,
+            reason,
+        }
+    }
+
+    /// One line including its terminator (none for a last line).
+    fn emit_line(&mut self, raw: &[u8], out: &mut Vec<u8>) -> Result<(), RewriteError> {
+        self.line += 1;
+        let (body, eol) = match raw.strip_suffix(b"\n") {
+            Some(b) => match b.strip_suffix(b"\r") {
+                Some(b2) => (b2, &raw[b2.len()..]),
+                None => (b, &raw[b.len()..]),
+            },
+            None => (raw, &raw[raw.len()..]),
+        };
+        if self.ended || self.header_pending || body == b"\\." {
+            self.header_pending = false;
+            self.ended |= body == b"\\.";
+            out.extend_from_slice(raw);
+            return Ok(());
+        }
+        let r = self.transform(body, out);
+        self.wipe();
+        r?;
+        out.extend_from_slice(eol);
+        Ok(())
+    }
+
+    fn split(&mut self, body: &[u8]) {
+        self.fields.clear();
+        let codec = &self.codec;
+        let mut start = 0;
+        let mut i = 0;
+        let mut in_quotes = false;
+        let mut quoted = false;
+        while i < body.len() {
+            let c = body[i];
+            if codec.csv {
+                if in_quotes {
+                    if c == codec.escape
+                        && codec.escape != codec.quote
+                        && body
+                            .get(i + 1)
+                            .is_some_and(|&n| n == codec.quote || n == codec.escape)
+                    {
+                        i += 2;
+                        continue;
+                    }
+                    if c == codec.quote {
+                        in_quotes = false;
+                    }
+                } else if c == codec.quote {
+                    in_quotes = true;
+                    quoted = true;
+                } else if c == codec.delimiter {
+                    self.fields.push(Field {
+                        start,
+                        end: i,
+                        quoted,
+                    });
+                    start = i + 1;
+                    quoted = false;
+                }
+            } else if c == b'\\' {
+                i += 2;
+                continue;
+            } else if c == codec.delimiter {
+                self.fields.push(Field {
+                    start,
+                    end: i,
+                    quoted: false,
+                });
+                start = i + 1;
+            }
+            i += 1;
+        }
+        self.fields.push(Field {
+            start,
+            end: body.len(),
+            quoted,
+        });
+    }
+
+    fn transform(&mut self, body: &[u8], out: &mut Vec<u8>) -> Result<(), RewriteError> {
+        self.split(body);
+        let codec = self.codec.clone();
+        if self.fields.len() != codec.cols.len() {
+            return Err(self.format_error(format!(
+                "a row has {} fields where {} columns were expected",
+                self.fields.len(),
+                codec.cols.len()
+            )));
+        }
+        let fields = std::mem::take(&mut self.fields);
+        let mut result = Ok(());
+        for (i, (f, col)) in fields.iter().zip(codec.cols.iter()).enumerate() {
+            if i > 0 {
+                out.push(codec.delimiter);
+            }
+            let raw = &body[f.start..f.end];
+            let Some(col) = col else {
+                out.extend_from_slice(raw);
+                continue;
+            };
+            if !f.quoted && raw == codec.null.as_slice() {
+                out.extend_from_slice(raw);
+                continue;
+            }
+            if let Err(e) = self.field(col, raw, out) {
+                result = Err(RewriteError::InCopy {
+                    line: self.line,
+                    inner: Box::new(e),
+                });
+                break;
+            }
+        }
+        self.fields = fields;
+        result
+    }
+
+    /// One non-NULL protected field.
+    fn field(
+        &mut self,
+        col: &ColumnCrypto,
+        raw: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), RewriteError> {
+        self.value.clear();
+        if self.codec.csv {
+            csv_unquote(raw, self.codec.quote, self.codec.escape, &mut self.value);
+        } else {
+            text_unescape(raw, &mut self.value);
+        }
+        self.text.clear();
+        if self.codec.encrypt {
+            let mut canonical =
+                col.canonical_from_client(&self.value, Format::Text, None, self.tz)?;
+            let env = col.encrypt(&canonical);
+            canonical.zeroize();
+            self.text = col.param_value(&env?, Format::Text)?;
+            // Ciphertext text has no delimiter, quote or newline; a bytea's
+            // `\x` needs its backslash escaped in text format.
+            if self.codec.csv {
+                csv_quote(&self.text, &self.codec, true, out);
+            } else {
+                text_escape(&self.text, self.codec.delimiter, out);
+            }
+        } else {
+            col.decrypt_to_client(
+                &self.value,
+                Format::Text,
+                self.tz,
+                &mut self.bufs,
+                &mut self.text,
+            )?;
+            if self.codec.csv {
+                csv_quote(&self.text, &self.codec, false, out);
+            } else {
+                text_escape(&self.text, self.codec.delimiter, out);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Text-format field → bytes (`copyfromparse.c` `CopyReadAttributesText`).
+fn text_unescape(raw: &[u8], out: &mut Vec<u8>) {
+    let mut i = 0;
+    while i < raw.len() {
+        let c = raw[i];
+        i += 1;
+        if c != b'\\' || i >= raw.len() {
+            out.push(c);
+            continue;
+        }
+        let n = raw[i];
+        i += 1;
+        match n {
+            b'0'..=b'7' => {
+                let mut v = u32::from(n - b'0');
+                for _ in 0..2 {
+                    match raw.get(i) {
+                        Some(&d @ b'0'..=b'7') => {
+                            v = v * 8 + u32::from(d - b'0');
+                            i += 1;
+                        }
+                        _ => break,
+                    }
+                }
+                out.push((v & 0xff) as u8);
+            }
+            b'x' => match raw.get(i).and_then(|&d| (d as char).to_digit(16)) {
+                Some(h) => {
+                    i += 1;
+                    let mut v = h;
+                    if let Some(l) = raw.get(i).and_then(|&d| (d as char).to_digit(16)) {
+                        v = v * 16 + l;
+                        i += 1;
+                    }
+                    out.push(v as u8);
+                }
+                None => out.push(b'x'),
+            },
+            b'b' => out.push(8),
+            b'f' => out.push(12),
+            b'n' => out.push(b'\n'),
+            b'r' => out.push(b'\r'),
+            b't' => out.push(b'\t'),
+            b'v' => out.push(11),
+            other => out.push(other),
+        }
+    }
+}
+
+/// Bytes → text-format field (`copyto.c` `CopyAttributeOutText`).
+fn text_escape(value: &[u8], delimiter: u8, out: &mut Vec<u8>) {
+    for &c in value {
+        match c {
+            8 => out.extend_from_slice(b"\\b"),
+            12 => out.extend_from_slice(b"\\f"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            11 => out.extend_from_slice(b"\\v"),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            c if c == delimiter => {
+                out.push(b'\\');
+                out.push(c);
+            }
+            c => out.push(c),
+        }
+    }
+}
+
+/// CSV field → bytes: quotes removed, escapes resolved.
+fn csv_unquote(raw: &[u8], quote: u8, escape: u8, out: &mut Vec<u8>) {
+    let mut in_quotes = false;
+    let mut i = 0;
+    while i < raw.len() {
+        let c = raw[i];
+        i += 1;
+        if in_quotes {
+            if c == escape && raw.get(i).is_some_and(|&n| n == quote || n == escape) {
+                out.push(raw[i]);
+                i += 1;
+                continue;
+            }
+            if c == quote {
+                in_quotes = false;
+                continue;
+            }
+            out.push(c);
+        } else if c == quote {
+            in_quotes = true;
+        } else {
+            out.push(c);
+        }
+    }
+}
+
+/// Bytes → CSV field, quoted when PostgreSQL would quote it (`copyto.c`
+/// `CopyAttributeOutCSV`), or always.
+fn csv_quote(value: &[u8], codec: &CopyCodec, always: bool, out: &mut Vec<u8>) {
+    let need = always
+        || value == codec.null.as_slice()
+        || (codec.cols.len() == 1 && value == b"\\.")
+        || value
+            .iter()
+            .any(|&c| c == codec.delimiter || c == codec.quote || c == b'\n' || c == b'\r');
+    if !need {
+        out.extend_from_slice(value);
+        return;
+    }
+    out.push(codec.quote);
+    for &c in value {
+        if c == codec.quote || c == codec.escape {
+            out.push(codec.escape);
+        }
+        out.push(c);
+    }
+    out.push(codec.quote);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_escapes_round_trip() {
+        let v = b"a\tb\\c\nd\re\x08\x0b\x0c,|";
+        let mut esc = Vec::new();
+        text_escape(v, b'|', &mut esc);
+        assert_eq!(esc, b"a\\tb\\\\c\\nd\\re\\b\\v\\f,\\|".to_vec());
+        let mut back = Vec::new();
+        text_unescape(&esc, &mut back);
+        assert_eq!(back, v.to_vec());
+        let mut o = Vec::new();
+        text_unescape(b"\\101\\x41\\x4g\\q\\", &mut o);
+        assert_eq!(o, b"AA\x04gq\\".to_vec());
+    }
+
+    #[test]
+    fn csv_unquote_forms() {
+        let mut o = Vec::new();
+        csv_unquote(br#""a,""b"" c"d"#, b'"', b'"', &mut o);
+        assert_eq!(o, br#"a,"b" cd"#.to_vec());
+        o.clear();
+        csv_unquote(br#""a\"b\\c\d""#, b'"', b'\\', &mut o);
+        assert_eq!(o, br#"a"b\c\d"#.to_vec());
+    }
+}
