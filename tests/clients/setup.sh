@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the real-client drivers the integration tests run (see README.md):
 #   - a Python venv at ${PGVEIL_CLIENTS_DIR:-<repo>/target/clients}/venv with
-#     psycopg 3 and asyncpg, pinned in requirements.txt;
+#     psycopg 3, asyncpg and SQLAlchemy, pinned in requirements.txt;
 #   - node-postgres in tests/clients/node/node_modules, from package-lock.json
 #     (npm ci).
 # Idempotent and non-interactive; when everything is in place it only checks
@@ -34,16 +34,16 @@ fi
 sha() { cat "$@" | sha256sum | cut -c1-64; }
 
 # --- Python ----------------------------------------------------------------
-command -v "$python" >/dev/null 2>&1 || die "'$python' not found: install Python 3.9+ (or set PGVEIL_PYTHON)"
-py_version=$("$python" -c 'import sys; print(sys.version if sys.version_info >= (3, 9) else "")') \
+command -v "$python" >/dev/null 2>&1 || die "'$python' not found: install Python 3.10+ (or set PGVEIL_PYTHON)"
+py_version=$("$python" -c 'import sys; print(sys.version if sys.version_info >= (3, 10) else "")') \
   || die "'$python' does not run"
-[ -n "$py_version" ] || die "$("$python" --version 2>&1) is too old: Python 3.9+ is needed (set PGVEIL_PYTHON)"
+[ -n "$py_version" ] || die "$("$python" --version 2>&1) is too old: Python 3.10+ is needed (set PGVEIL_PYTHON)"
 py_stamp_want="$(sha "$here/requirements.txt") $(printf '%s' "$py_version" | sha256sum | cut -c1-16)"
 py_stamp_file=$venv/.pgveil-requirements
 
 if [ -f "$py_stamp_file" ] && [ "$(cat "$py_stamp_file")" = "$py_stamp_want" ] \
    && "$venv/bin/python" -c 'import importlib.util as u, sys
-sys.exit(0 if u.find_spec("psycopg") and u.find_spec("asyncpg") else 1)' >/dev/null 2>&1; then
+sys.exit(0 if u.find_spec("psycopg") and u.find_spec("asyncpg") and u.find_spec("sqlalchemy") else 1)' >/dev/null 2>&1; then
   say "python venv up to date ($venv)"
 else
   say "creating python venv in $venv"
@@ -54,8 +54,8 @@ else
   PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1 "$venv/bin/python" -m pip install -q \
       --no-warn-script-location -r "$here/requirements.txt" >&2 \
     || { rm -rf "$venv"; die "pip install -r tests/clients/requirements.txt failed (is PyPI reachable?)"; }
-  "$venv/bin/python" -c 'import psycopg, asyncpg' \
-    || { rm -rf "$venv"; die "psycopg/asyncpg do not import after installation"; }
+  "$venv/bin/python" -c 'import psycopg, asyncpg, sqlalchemy' \
+    || { rm -rf "$venv"; die "psycopg/asyncpg/sqlalchemy do not import after installation"; }
   printf '%s\n' "$py_stamp_want" >"$py_stamp_file"
   say "python venv ready in $((SECONDS - started)) s"
 fi

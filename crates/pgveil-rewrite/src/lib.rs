@@ -34,6 +34,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod array;
 mod catalog;
 mod copy;
 mod error;

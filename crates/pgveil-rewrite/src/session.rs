@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use pgveil_crypto::canonical::{LogicalType, SessionTimeZone};
-use pgveil_sql::{Analysis, Comparison, LiteralTarget, PreparedStatements, StatementPlan};
+use pgveil_sql::{
+    Analysis, Comparison, LiteralForm, LiteralTarget, PreparedStatements, StatementPlan, Unwrap,
+};
 use pgveil_wire::backend::{self, ErrorFields, FieldDescription};
 use pgveil_wire::frontend::{self, Format};
 use pgveil_wire::Frame;
@@ -98,14 +100,27 @@ impl Shape {
 /// A prepared statement that touches a protected table.
 #[derive(Debug)]
 struct StmtInfo {
-    /// `(0-based index, column, client-declared type)` per protected parameter.
-    params: Vec<(usize, Arc<ColumnCrypto>, Option<LogicalType>, u32)>,
+    /// Per protected parameter.
+    params: Vec<ParamInfo>,
     /// `ParameterDescription` corrections: index → OID to report.
     describe: Arc<Vec<(usize, u32)>>,
     /// A `Describe` (statement) was sent after the `Parse`.
     described: bool,
     /// A `COPY` on a protected table.
     copy: Option<Arc<CopyCodec>>,
+}
+
+/// A protected parameter of a prepared statement.
+#[derive(Debug)]
+struct ParamInfo {
+    /// 0-based index.
+    idx: usize,
+    col: Arc<ColumnCrypto>,
+    /// The client-declared type (of the elements, for an array).
+    declared: Option<LogicalType>,
+    declared_oid: u32,
+    /// `col = ANY($n)`: an array of values to compare with.
+    array: bool,
 }
 
 #[derive(Debug)]
@@ -214,6 +229,19 @@ fn frame_of(msg: &[u8]) -> Frame {
     Frame::new(msg[0], &msg[5..])
 }
 
+/// Sets the format of one parameter of a `Bind`, spelling out the
+/// per-parameter format codes if the message used the short forms.
+fn set_param_format(bind: &mut frontend::Bind, idx: usize, format: Format) {
+    let n = bind.params.len();
+    if bind.param_formats.len() != n {
+        let f = bind.param_formats.first().copied().unwrap_or(Format::Text);
+        bind.param_formats = vec![f; n];
+    }
+    if let Some(slot) = bind.param_formats.get_mut(idx) {
+        *slot = format;
+    }
+}
+
 /// Whether an unparsed statement may be `COPY … FROM STDIN` (the server
 /// then ignores `Sync` until the copy ends). Over-matching only matters
 /// for a `Sync` sent between such an `Execute` and the copy's end.
@@ -225,7 +253,11 @@ fn looks_like_copy_in(sql: &str) -> bool {
 
 /// `DO … RAISE` text that makes the server report `err` itself.
 fn raise_sql(err: &RewriteError) -> String {
-    let esc = |s: &str| s.replace('\\', "/").replace('\'', "''").replace('$', "");
+    let esc = |s: &str| {
+        s.replace('\\', "/")
+            .replace('\'', "''")
+            .replace("$pgveil$", "$ pgveil$")
+    };
     let hint = err
         .hint()
         .map(|h| format!(", HINT = '{}'", esc(h)))
@@ -509,24 +541,77 @@ impl Session {
         }
     }
 
-    /// Encrypts literal targets and splices them into `sql`.
-    fn splice(&self, sql: &str, literals: &[LiteralTarget]) -> Result<String, RewriteError> {
+    /// Encrypts literal targets and splices them into `sql`, and removes
+    /// the casts around protected parameters.
+    fn splice(
+        &self,
+        sql: &str,
+        literals: &[LiteralTarget],
+        unwraps: &[Unwrap],
+    ) -> Result<String, RewriteError> {
+        enum Edit<'a> {
+            Literal(&'a LiteralTarget),
+            Unwrap(&'a Unwrap),
+        }
         let mut out = String::with_capacity(sql.len() + literals.len() * 64);
+        let mut edits: Vec<(std::ops::Range<usize>, Edit)> = literals
+            .iter()
+            .map(|l| (l.span.clone(), Edit::Literal(l)))
+            .chain(unwraps.iter().map(|u| (u.span.clone(), Edit::Unwrap(u))))
+            .collect();
+        edits.sort_by_key(|e| e.0.start);
         let mut last = 0;
-        let mut sorted: Vec<&LiteralTarget> = literals.iter().collect();
-        sorted.sort_by_key(|l| l.span.start);
-        for lit in sorted {
-            let col = self.ctx.catalog.column(&lit.target.column)?;
-            let canonical =
-                col.canonical_from_client(lit.value.as_bytes(), Format::Text, None, self.tz)?;
-            let env = col.encrypt(&canonical)?;
-            let text = col.sql_literal(&env, self.standard_strings)?;
-            if lit.span.start < last || lit.span.end > sql.len() {
+        for (span, edit) in edits {
+            if span.start < last || span.end > sql.len() {
                 return Err(RewriteError::Malformed("statement (overlapping literals)"));
             }
-            out.push_str(&sql[last..lit.span.start]);
-            out.push_str(&text);
-            last = lit.span.end;
+            out.push_str(&sql[last..span.start]);
+            match edit {
+                Edit::Literal(lit) => {
+                    let col = self.ctx.catalog.column(&lit.target.column)?;
+                    let canonical = col.canonical_from_client(
+                        lit.value.as_bytes(),
+                        Format::Text,
+                        None,
+                        self.tz,
+                    )?;
+                    let all = if lit.usage == Comparison::Equality && lit.form != LiteralForm::Value
+                    {
+                        col.encrypt_lookup(&canonical)?
+                    } else {
+                        vec![col.encrypt(&canonical)?]
+                    };
+                    let mut texts = Vec::with_capacity(all.len());
+                    for env in &all {
+                        let mut t = col.sql_literal(env, self.standard_strings)?;
+                        if lit.form != LiteralForm::Value && col.storage == crate::Storage::Bytea {
+                            t.push_str("::bytea");
+                        }
+                        texts.push(t);
+                    }
+                    match (texts.len(), lit.form) {
+                        (1, _) | (_, LiteralForm::Value) => out.push_str(&texts[0]),
+                        (_, LiteralForm::ListElement) => out.push_str(&texts.join(", ")),
+                        (_, LiteralForm::EqRight) => {
+                            // During a rotation: match every live version.
+                            out.push_str(if lit.negated {
+                                "ALL(ARRAY["
+                            } else {
+                                "ANY(ARRAY["
+                            });
+                            out.push_str(&texts.join(", "));
+                            out.push_str("])");
+                        }
+                    }
+                }
+                Edit::Unwrap(u) => {
+                    let keep = sql
+                        .get(u.keep.clone())
+                        .ok_or(RewriteError::Malformed("statement (cast span)"))?;
+                    out.push_str(keep);
+                }
+            }
+            last = span.end;
         }
         out.push_str(&sql[last..]);
         Ok(out)
@@ -583,6 +668,7 @@ impl Session {
         // earlier in the string binds an EXECUTE later in it. The registry
         // changes only if the whole string is accepted.
         let mut literals: Vec<LiteralTarget> = Vec::new();
+        let mut unwraps: Vec<Unwrap> = Vec::new();
         let mut prepared = self.prepared.clone();
         let mut copy = None;
         for st in &plan.statements {
@@ -606,6 +692,7 @@ impl Session {
                 }
             }
             literals.extend(st.literals.iter().cloned());
+            unwraps.extend(st.unwraps.iter().cloned());
             match prepared.bind_execute(st) {
                 Ok(l) => literals.extend(l),
                 Err(r) => return self.refuse_query(r.into(), out),
@@ -638,7 +725,7 @@ impl Session {
                 error: None,
             };
         }
-        if literals.is_empty() {
+        if literals.is_empty() && unwraps.is_empty() {
             self.expect.push_back(Expect::Query {
                 refusal: false,
                 copy: None,
@@ -649,7 +736,7 @@ impl Session {
                 error: None,
             };
         }
-        match self.splice(sql, &literals) {
+        match self.splice(sql, &literals, &unwraps) {
             Ok(new_sql) => {
                 self.expect.push_back(Expect::Query {
                     refusal: false,
@@ -746,20 +833,6 @@ impl Session {
                 Ok(c) => c.clone(),
                 Err(e) => return self.refuse_extended(e, out),
             };
-            if p.array {
-                return self.refuse_extended(
-                    pgveil_sql::Refusal {
-                        sqlstate: crate::error::FEATURE_NOT_SUPPORTED,
-                        column: Some(p.target.column.clone()),
-                        reason: format!(
-                            "array parameter ${n} compared with protected column {} is not supported by this pgveil version; use col = $1 or IN ($1, $2, …)",
-                            p.target.column
-                        ),
-                    }
-                    .into(),
-                    out,
-                );
-            }
             if p.usage == Comparison::Equality && col.mode != pgveil_policy::Mode::Deterministic {
                 // The analyser refuses this; double-check.
                 return self.refuse_extended(
@@ -777,26 +850,38 @@ impl Session {
                 continue;
             }
             let declared_oid = parse.param_types.get(idx).copied().unwrap_or(0);
-            let declared = match declared_oid {
-                0 => None,
-                oid => LogicalType::from_oid(oid),
+            let declared = match (declared_oid, p.array) {
+                (0, _) => None,
+                (oid, false) => LogicalType::from_oid(oid),
+                (oid, true) => crate::array::element_of(oid),
             };
             if parse.param_types.len() <= idx {
                 parse.param_types.resize(idx + 1, 0);
             }
-            parse.param_types[idx] = col.storage.param_oid();
+            let storage = col.storage.param_oid();
+            parse.param_types[idx] = if p.array {
+                crate::array::storage_array_oid(storage)
+            } else {
+                storage
+            };
             describe.push((
                 idx,
-                if declared_oid != 0 {
-                    declared_oid
-                } else {
-                    col.logical.type_oid()
+                match (declared_oid, p.array) {
+                    (0, false) => col.logical.type_oid(),
+                    (0, true) => crate::array::array_oid(col.logical),
+                    (oid, _) => oid,
                 },
             ));
-            params.push((idx, col, declared, declared_oid));
+            params.push(ParamInfo {
+                idx,
+                col,
+                declared,
+                declared_oid,
+                array: p.array,
+            });
         }
-        if !literals.is_empty() {
-            match self.splice(sql, &literals) {
+        if !literals.is_empty() || !st.unwraps.is_empty() {
+            match self.splice(sql, &literals, &st.unwraps) {
                 Ok(s) => parse.query = Bytes::from(s),
                 Err(e) => return self.refuse_extended(e, out),
             }
@@ -866,30 +951,35 @@ impl Session {
             return self.refuse_extended(RewriteError::Malformed("Bind"), out);
         };
         let mut changed = false;
-        for (idx, col, declared, declared_oid) in &info.params {
-            let Some(slot) = bind.params.get_mut(*idx) else {
-                continue; // wrong count: the server reports it
+        for p in &info.params {
+            let Some(value) = bind.params.get(p.idx).and_then(Option::as_ref) else {
+                continue; // NULL stays NULL; a wrong count is the server's to report
             };
-            let Some(value) = slot.as_ref() else {
-                continue; // NULL stays NULL
-            };
-            let format = frontend::format_at(&bind.param_formats, *idx);
-            if format == Format::Binary && *declared_oid != 0 && declared.is_none() {
+            let format = frontend::format_at(&bind.param_formats, p.idx);
+            if format == Format::Binary && p.declared_oid != 0 && p.declared.is_none() {
                 let err = RewriteError::ParamType {
-                    param: *idx as u32 + 1,
-                    column: col.column.clone(),
-                    logical: col.logical.name(),
-                    declared: *declared_oid,
+                    param: p.idx as u32 + 1,
+                    column: p.col.column.clone(),
+                    logical: p.col.logical.name(),
+                    declared: p.declared_oid,
                 };
                 return self.refuse_extended(err, out);
             }
-            let result = col
-                .canonical_from_client(value, format, *declared, self.tz)
-                .and_then(|c| col.encrypt(&c))
-                .and_then(|env| col.param_value(&env, format));
+            let result = if p.array {
+                self.encrypt_array(p, value, format)
+            } else {
+                p.col
+                    .canonical_from_client(value, format, p.declared, self.tz)
+                    .and_then(|c| p.col.encrypt(&c))
+                    .and_then(|env| p.col.param_value(&env, format))
+                    .map(|v| (v, format))
+            };
             match result {
-                Ok(v) => {
-                    *slot = Some(Bytes::from(v));
+                Ok((v, f)) => {
+                    bind.params[p.idx] = Some(Bytes::from(v));
+                    if f != format {
+                        set_param_format(&mut bind, p.idx, f);
+                    }
                     changed = true;
                 }
                 Err(e) => return self.refuse_extended(e, out),
@@ -929,6 +1019,49 @@ impl Session {
                 error: None,
             }
         }
+    }
+
+    /// An array parameter: every element encrypted (under every live key
+    /// version for a deterministic column), sent as a binary array of the
+    /// storage type.
+    fn encrypt_array(
+        &self,
+        p: &ParamInfo,
+        value: &[u8],
+        format: Format,
+    ) -> Result<(Vec<u8>, Format), RewriteError> {
+        let bad = |reason: &str| RewriteError::InvalidValue {
+            column: p.col.column.clone(),
+            reason: format!("array parameter ${}: {reason}", p.idx + 1),
+            sqlstate: "22P02",
+        };
+        let (declared, elements) = match format {
+            Format::Text => (p.declared, crate::array::parse_text(value).map_err(bad)?),
+            Format::Binary => {
+                let (oid, els) = crate::array::parse_binary(value).map_err(bad)?;
+                let declared = match LogicalType::from_oid(oid) {
+                    Some(t) => Some(t),
+                    None => return Err(bad("elements of an unsupported type")),
+                };
+                (declared, els)
+            }
+        };
+        let mut out = Vec::with_capacity(elements.len());
+        for e in elements {
+            match e {
+                None => out.push(None),
+                Some(e) => {
+                    let c = p.col.canonical_from_client(&e, format, declared, self.tz)?;
+                    for env in p.col.encrypt_lookup(&c)? {
+                        out.push(Some(p.col.param_value(&env, Format::Binary)?));
+                    }
+                }
+            }
+        }
+        Ok((
+            crate::array::encode_binary(p.col.storage.param_oid(), &out),
+            Format::Binary,
+        ))
     }
 
     fn on_describe(&mut self, msg: &[u8]) {

@@ -197,6 +197,32 @@ impl ColumnCrypto {
         }
     }
 
+    /// The ciphertexts an equality comparison must match: for a
+    /// deterministic column one per live deterministic key version (active
+    /// first), so rows not yet re-encrypted after a rotation are found.
+    pub fn encrypt_lookup(&self, canonical: &[u8]) -> Result<Vec<Vec<u8>>, RewriteError> {
+        if self.mode != pgveil_policy::Mode::Deterministic {
+            return Ok(vec![self.encrypt(canonical)?]);
+        }
+        let keys = self.keys()?;
+        match keys.encrypt_all_versions(canonical) {
+            Ok(all) => {
+                self.stats
+                    .encrypted
+                    .fetch_add(all.len() as u64, Ordering::Relaxed);
+                Ok(all)
+            }
+            Err(e) => {
+                self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                Err(RewriteError::NoKey {
+                    column: self.column.clone(),
+                    key: keys.key_name().to_owned(),
+                    reason: e.to_string(),
+                })
+            }
+        }
+    }
+
     fn check_storage(&self) -> Result<(), RewriteError> {
         match self.storage {
             Storage::Other(oid) => Err(RewriteError::BadStorage {

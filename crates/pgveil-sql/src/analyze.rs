@@ -48,6 +48,13 @@ fn object_parts(name: &ObjectName) -> Option<Vec<String>> {
         .collect()
 }
 
+fn param_token(e: &Expr) -> Option<&ast::ValueWithSpan> {
+    match e {
+        Expr::Value(v) if matches!(v.value, Value::Placeholder(_)) => Some(v),
+        _ => None,
+    }
+}
+
 pub(crate) fn target_of(pc: &ProtectedColumn) -> Target {
     Target {
         column: pc.column.clone(),
@@ -66,6 +73,25 @@ struct Rel {
     schema: Option<String>,
     /// The table if it is a protected one.
     table: Option<QualifiedTable>,
+    /// A derived table `(VALUES …) AS alias (cols)`: its values by column,
+    /// so `INSERT … SELECT alias.col FROM (VALUES …)` can encrypt them.
+    values: Option<Arc<ValuesRel>>,
+}
+
+/// The classified values of a `VALUES` derived table.
+#[derive(Debug)]
+struct ValuesRel {
+    columns: Vec<String>,
+    rows: Vec<Vec<Elem>>,
+}
+
+/// One classified `VALUES` element.
+#[derive(Clone, Debug)]
+enum Elem {
+    Literal(Range<usize>, String),
+    Param(u32, Option<(Range<usize>, Range<usize>)>),
+    Null,
+    Other,
 }
 
 /// Where a projection's values go.
@@ -91,7 +117,9 @@ enum Operand<'p> {
     Protected(&'p ProtectedColumn),
     Unprotected,
     Literal(Range<usize>, String),
-    Param(u32),
+    /// `$n`, and the span of a cast around it (and of `$n` itself) that
+    /// the proxy removes.
+    Param(u32, Option<(Range<usize>, Range<usize>)>),
     Null(Range<usize>),
     Default,
     /// A literal or cast pgveil will not rewrite; the reason says why.
@@ -192,11 +220,13 @@ where
                 name: norm(a),
                 schema: None,
                 table,
+                values: None,
             },
             None => Rel {
                 name: parts.last().cloned().unwrap_or_default(),
                 schema: (parts.len() >= 2).then(|| parts[parts.len() - 2].clone()),
                 table,
+                values: None,
             },
         }
     }
@@ -312,36 +342,60 @@ where
         Ok(match e {
             Expr::Nested(inner) => self.operand(inner)?,
             Expr::Value(v) => self.value_operand(v),
-            Expr::UnaryOp { op: op @ (UnaryOperator::Minus | UnaryOperator::Plus), expr } => match expr.as_ref() {
-                Expr::Value(v) if matches!(v.value, Value::Number(..)) => match self.value_operand(v) {
-                    Operand::Literal(r, val) => {
-                        // The sign must directly precede the number.
-                        let before = self.text[..r.start].trim_end();
-                        let sign = if *op == UnaryOperator::Minus { '-' } else { '+' };
-                        match before.strip_suffix(sign) {
-                            Some(b) => {
-                                let start = b.len();
-                                let v = if sign == '-' { format!("-{val}") } else { val };
-                                Operand::Literal(start..r.end, v)
+            Expr::UnaryOp {
+                op: op @ (UnaryOperator::Minus | UnaryOperator::Plus),
+                expr,
+            } => match expr.as_ref() {
+                Expr::Value(v) if matches!(v.value, Value::Number(..)) => {
+                    match self.value_operand(v) {
+                        Operand::Literal(r, val) => {
+                            // The sign must directly precede the number.
+                            let before = self.text[..r.start].trim_end();
+                            let sign = if *op == UnaryOperator::Minus {
+                                '-'
+                            } else {
+                                '+'
+                            };
+                            match before.strip_suffix(sign) {
+                                Some(b) => {
+                                    let start = b.len();
+                                    let v = if sign == '-' { format!("-{val}") } else { val };
+                                    Operand::Literal(start..r.end, v)
+                                }
+                                None => Operand::Bad("a signed number written in an unusual form"),
                             }
-                            None => Operand::Bad("a signed number written in an unusual form"),
                         }
+                        other => other,
                     }
-                    other => other,
-                },
+                }
                 _ => Operand::Other,
             },
             Expr::Cast { expr, .. } => match self.operand(expr)? {
                 Operand::Literal(r, val) => match self.cast_span(e, r.clone()) {
                     Some(span) => Operand::Literal(span, val),
-                    None => Operand::Bad("a cast literal pgveil cannot delimit; write the literal without a cast"),
+                    None => Operand::Bad(
+                        "a cast literal pgveil cannot delimit; write the literal without a cast",
+                    ),
                 },
                 Operand::Null(r) => Operand::Null(r),
-                Operand::Param(_) => Operand::Bad("a cast on a parameter; remove the cast (pgveil sends the parameter with the storage type)"),
+                Operand::Param(n, None) => match param_token(expr)
+                    .and_then(|v| self.span_of(v.span))
+                    .and_then(|p| Some((self.cast_span(e, p.clone())?, p)))
+                {
+                    Some(spans) => Operand::Param(n, Some(spans)),
+                    None => {
+                        Operand::Bad("a cast on a parameter pgveil cannot delimit; remove the cast")
+                    }
+                },
+                Operand::Param(_, Some(_)) => {
+                    Operand::Bad("a parameter with two casts; remove them")
+                }
                 Operand::Protected(_) => Operand::Bad("a cast of a column"),
                 _ => Operand::Other,
             },
-            Expr::TypedString(_) => Operand::Bad("a typed literal (type 'value'); write the plain literal"),
+            Expr::TypedString(_) => {
+                Operand::Bad("a typed literal (type 'value'); write the plain literal")
+            }
             _ => Operand::Other,
         })
     }
@@ -354,7 +408,7 @@ where
         match &v.value {
             Value::Null => Operand::Null(r),
             Value::Placeholder(p) => match p.strip_prefix('$').and_then(|n| n.parse::<u32>().ok()) {
-                Some(n) if n > 0 => Operand::Param(n),
+                Some(n) if n > 0 => Operand::Param(n, None),
                 _ => Operand::Bad("a parameter placeholder other than $n"),
             },
             Value::SingleQuotedString(s) | Value::EscapedStringLiteral(s) => match lex::decode_string(text) {
@@ -434,6 +488,7 @@ where
         value: String,
         usage: Comparison,
         negated: bool,
+        form: LiteralForm,
     ) {
         let span = self.abs(span);
         self.plan.literals.push(LiteralTarget {
@@ -442,10 +497,27 @@ where
             target: target_of(pc),
             usage,
             negated,
+            form,
         });
     }
 
-    fn add_param(&mut self, pc: &ProtectedColumn, n: u32, usage: Comparison, array: bool) -> R {
+    fn add_param(
+        &mut self,
+        pc: &ProtectedColumn,
+        n: u32,
+        cast: Option<(Range<usize>, Range<usize>)>,
+        usage: Comparison,
+        array: bool,
+    ) -> R {
+        if let Some((outer, inner)) = cast {
+            // pgveil binds the parameter with the storage type: the cast
+            // (meant for the logical type) goes; the value is canonicalised
+            // for the column's logical type instead.
+            self.plan.unwraps.push(Unwrap {
+                span: self.abs(outer),
+                keep: self.abs(inner),
+            });
+        }
         if let Some(prev) = self.plan.params.get(&n) {
             if prev.target.key != pc.key || prev.array != array {
                 return Err(Refusal::unsupported(
@@ -851,10 +923,35 @@ where
                     self.scopes.pop();
                 }
                 r?;
+                let values = match (&*subquery.body, alias) {
+                    (SetExpr::Values(v), Some(a))
+                        if subquery.with.is_none() && !a.columns.is_empty() =>
+                    {
+                        let mut rows = Vec::with_capacity(v.rows.len());
+                        for row in &v.rows {
+                            let mut out = Vec::with_capacity(row.content.len());
+                            for e in row.content.iter() {
+                                out.push(match self.operand(e)? {
+                                    Operand::Literal(r, v) => Elem::Literal(r, v),
+                                    Operand::Param(n, c) => Elem::Param(n, c),
+                                    Operand::Null(_) => Elem::Null,
+                                    _ => Elem::Other,
+                                });
+                            }
+                            rows.push(out);
+                        }
+                        Some(Arc::new(ValuesRel {
+                            columns: a.columns.iter().map(|c| norm(&c.name)).collect(),
+                            rows,
+                        }))
+                    }
+                    _ => None,
+                };
                 rels.push(Rel {
                     name: alias.as_ref().map(|a| norm(&a.name)).unwrap_or_default(),
                     schema: None,
                     table: None,
+                    values,
                 });
                 Ok(())
             }
@@ -867,6 +964,7 @@ where
                     name: String::new(),
                     schema: None,
                     table: None,
+                    values: None,
                 });
                 Ok(())
             }
@@ -1083,6 +1181,7 @@ where
                         }
                         Ok(())
                     }
+                    (Some(t), None) if self.values_column(e).is_some() => self.values_into(t, e),
                     (Some(t), _) => Err(Refusal::unsupported(
                         Some(&t.column),
                         format!(
@@ -1109,6 +1208,82 @@ where
         }
     }
 
+    /// `alias.col` or `col` (optionally cast) naming a column of a
+    /// `VALUES` derived table in scope: the table and the column's index.
+    fn values_column(&self, e: &Expr) -> Option<(Arc<ValuesRel>, usize)> {
+        let inner = match e {
+            Expr::Cast { expr, .. } => expr.as_ref(),
+            other => other,
+        };
+        let (qual, col) = match inner {
+            Expr::Identifier(i) => (None, norm(i)),
+            Expr::CompoundIdentifier(parts) if parts.len() == 2 => {
+                (Some(norm(&parts[0])), norm(&parts[1]))
+            }
+            _ => return None,
+        };
+        let mut hits = self.scopes.last()?.iter().filter_map(|r| {
+            let v = r.values.as_ref()?;
+            if qual.as_ref().is_some_and(|q| q != &r.name) {
+                return None;
+            }
+            let k = v.columns.iter().position(|c| c == &col)?;
+            Some((v.clone(), k))
+        });
+        let hit = hits.next()?;
+        hits.next().is_none().then_some(hit)
+    }
+
+    /// `INSERT INTO t (protected) SELECT v.col FROM (VALUES …) v(col)`:
+    /// every value of that column is encrypted for the target (this is how
+    /// SQLAlchemy's "insertmanyvalues" sends bulk inserts with RETURNING).
+    fn values_into(&mut self, t: &'p ProtectedColumn, e: &Expr) -> R {
+        let Some((v, k)) = self.values_column(e) else {
+            return self.refuse(t, "INSERT … SELECT cannot place the values for");
+        };
+        if let Expr::Cast { expr, .. } = e {
+            // The cast was meant for the logical type; the value now is
+            // ciphertext of the storage type.
+            let keep = match expr.as_ref() {
+                Expr::Identifier(i) => self.span_of(i.span),
+                Expr::CompoundIdentifier(p) => {
+                    match (
+                        p.first().and_then(|a| self.span_of(a.span)),
+                        p.last().and_then(|b| self.span_of(b.span)),
+                    ) {
+                        (Some(a), Some(b)) => Some(a.start..b.end),
+                        _ => None,
+                    }
+                }
+                _ => None,
+            };
+            match keep.and_then(|k| Some((self.cast_span(e, k.clone())?, k))) {
+                Some((outer, keep)) => self.plan.unwraps.push(Unwrap {
+                    span: self.abs(outer),
+                    keep: self.abs(keep),
+                }),
+                None => return self.refuse(t, "a cast pgveil cannot delimit around the source of"),
+            }
+        }
+        for row in &v.rows {
+            match row.get(k).cloned().unwrap_or(Elem::Other) {
+                Elem::Literal(span, value) => {
+                    self.add_literal(t, span, value, Comparison::Write, false, LiteralForm::Value)
+                }
+                Elem::Param(n, cast) => self.add_param(t, n, cast, Comparison::Write, false)?,
+                Elem::Null => {}
+                Elem::Other => {
+                    return self.refuse(
+                        t,
+                        "VALUES rows may only hold literals, parameters or NULL for",
+                    )
+                }
+            }
+        }
+        self.plan.writes.insert(t.column.clone());
+        Ok(())
+    }
+
     // ----- writes -----
 
     fn write_value(&mut self, target: Option<&'p ProtectedColumn>, e: &Expr) -> R {
@@ -1124,10 +1299,10 @@ where
         self.plan.writes.insert(pc.column.clone());
         match self.operand(e)? {
             Operand::Literal(span, value) => {
-                self.add_literal(pc, span, value, Comparison::Write, false);
+                self.add_literal(pc, span, value, Comparison::Write, false, LiteralForm::Value);
                 Ok(())
             }
-            Operand::Param(n) => self.add_param(pc, n, Comparison::Write, false),
+            Operand::Param(n, cast) => self.add_param(pc, n, cast, Comparison::Write, false),
             Operand::Null(span) => {
                 let span = self.abs(span);
                 self.plan.nulls.push(NullWrite {
@@ -1230,6 +1405,7 @@ where
                     name: "excluded".into(),
                     schema: None,
                     table: table.clone(),
+                    values: None,
                 });
                 self.scopes.push(scope.clone());
                 let r = self
@@ -1529,9 +1705,16 @@ where
 
     // ----- expressions -----
 
-    fn comparison(&mut self, left: &Expr, right: &Expr, negated: bool) -> R {
+    /// `left = right` (`operator`: a plain `=`/`<>` a literal may be
+    /// expanded behind) or `IS [NOT] DISTINCT FROM`.
+    fn comparison(&mut self, left: &Expr, right: &Expr, negated: bool, operator: bool) -> R {
         let l = self.operand(left)?;
         let r = self.operand(right)?;
+        let form = if operator && matches!(l, Operand::Protected(_)) {
+            LiteralForm::EqRight
+        } else {
+            LiteralForm::Value
+        };
         let (pc, other, other_expr) = match (&l, &r) {
             (Operand::Protected(a), Operand::Protected(b)) => {
                 let (a, b) = (*a, *b);
@@ -1570,10 +1753,10 @@ where
         self.plan.reads.insert(pc.column.clone());
         match other {
             Operand::Literal(span, value) => {
-                self.add_literal(pc, span, value, Comparison::Equality, negated);
+                self.add_literal(pc, span, value, Comparison::Equality, negated, form);
                 Ok(())
             }
-            Operand::Param(n) => self.add_param(pc, n, Comparison::Equality, false),
+            Operand::Param(n, cast) => self.add_param(pc, n, cast, Comparison::Equality, false),
             Operand::Null(_) => Ok(()),
             Operand::Unprotected => self.refuse(pc, "a plaintext column cannot be compared with"),
             Operand::Bad(why) => Err(Refusal::unsupported(
@@ -1604,8 +1787,8 @@ where
             },
             Expr::BinaryOp { left, op, right } => {
                 match op {
-                    BinaryOperator::Eq => self.comparison(left, right, false),
-                    BinaryOperator::NotEq => self.comparison(left, right, true),
+                    BinaryOperator::Eq => self.comparison(left, right, false, true),
+                    BinaryOperator::NotEq => self.comparison(left, right, true, true),
                     BinaryOperator::And | BinaryOperator::Or => {
                         self.expr(left)?;
                         self.expr(right)
@@ -1636,8 +1819,8 @@ where
                     }
                 }
             }
-            Expr::IsDistinctFrom(a, b) => self.comparison(a, b, true),
-            Expr::IsNotDistinctFrom(a, b) => self.comparison(a, b, false),
+            Expr::IsDistinctFrom(a, b) => self.comparison(a, b, true, false),
+            Expr::IsNotDistinctFrom(a, b) => self.comparison(a, b, false, false),
             Expr::UnaryOp { expr, .. } => {
                 if let Some(c) = self.direct(expr)? {
                     return self.refuse(c, "operators cannot be applied to");
@@ -1676,7 +1859,7 @@ where
                             Ok(())
                         }
                         _ => match self.operand(inner)? {
-                            Operand::Param(n) => self.add_param(c, n, Comparison::Equality, true),
+                            Operand::Param(n, cast) => self.add_param(c, n, cast, Comparison::Equality, true),
                             _ => self.refuse(c, "= ANY(...) needs a parameter or an ARRAY[...] of literals to compare with"),
                         },
                     };
@@ -1794,10 +1977,17 @@ where
     fn in_element(&mut self, c: &'p ProtectedColumn, el: &Expr, negated: bool) -> R {
         match self.operand(el)? {
             Operand::Literal(span, value) => {
-                self.add_literal(c, span, value, Comparison::Equality, negated);
+                self.add_literal(
+                    c,
+                    span,
+                    value,
+                    Comparison::Equality,
+                    negated,
+                    LiteralForm::ListElement,
+                );
                 Ok(())
             }
-            Operand::Param(n) => self.add_param(c, n, Comparison::Equality, false),
+            Operand::Param(n, cast) => self.add_param(c, n, cast, Comparison::Equality, false),
             Operand::Null(_) => Ok(()),
             Operand::Protected(o) if o.key == c.key && o.is_deterministic() => Ok(()),
             Operand::Bad(why) => Err(Refusal::unsupported(

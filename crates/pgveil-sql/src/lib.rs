@@ -85,8 +85,8 @@ use sqlparser::parser::Parser;
 
 pub use plan::{
     Analysis, ColumnCopy, Comparison, CopyDirection, CopyField, CopyFormat, CopyPlan, ExecuteArg,
-    LiteralTarget, NullWrite, ParamTarget, Plan, PreparedOp, PreparedStatements, StatementKind,
-    StatementPlan, Target,
+    LiteralForm, LiteralTarget, NullWrite, ParamTarget, Plan, PreparedOp, PreparedStatements,
+    StatementKind, StatementPlan, Target, Unwrap,
 };
 
 /// SQLSTATE `feature_not_supported`.

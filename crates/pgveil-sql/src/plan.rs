@@ -110,6 +110,20 @@ pub struct LiteralTarget {
     pub usage: Comparison,
     /// True inside `col <> …` / `NOT IN (…)` (rotation expands to `NOT IN`).
     pub negated: bool,
+    /// Where the literal stands, which decides how it can be expanded to
+    /// several ciphertexts (one per live key version) during a rotation.
+    pub form: LiteralForm,
+}
+
+/// The syntactic position of a literal compared with a protected column.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LiteralForm {
+    /// Anywhere else (a written value, or `'x' = col`): one ciphertext.
+    Value,
+    /// `col = lit` / `col <> lit`: may become `= ANY(ARRAY[…])` / `<> ALL(…)`.
+    EqRight,
+    /// An element of `IN (…)` or `ARRAY[…]`: may become several elements.
+    ListElement,
 }
 
 /// A `$n` parameter that targets a protected column.
@@ -121,6 +135,16 @@ pub struct ParamTarget {
     pub usage: Comparison,
     /// `col = ANY($n)`: the parameter is an array; encrypt each element.
     pub array: bool,
+}
+
+/// Text to replace by a part of itself: `$1::varchar` → `$1` when `$1`
+/// now carries ciphertext of the storage type.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unwrap {
+    /// The whole expression's byte span in the query string.
+    pub span: Range<usize>,
+    /// The part to keep (inside `span`).
+    pub keep: Range<usize>,
 }
 
 /// A `NULL` written to a protected column: never encrypted.
@@ -244,6 +268,8 @@ pub struct StatementPlan {
     pub literals: Vec<LiteralTarget>,
     /// Parameters (1-based `$n`) that target protected columns.
     pub params: BTreeMap<u32, ParamTarget>,
+    /// Casts (and other wrappers) to remove, keeping only their operand.
+    pub unwraps: Vec<Unwrap>,
     /// `NULL`s written to protected columns (left as is).
     pub nulls: Vec<NullWrite>,
     /// Ciphertext copies between columns sharing a key.
@@ -267,6 +293,7 @@ impl StatementPlan {
             kind,
             literals: Vec::new(),
             params: BTreeMap::new(),
+            unwraps: Vec::new(),
             nulls: Vec::new(),
             copies: Vec::new(),
             reads: BTreeSet::new(),
@@ -341,6 +368,7 @@ impl PreparedStatements {
                     target: p.target.clone(),
                     usage: p.usage,
                     negated: false,
+                    form: LiteralForm::Value,
                 }),
                 Some(ExecuteArg::Null) => {}
                 None => {}

@@ -201,7 +201,7 @@ fn refusals_name_column_and_hide_values() {
         ("COPY patients FROM STDIN (FORMAT binary)", "0A000", None),
         ("COPY patients TO '/tmp/CANARY-16'", "0A000", None),
         ("INSERT INTO patients (ssn) VALUES ('CANARY-17' THIS DOES NOT PARSE", "0A000", None),
-        ("SELECT * FROM patients WHERE ssn = $1::text", "0A000", Some("public.patients.ssn")),
+        ("SELECT * FROM patients WHERE ssn = ($1)::text", "0A000", Some("public.patients.ssn")),
         ("SELECT CASE WHEN id = 1 THEN email END FROM patients", "0A000", Some("public.patients.email")),
     ];
     for (sql, state, column) in cases {
@@ -447,4 +447,24 @@ fn unqualified_names_of_protected_tables_outside_the_search_path_are_refused() {
         Analysis::Planned(plan) => assert_eq!(plan.statements[0].literals.len(), 1),
         Analysis::Passthrough => panic!("passthrough"),
     }
+}
+
+#[test]
+fn casts_on_protected_parameters_are_removed() {
+    let sql = "SELECT id FROM patients WHERE ssn = $1::VARCHAR";
+    let s = &plan_of(sql).statements[0];
+    assert_eq!(s.unwraps.len(), 1);
+    let u = &s.unwraps[0];
+    assert_eq!(&sql[u.span.clone()], "$1::VARCHAR");
+    assert_eq!(&sql[u.keep.clone()], "$1");
+    // SQLAlchemy's insertmanyvalues: values of a VALUES derived table.
+    let sql = "INSERT INTO patients (first_name, ssn) SELECT p0::VARCHAR, p1 FROM \
+               (VALUES ($1, $2, 0), ($3::VARCHAR, 'CANARY-9', 1)) AS imp_sen(p0, p1, sen_counter) \
+               ORDER BY sen_counter RETURNING patients.id";
+    let s = &plan_of(sql).statements[0];
+    assert_eq!(s.params.len(), 3, "{s:?}");
+    assert_eq!(s.literals.len(), 1);
+    assert_eq!(s.literals[0].value, "CANARY-9");
+    let kept: Vec<&str> = s.unwraps.iter().map(|u| &sql[u.keep.clone()]).collect();
+    assert!(kept.contains(&"p0") && kept.contains(&"$3"), "{kept:?}");
 }
