@@ -22,6 +22,7 @@ pub struct Catalog {
     by_ref: HashMap<ColumnRef, usize>,
     order: HashMap<QualifiedTable, Vec<Ident>>,
     missing: Vec<QualifiedTable>,
+    views: Vec<QualifiedTable>,
 }
 
 fn sql_literal(s: &str) -> String {
@@ -50,14 +51,27 @@ pub fn catalog_query(policy: &Policy) -> String {
             wanted.join(", ")
         )
     };
+    // Views reading protected tables (transitively) come back as rows with
+    // attnum 0: statements naming them are refused.
     format!(
-        "/* pgveil catalog */ SELECT c.oid::int8, n.nspname::text, c.relname::text, a.attnum::int4, a.attname::text, \
+        "/* pgveil catalog */ WITH RECURSIVE prot AS (SELECT c.oid FROM pg_catalog.pg_class AS c \
+         JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace \
+         WHERE c.relkind IN ('r', 'p', 'f') AND {filter}), \
+         dep(oid) AS (SELECT oid FROM prot UNION SELECT r.ev_class FROM dep \
+         JOIN pg_catalog.pg_depend AS d ON d.refobjid = dep.oid \
+         AND d.classid = 'pg_catalog.pg_rewrite'::regclass AND d.refclassid = 'pg_catalog.pg_class'::regclass \
+         JOIN pg_catalog.pg_rewrite AS r ON r.oid = d.objid WHERE r.ev_class <> dep.oid) \
+         SELECT c.oid::int8, n.nspname::text, c.relname::text, a.attnum::int4, a.attname::text, \
          (CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE a.atttypid END)::int8 \
          FROM pg_catalog.pg_attribute AS a \
          JOIN pg_catalog.pg_class AS c ON c.oid = a.attrelid \
          JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace \
          JOIN pg_catalog.pg_type AS t ON t.oid = a.atttypid \
-         WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p', 'f') AND {filter} \
+         WHERE a.attnum > 0 AND NOT a.attisdropped AND c.oid IN (SELECT oid FROM prot) \
+         UNION ALL SELECT c.oid::int8, n.nspname::text, c.relname::text, 0, '', 0 \
+         FROM dep JOIN pg_catalog.pg_class AS c ON c.oid = dep.oid \
+         JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace \
+         WHERE dep.oid NOT IN (SELECT oid FROM prot) \
          ORDER BY 1, 4"
     )
 }
@@ -135,6 +149,15 @@ impl Catalog {
     pub fn resolve(policy: &Policy, keys: &KeySet, rows: &[CatalogRow]) -> Catalog {
         let mut cat = Catalog::default();
         for row in rows {
+            if row.attnum == 0 {
+                if let (Ok(schema), Ok(table)) = (
+                    Ident::from_normalized(row.schema.clone()),
+                    Ident::from_normalized(row.table.clone()),
+                ) {
+                    cat.views.push(QualifiedTable::new(schema, table));
+                }
+                continue;
+            }
             let (Ok(schema), Ok(table), Ok(column)) = (
                 Ident::from_normalized(row.schema.clone()),
                 Ident::from_normalized(row.table.clone()),
@@ -210,6 +233,11 @@ impl Catalog {
                 table: column.table_ref().to_string(),
                 column: column.clone(),
             })
+    }
+
+    /// Views that read protected tables.
+    pub fn dependent_views(&self) -> &[QualifiedTable] {
+        &self.views
     }
 
     /// Column order of the policy's tables, for the analyser.

@@ -121,6 +121,9 @@ struct ParamInfo {
     declared_oid: u32,
     /// `col = ANY($n)`: an array of values to compare with.
     array: bool,
+    /// `col = $n` rewritten to `col = ANY($n)` during a key rotation: a
+    /// scalar from the client, an array of its ciphertexts to the server.
+    expand: bool,
 }
 
 #[derive(Debug)]
@@ -227,6 +230,21 @@ fn cstr<'a>(b: &'a [u8], pos: &mut usize) -> Option<&'a [u8]> {
 
 fn frame_of(msg: &[u8]) -> Frame {
     Frame::new(msg[0], &msg[5..])
+}
+
+/// The replacement texts of cast removals.
+fn unwrap_texts(
+    sql: &str,
+    unwraps: &[Unwrap],
+) -> Result<Vec<(std::ops::Range<usize>, String)>, RewriteError> {
+    unwraps
+        .iter()
+        .map(|u| {
+            sql.get(u.keep.clone())
+                .map(|k| (u.span.clone(), k.to_owned()))
+                .ok_or(RewriteError::Malformed("statement (cast span)"))
+        })
+        .collect()
 }
 
 /// Sets the format of one parameter of a `Bind`, spelling out the
@@ -547,17 +565,21 @@ impl Session {
         &self,
         sql: &str,
         literals: &[LiteralTarget],
-        unwraps: &[Unwrap],
+        replacements: &[(std::ops::Range<usize>, String)],
     ) -> Result<String, RewriteError> {
         enum Edit<'a> {
             Literal(&'a LiteralTarget),
-            Unwrap(&'a Unwrap),
+            Replace(&'a str),
         }
         let mut out = String::with_capacity(sql.len() + literals.len() * 64);
         let mut edits: Vec<(std::ops::Range<usize>, Edit)> = literals
             .iter()
             .map(|l| (l.span.clone(), Edit::Literal(l)))
-            .chain(unwraps.iter().map(|u| (u.span.clone(), Edit::Unwrap(u))))
+            .chain(
+                replacements
+                    .iter()
+                    .map(|(span, text)| (span.clone(), Edit::Replace(text))),
+            )
             .collect();
         edits.sort_by_key(|e| e.0.start);
         let mut last = 0;
@@ -604,12 +626,7 @@ impl Session {
                         }
                     }
                 }
-                Edit::Unwrap(u) => {
-                    let keep = sql
-                        .get(u.keep.clone())
-                        .ok_or(RewriteError::Malformed("statement (cast span)"))?;
-                    out.push_str(keep);
-                }
+                Edit::Replace(text) => out.push_str(text),
             }
             last = span.end;
         }
@@ -736,7 +753,11 @@ impl Session {
                 error: None,
             };
         }
-        match self.splice(sql, &literals, &unwraps) {
+        let replacements = match unwrap_texts(sql, &unwraps) {
+            Ok(r) => r,
+            Err(e) => return self.refuse_query(e, out),
+        };
+        match self.splice(sql, &literals, &replacements) {
             Ok(new_sql) => {
                 self.expect.push_back(Expect::Query {
                     refusal: false,
@@ -828,6 +849,7 @@ impl Session {
         }
         let mut params = Vec::new();
         let mut describe = Vec::new();
+        let mut expansions = Vec::new();
         for (&n, p) in &st.params {
             let col = match self.ctx.catalog.column(&p.target.column) {
                 Ok(c) => c.clone(),
@@ -859,7 +881,16 @@ impl Session {
                 parse.param_types.resize(idx + 1, 0);
             }
             let storage = col.storage.param_oid();
-            parse.param_types[idx] = if p.array {
+            // During a key rotation `col = $n` must match every live
+            // version: it becomes `col = ANY($n)` with an array bound.
+            let expand = p.expandable() && col.lookup_versions() > 1;
+            if expand {
+                for site in &p.sites {
+                    let op = if site.negated { "ALL" } else { "ANY" };
+                    expansions.push((site.span.clone(), format!("{op}(${n})")));
+                }
+            }
+            parse.param_types[idx] = if p.array || expand {
                 crate::array::storage_array_oid(storage)
             } else {
                 storage
@@ -878,10 +909,20 @@ impl Session {
                 declared,
                 declared_oid,
                 array: p.array,
+                expand,
             });
         }
-        if !literals.is_empty() || !st.unwraps.is_empty() {
-            match self.splice(sql, &literals, &st.unwraps) {
+        let mut replacements = match unwrap_texts(sql, &st.unwraps) {
+            Ok(r) => r,
+            Err(e) => return self.refuse_extended(e, out),
+        };
+        for (span, text) in expansions {
+            // `col = $n` → `col = ANY($n)`: replaces the cast removal too.
+            replacements.retain(|(s, _)| *s != span);
+            replacements.push((span, text));
+        }
+        if !literals.is_empty() || !replacements.is_empty() {
+            match self.splice(sql, &literals, &replacements) {
                 Ok(s) => parse.query = Bytes::from(s),
                 Err(e) => return self.refuse_extended(e, out),
             }
@@ -967,6 +1008,20 @@ impl Session {
             }
             let result = if p.array {
                 self.encrypt_array(p, value, format)
+            } else if p.expand {
+                p.col
+                    .canonical_from_client(value, format, p.declared, self.tz)
+                    .and_then(|c| p.col.encrypt_lookup(&c))
+                    .and_then(|all| {
+                        let els = all
+                            .iter()
+                            .map(|env| p.col.param_value(env, Format::Binary).map(Some))
+                            .collect::<Result<Vec<_>, _>>()?;
+                        Ok((
+                            crate::array::encode_binary(p.col.storage.param_oid(), &els),
+                            Format::Binary,
+                        ))
+                    })
             } else {
                 p.col
                     .canonical_from_client(value, format, p.declared, self.tz)
@@ -1491,7 +1546,11 @@ impl Session {
 
     fn note_ddl(&mut self, msg: &[u8]) {
         let tag = &msg[5..];
-        const DDL: [&[u8]; 9] = [
+        const DDL: [&[u8]; 13] = [
+            b"CREATE VIEW",
+            b"ALTER VIEW",
+            b"DROP VIEW",
+            b"CREATE MATERIALIZED VIEW",
             b"CREATE TABLE",
             b"ALTER TABLE",
             b"DROP TABLE",

@@ -197,6 +197,19 @@ impl ColumnCrypto {
         }
     }
 
+    /// How many ciphertexts an equality look-up must match: the live
+    /// deterministic key versions (1 outside a rotation).
+    pub fn lookup_versions(&self) -> usize {
+        match (&self.keys, self.mode) {
+            (Ok(k), pgveil_policy::Mode::Deterministic) => k
+                .versions()
+                .filter(|(_, m)| *m == pgveil_crypto::EncryptionMode::Deterministic)
+                .count()
+                .max(1),
+            _ => 1,
+        }
+    }
+
     /// The ciphertexts an equality comparison must match: for a
     /// deterministic column one per live deterministic key version (active
     /// first), so rows not yet re-encrypted after a rotation are found.

@@ -48,13 +48,6 @@ fn object_parts(name: &ObjectName) -> Option<Vec<String>> {
         .collect()
 }
 
-fn param_token(e: &Expr) -> Option<&ast::ValueWithSpan> {
-    match e {
-        Expr::Value(v) if matches!(v.value, Value::Placeholder(_)) => Some(v),
-        _ => None,
-    }
-}
-
 pub(crate) fn target_of(pc: &ProtectedColumn) -> Target {
     Target {
         column: pc.column.clone(),
@@ -76,6 +69,16 @@ struct Rel {
     /// A derived table `(VALUES …) AS alias (cols)`: its values by column,
     /// so `INSERT … SELECT alias.col FROM (VALUES …)` can encrypt them.
     values: Option<Arc<ValuesRel>>,
+}
+
+/// Where a parameter stands in an equality.
+#[derive(Clone, Copy, Debug)]
+enum Site {
+    /// `col = $n` / `col <> $n`.
+    EqRight {
+        negated: bool,
+    },
+    Other,
 }
 
 /// The classified values of a `VALUES` derived table.
@@ -117,8 +120,8 @@ enum Operand<'p> {
     Protected(&'p ProtectedColumn),
     Unprotected,
     Literal(Range<usize>, String),
-    /// `$n`, and the span of a cast around it (and of `$n` itself) that
-    /// the proxy removes.
+    /// `$n`, with the span of the expression (a cast around it, which the
+    /// proxy removes, or the token itself) and of the `$n` token.
     Param(u32, Option<(Range<usize>, Range<usize>)>),
     Null(Range<usize>),
     Default,
@@ -167,6 +170,7 @@ where
 
     fn resolve_table(&mut self, name: &ObjectName) -> Option<QualifiedTable> {
         let parts = object_parts(name)?;
+        self.check_view(&parts);
         let (schema, table) = match parts.as_slice() {
             [t] => {
                 if self.ctes.iter().any(|s| s.contains(t)) {
@@ -207,6 +211,34 @@ where
         };
         let q = QualifiedTable::new(ident(schema)?, ident(table)?);
         self.policy.table(&q).map(|_| q)
+    }
+
+    /// A view over protected tables: its columns carry ciphertext under the
+    /// view's own table OID, and writes through it would not be encrypted.
+    fn check_view(&mut self, parts: &[String]) {
+        if self.opts.dependent_views.is_empty() || self.ambiguous.is_some() {
+            return;
+        }
+        let hit = self.opts.dependent_views.iter().find(|v| match parts {
+            [t] => {
+                v.table.as_str() == t
+                    && self
+                        .opts
+                        .search_path
+                        .iter()
+                        .any(|s| s.as_str() == v.schema.as_str())
+            }
+            [s, t] | [_, s, t] => v.schema.as_str() == s && v.table.as_str() == t,
+            _ => false,
+        });
+        if let Some(v) = hit {
+            self.ambiguous = Some(Refusal::unsupported(
+                None,
+                format!(
+                    "{v} is a view over protected tables: pgveil cannot decrypt its columns or encrypt writes through it; query or write the tables themselves"
+                ),
+            ));
+        }
     }
 
     fn rel_for(&mut self, name: &ObjectName, alias: Option<&ast::Ident>) -> Rel {
@@ -378,18 +410,15 @@ where
                     ),
                 },
                 Operand::Null(r) => Operand::Null(r),
-                Operand::Param(n, None) => match param_token(expr)
-                    .and_then(|v| self.span_of(v.span))
-                    .and_then(|p| Some((self.cast_span(e, p.clone())?, p)))
-                {
-                    Some(spans) => Operand::Param(n, Some(spans)),
-                    None => {
-                        Operand::Bad("a cast on a parameter pgveil cannot delimit; remove the cast")
+                Operand::Param(n, Some((outer, tok))) if outer == tok => {
+                    match self.cast_span(e, tok.clone()) {
+                        Some(outer) => Operand::Param(n, Some((outer, tok))),
+                        None => Operand::Bad(
+                            "a cast on a parameter pgveil cannot delimit; remove the cast",
+                        ),
                     }
-                },
-                Operand::Param(_, Some(_)) => {
-                    Operand::Bad("a parameter with two casts; remove them")
                 }
+                Operand::Param(..) => Operand::Bad("a parameter with two casts; remove them"),
                 Operand::Protected(_) => Operand::Bad("a cast of a column"),
                 _ => Operand::Other,
             },
@@ -408,7 +437,7 @@ where
         match &v.value {
             Value::Null => Operand::Null(r),
             Value::Placeholder(p) => match p.strip_prefix('$').and_then(|n| n.parse::<u32>().ok()) {
-                Some(n) if n > 0 => Operand::Param(n, None),
+                Some(n) if n > 0 => Operand::Param(n, Some((r.clone(), r))),
                 _ => Operand::Bad("a parameter placeholder other than $n"),
             },
             Value::SingleQuotedString(s) | Value::EscapedStringLiteral(s) => match lex::decode_string(text) {
@@ -508,17 +537,26 @@ where
         cast: Option<(Range<usize>, Range<usize>)>,
         usage: Comparison,
         array: bool,
+        site: Site,
     ) -> R {
-        if let Some((outer, inner)) = cast {
-            // pgveil binds the parameter with the storage type: the cast
-            // (meant for the logical type) goes; the value is canonicalised
-            // for the column's logical type instead.
-            self.plan.unwraps.push(Unwrap {
+        let site = cast.map(|(outer, tok)| {
+            if outer != tok {
+                // pgveil binds the parameter with the storage type: the cast
+                // (meant for the logical type) goes; the value is
+                // canonicalised for the column's logical type instead.
+                self.plan.unwraps.push(Unwrap {
+                    span: self.abs(outer.clone()),
+                    keep: self.abs(tok.clone()),
+                });
+            }
+            ParamSite {
                 span: self.abs(outer),
-                keep: self.abs(inner),
-            });
-        }
-        if let Some(prev) = self.plan.params.get(&n) {
+                keep: self.abs(tok),
+                negated: matches!(site, Site::EqRight { negated: true }),
+                eq_right: matches!(site, Site::EqRight { .. }),
+            }
+        });
+        if let Some(prev) = self.plan.params.get_mut(&n) {
             if prev.target.key != pc.key || prev.array != array {
                 return Err(Refusal::unsupported(
                     Some(&pc.column),
@@ -528,6 +566,7 @@ where
                     ),
                 ));
             }
+            prev.sites.extend(site);
             return Ok(());
         }
         self.plan.params.insert(
@@ -536,6 +575,7 @@ where
                 target: target_of(pc),
                 usage,
                 array,
+                sites: site.into_iter().collect(),
             },
         );
         Ok(())
@@ -1270,7 +1310,9 @@ where
                 Elem::Literal(span, value) => {
                     self.add_literal(t, span, value, Comparison::Write, false, LiteralForm::Value)
                 }
-                Elem::Param(n, cast) => self.add_param(t, n, cast, Comparison::Write, false)?,
+                Elem::Param(n, cast) => {
+                    self.add_param(t, n, cast, Comparison::Write, false, Site::Other)?
+                }
                 Elem::Null => {}
                 Elem::Other => {
                     return self.refuse(
@@ -1302,7 +1344,9 @@ where
                 self.add_literal(pc, span, value, Comparison::Write, false, LiteralForm::Value);
                 Ok(())
             }
-            Operand::Param(n, cast) => self.add_param(pc, n, cast, Comparison::Write, false),
+            Operand::Param(n, cast) => {
+                self.add_param(pc, n, cast, Comparison::Write, false, Site::Other)
+            }
             Operand::Null(span) => {
                 let span = self.abs(span);
                 self.plan.nulls.push(NullWrite {
@@ -1756,7 +1800,14 @@ where
                 self.add_literal(pc, span, value, Comparison::Equality, negated, form);
                 Ok(())
             }
-            Operand::Param(n, cast) => self.add_param(pc, n, cast, Comparison::Equality, false),
+            Operand::Param(n, cast) => {
+                let site = if form == LiteralForm::EqRight {
+                    Site::EqRight { negated }
+                } else {
+                    Site::Other
+                };
+                self.add_param(pc, n, cast, Comparison::Equality, false, site)
+            }
             Operand::Null(_) => Ok(()),
             Operand::Unprotected => self.refuse(pc, "a plaintext column cannot be compared with"),
             Operand::Bad(why) => Err(Refusal::unsupported(
@@ -1859,7 +1910,7 @@ where
                             Ok(())
                         }
                         _ => match self.operand(inner)? {
-                            Operand::Param(n, cast) => self.add_param(c, n, cast, Comparison::Equality, true),
+                            Operand::Param(n, cast) => self.add_param(c, n, cast, Comparison::Equality, true, Site::Other),
                             _ => self.refuse(c, "= ANY(...) needs a parameter or an ARRAY[...] of literals to compare with"),
                         },
                     };
@@ -1987,7 +2038,9 @@ where
                 );
                 Ok(())
             }
-            Operand::Param(n, cast) => self.add_param(c, n, cast, Comparison::Equality, false),
+            Operand::Param(n, cast) => {
+                self.add_param(c, n, cast, Comparison::Equality, false, Site::Other)
+            }
             Operand::Null(_) => Ok(()),
             Operand::Protected(o) if o.key == c.key && o.is_deterministic() => Ok(()),
             Operand::Bad(why) => Err(Refusal::unsupported(

@@ -85,8 +85,8 @@ use sqlparser::parser::Parser;
 
 pub use plan::{
     Analysis, ColumnCopy, Comparison, CopyDirection, CopyField, CopyFormat, CopyPlan, ExecuteArg,
-    LiteralForm, LiteralTarget, NullWrite, ParamTarget, Plan, PreparedOp, PreparedStatements,
-    StatementKind, StatementPlan, Target, Unwrap,
+    LiteralForm, LiteralTarget, NullWrite, ParamSite, ParamTarget, Plan, PreparedOp,
+    PreparedStatements, StatementKind, StatementPlan, Target, Unwrap,
 };
 
 /// SQLSTATE `feature_not_supported`.
@@ -143,6 +143,23 @@ pub struct AnalyzeOptions {
     pub search_path: Vec<Ident>,
     /// Column order lookups, if the proxy has the catalog.
     pub column_order: Option<Arc<dyn ColumnOrder>>,
+    /// Views (and materialized views) that read protected tables, directly
+    /// or through other views: any statement naming one is refused.
+    pub dependent_views: Arc<Vec<QualifiedTable>>,
+}
+
+impl AnalyzeOptions {
+    /// Whether `sql` may name a dependent view (case-insensitive text match,
+    /// like the policy's own pre-filter).
+    fn mentions_view(&self, sql: &str) -> bool {
+        if self.dependent_views.is_empty() {
+            return false;
+        }
+        let lower = sql.to_ascii_lowercase();
+        self.dependent_views
+            .iter()
+            .any(|v| lower.contains(&v.table.as_str().to_ascii_lowercase()))
+    }
 }
 
 impl Default for AnalyzeOptions {
@@ -152,6 +169,7 @@ impl Default for AnalyzeOptions {
                 Ident::from_normalized(pgveil_policy::ident::DEFAULT_SCHEMA).expect("valid")
             ],
             column_order: None,
+            dependent_views: Arc::new(Vec::new()),
         }
     }
 }
@@ -189,7 +207,7 @@ pub fn analyze_with(
     opts: &AnalyzeOptions,
     session: Option<&PreparedStatements>,
 ) -> Result<Analysis, Refusal> {
-    let mentions = policy.mentions_protected_table(sql);
+    let mentions = policy.mentions_protected_table(sql) || opts.mentions_view(sql);
     let session_relevant = session.is_some_and(|s| !s.is_empty()) && mentions_session_word(sql);
     // PREPARE of a protected statement always mentions its table; but a
     // re-PREPARE under a registered name must be seen too (session_relevant).
@@ -208,7 +226,10 @@ fn plan(sql: &str, policy: &Policy, opts: &AnalyzeOptions) -> Result<Plan, Refus
             Ok(mut v) if v.len() == 1 => v.remove(0),
             Ok(v) if v.is_empty() => continue,
             _ => {
-                if policy.mentions_protected_table(text) || mentions_session_word(text) {
+                if policy.mentions_protected_table(text)
+                    || opts.mentions_view(text)
+                    || mentions_session_word(text)
+                {
                     let tables: Vec<String> = policy
                         .tables()
                         .map(|t| t.table().to_string())
@@ -297,7 +318,7 @@ impl Analyzer {
         sql: &str,
         session: Option<&PreparedStatements>,
     ) -> Result<Analysis, Refusal> {
-        let mentions = self.policy.mentions_protected_table(sql);
+        let mentions = self.policy.mentions_protected_table(sql) || self.opts.mentions_view(sql);
         let session_relevant = session.is_some_and(|s| !s.is_empty()) && mentions_session_word(sql);
         if !mentions && !session_relevant {
             return Ok(Analysis::Passthrough);

@@ -135,6 +135,30 @@ pub struct ParamTarget {
     pub usage: Comparison,
     /// `col = ANY($n)`: the parameter is an array; encrypt each element.
     pub array: bool,
+    /// Every place `$n` appears next to a protected column.
+    pub sites: Vec<ParamSite>,
+}
+
+impl ParamTarget {
+    /// Every use is `col = $n` / `col <> $n`: during a key rotation the
+    /// proxy may turn each into `col = ANY($n)` / `col <> ALL($n)` and bind
+    /// an array of one ciphertext per live key version.
+    pub fn expandable(&self) -> bool {
+        !self.array && !self.sites.is_empty() && self.sites.iter().all(|s| s.eq_right)
+    }
+}
+
+/// One occurrence of a protected parameter.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParamSite {
+    /// The expression's span (a cast around `$n`, or `$n` itself).
+    pub span: Range<usize>,
+    /// The `$n` token's span.
+    pub keep: Range<usize>,
+    /// `col = $n` or `col <> $n` (`negated`).
+    pub eq_right: bool,
+    /// `<>`.
+    pub negated: bool,
 }
 
 /// Text to replace by a part of itself: `$1::varchar` → `$1` when `$1`

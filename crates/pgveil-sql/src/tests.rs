@@ -235,7 +235,7 @@ fn search_path_and_quoted_names() {
             Ident::parse("app").unwrap(),
             Ident::parse("public").unwrap(),
         ],
-        column_order: None,
+        ..Default::default()
     };
     let a = analyze_with(
         "SELECT 1 FROM PATIENTS WHERE SSN = 'x'",

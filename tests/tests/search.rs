@@ -1,0 +1,296 @@
+//! Issue 5 against a real PostgreSQL: equality look-ups across a key
+//! rotation, the fail-closed catalogue (every refusal in both protocols,
+//! with the session usable afterwards), multi-statement strings, and a
+//! randomized fuzz of generated statements that must never put a canary
+//! into the database in plaintext.
+
+use pgveil_tests::*;
+use tokio_postgres::SimpleQueryMessage;
+
+async fn rows(c: &tokio_postgres::Client, sql: &str) -> Vec<Vec<Option<String>>> {
+    let mut out = Vec::new();
+    for m in c
+        .simple_query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    {
+        if let SimpleQueryMessage::Row(r) = m {
+            out.push((0..r.len()).map(|i| r.get(i).map(str::to_owned)).collect());
+        }
+    }
+    out
+}
+
+fn firsts(rows: Vec<Vec<Option<String>>>) -> Vec<String> {
+    let mut v: Vec<String> = rows
+        .into_iter()
+        .map(|r| r[0].clone().unwrap_or_else(|| "NULL".into()))
+        .collect();
+    v.sort();
+    v
+}
+
+/// After `keys rotate` and a reload, rows written under the previous key
+/// version are still found by every equality form, in both protocols,
+/// while new rows are written under the new version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookups_find_rows_of_every_live_key_version_after_rotation() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = clinic_database("rotation");
+    let proxy = clinic_proxy(dir.path()).await;
+    let c1 = connect_tls(&proxy.pg_config(&db)).await;
+    c1.batch_execute(
+        "INSERT INTO patients (first_name, last_name, ssn) VALUES ('Old', 'One', '111-11-1111'), ('Old', 'Two', '222-22-2222');
+         INSERT INTO visits (patient_id, patient_ssn, visit_date, provider) VALUES (1, '111-11-1111', '2024-01-01', 'dr a')",
+    )
+    .await
+    .unwrap();
+    let mut out = Vec::new();
+    pgveil::keys::rotate(&proxy.config, "public.patients.ssn", &mut out).unwrap();
+    proxy.state.reload(proxy.config.clone()).unwrap();
+    let c = connect_tls(&proxy.pg_config(&db)).await;
+    c.execute(
+        "INSERT INTO patients (first_name, last_name, ssn) VALUES ($1, $2, $3)",
+        &[&"New", &"Three", &"333-33-3333"],
+    )
+    .await
+    .unwrap();
+    c.batch_execute("INSERT INTO visits (patient_id, patient_ssn, visit_date, provider) VALUES (3, '333-33-3333', '2024-02-01', 'dr b'), (1, '111-11-1111', '2024-03-01', 'dr c')")
+        .await
+        .unwrap();
+    // Two versions are stored side by side.
+    let versions = cluster()
+        .psql(
+            &db,
+            "SELECT count(DISTINCT substr(decode(substr(ssn, 6), 'base64'), 1, 5)) FROM patients",
+        )
+        .unwrap();
+    assert_eq!(versions.trim(), "2", "ciphertext headers of two versions");
+
+    // Literals (simple protocol).
+    for (sql, want) in [
+        (
+            "SELECT last_name FROM patients WHERE ssn = '111-11-1111'",
+            vec!["One"],
+        ),
+        (
+            "SELECT last_name FROM patients WHERE ssn = '333-33-3333'",
+            vec!["Three"],
+        ),
+        (
+            "SELECT last_name FROM patients WHERE ssn IN ('111-11-1111', '333-33-3333')",
+            vec!["One", "Three"],
+        ),
+        (
+            "SELECT last_name FROM patients WHERE ssn <> '111-11-1111'",
+            vec!["Three", "Two"],
+        ),
+        (
+            "SELECT last_name FROM patients WHERE ssn NOT IN ('222-22-2222')",
+            vec!["One", "Three"],
+        ),
+        (
+            "SELECT last_name FROM patients WHERE ssn = ANY(ARRAY['222-22-2222', '333-33-3333'])",
+            vec!["Three", "Two"],
+        ),
+        (
+            "SELECT provider FROM visits WHERE patient_ssn = '111-11-1111'",
+            vec!["dr a", "dr c"],
+        ),
+    ] {
+        assert_eq!(firsts(rows(&c, sql).await), want, "{sql}");
+    }
+    // Parameters (extended protocol), scalar and array.
+    for (sql, ssn, want) in [
+        (
+            "SELECT last_name FROM patients WHERE ssn = $1",
+            "222-22-2222",
+            vec!["Two"],
+        ),
+        (
+            "SELECT last_name FROM patients WHERE ssn = $1::text",
+            "111-11-1111",
+            vec!["One"],
+        ),
+        (
+            "SELECT last_name FROM patients WHERE ssn <> $1",
+            "333-33-3333",
+            vec!["One", "Two"],
+        ),
+    ] {
+        let got: Vec<String> = {
+            let mut v: Vec<String> = c
+                .query(sql, &[&ssn])
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"))
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(got, want, "{sql}");
+    }
+    let arr = vec!["111-11-1111", "333-33-3333", "999-99-9999"];
+    let mut got: Vec<String> = c
+        .query(
+            "SELECT last_name FROM patients WHERE ssn = ANY($1)",
+            &[&arr],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    got.sort();
+    assert_eq!(got, ["One", "Three"]);
+    // Joins and grouping see equal values only within one version: that is
+    // what re-encryption (`pgveil keys reencrypt`) resolves; documented.
+    assert_only_ciphertext(&db);
+}
+
+/// One example per catalogue row of the README; each is refused with its
+/// SQLSTATE and a message naming the column, in the simple and the
+/// extended protocol, and the session goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fail_closed_catalogue_in_both_protocols() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = clinic_database("catalogue");
+    cluster()
+        .psql(
+            &db,
+            "CREATE TABLE notes_public (id int, body text); INSERT INTO notes_public VALUES (1, 'plain');
+             CREATE VIEW patients_v AS SELECT id, first_name, ssn FROM patients",
+        )
+        .unwrap();
+    let proxy = clinic_proxy(dir.path()).await;
+    let c = connect_tls(&proxy.pg_config(&db)).await;
+    let cases: &[(&str, &str, &str)] = &[
+        // functions, operators, casts, ||
+        ("SELECT upper(first_name) FROM patients", "0A000", "public.patients.first_name"),
+        ("SELECT ssn || '-x' FROM patients", "0A000", "public.patients.ssn"),
+        ("SELECT ssn::int8 FROM patients", "0A000", "public.patients.ssn"),
+        ("SELECT id FROM patients WHERE length(ssn) = 11", "0A000", "public.patients.ssn"),
+        // pattern matching, ranges, ordering, min/max
+        ("SELECT id FROM patients WHERE ssn LIKE 'CANARY%'", "0A000", "public.patients.ssn"),
+        ("SELECT id FROM patients WHERE last_name ILIKE 'CANARY%'", "0A000", "public.patients.last_name"),
+        ("SELECT id FROM patients WHERE ssn ~ 'CANARY'", "0A000", "public.patients.ssn"),
+        ("SELECT id FROM patients WHERE ssn > 'CANARY'", "0A000", "public.patients.ssn"),
+        ("SELECT id FROM patients WHERE ssn BETWEEN 'A' AND 'CANARY'", "0A000", "public.patients.ssn"),
+        ("SELECT id FROM patients ORDER BY ssn", "0A000", "public.patients.ssn"),
+        ("SELECT id FROM patients ORDER BY last_name", "0A000", "public.patients.last_name"),
+        ("SELECT max(ssn) FROM patients", "0A000", "public.patients.ssn"),
+        ("SELECT min(date_of_birth) FROM patients", "0A000", "public.patients.date_of_birth"),
+        // equality on a randomized column
+        ("SELECT id FROM patients WHERE last_name = 'CANARY'", "0A000", "public.patients.last_name"),
+        ("SELECT id FROM patients WHERE last_name IN ('CANARY')", "0A000", "public.patients.last_name"),
+        // writes whose source cannot be proven to be same-key ciphertext
+        ("INSERT INTO patients (first_name, last_name) SELECT body, body FROM notes_public", "0A000", "public.patients.first_name"),
+        ("UPDATE patients SET last_name = n.body FROM notes_public n WHERE n.id = patients.id", "0A000", "public.patients.last_name"),
+        ("WITH x AS (SELECT 'CANARY' AS v) INSERT INTO patients (first_name, last_name) SELECT v, v FROM x", "0A000", "public.patients.first_name"),
+        ("INSERT INTO patients (first_name, last_name) SELECT ssn, ssn FROM patients", "0A000", "public.patients.first_name"),
+        ("UPDATE patients SET ssn = (SELECT body FROM notes_public LIMIT 1)", "0A000", "public.patients.ssn"),
+        // views, MERGE, DO blocks, functions, unparsable text
+        ("INSERT INTO patients_v (first_name, ssn) VALUES ('CANARY', 'CANARY-1')", "0A000", "patients_v"),
+        ("SELECT ssn FROM patients_v", "0A000", "patients_v"),
+        ("MERGE INTO patients p USING notes_public n ON p.id = n.id WHEN MATCHED THEN UPDATE SET last_name = 'CANARY'", "0A000", "public.patients"),
+        ("DO $$ BEGIN INSERT INTO patients (first_name, last_name) VALUES ('CANARY', 'CANARY'); END $$", "0A000", "public.patients"),
+        ("CREATE FUNCTION leak() RETURNS void LANGUAGE sql AS $$ INSERT INTO patients (first_name, last_name) VALUES ('CANARY', 'x') $$", "0A000", "public.patients"),
+        ("INSERT INTO patients (ssn) VALUES ('CANARY' ;; garbage(", "0A000", "public.patients"),
+        // protected values without a table OID
+        ("SELECT ssn FROM patients UNION SELECT 'CANARY'", "0A000", "public.patients.ssn"),
+        ("SELECT s FROM (SELECT ssn AS s FROM patients) q", "0A000", "public.patients.ssn"),
+        ("WITH q AS (SELECT last_name FROM patients) SELECT * FROM q", "0A000", "public.patients.last_name"),
+        // COPY: binary, files
+        ("COPY patients TO STDOUT (FORMAT binary)", "0A000", "public.patients"),
+        ("COPY patients (ssn) FROM '/tmp/CANARY.csv'", "0A000", "public.patients"),
+    ];
+    let check = |sql: &str, e: &tokio_postgres::Error, code: &str, needle: &str| {
+        let db = e
+            .as_db_error()
+            .unwrap_or_else(|| panic!("{sql}: not a server error: {e}"));
+        assert_eq!(db.code().code(), code, "{sql}: {}", db.message());
+        assert!(
+            db.message().contains(needle),
+            "{sql}: message does not name {needle}: {}",
+            db.message()
+        );
+        assert!(
+            !db.message().contains("CANARY"),
+            "{sql}: value in message: {}",
+            db.message()
+        );
+    };
+    for (sql, code, needle) in cases {
+        let e = c
+            .simple_query(sql)
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("not refused (simple): {sql}"));
+        check(sql, &e, code, needle);
+        assert_eq!(rows(&c, "SELECT 1").await.len(), 1, "after {sql}");
+        let e = c
+            .query(*sql, &[])
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("not refused (extended): {sql}"));
+        check(sql, &e, code, needle);
+        let one: i32 = c.query_one("SELECT 1", &[]).await.unwrap().get(0);
+        assert_eq!(one, 1, "after {sql}");
+    }
+    // Nothing got through.
+    let n = cluster()
+        .psql(&db, "SELECT count(*) FROM patients")
+        .unwrap();
+    assert_eq!(n.trim(), "0");
+    assert!(
+        cluster()
+            .psql(&db, "SELECT count(*) FROM pg_proc WHERE proname = 'leak'")
+            .unwrap()
+            .trim()
+            == "0"
+    );
+}
+
+/// A simple-query string mixing protected and unprotected statements is
+/// rewritten statement by statement; results of each are decrypted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_statement_strings_are_rewritten_statement_by_statement() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = clinic_database("multi");
+    cluster()
+        .psql(&db, "CREATE TABLE notes_public (id int, body text)")
+        .unwrap();
+    let proxy = clinic_proxy(dir.path()).await;
+    let c = connect_tls(&proxy.pg_config(&db)).await;
+    let msgs = c
+        .simple_query(
+            "INSERT INTO notes_public VALUES (1, 'plain'); \
+             INSERT INTO patients (first_name, last_name, ssn) VALUES ('CANARY-A', 'B', '123-45-6789'); \
+             SELECT body FROM notes_public; \
+             SELECT first_name, ssn FROM patients WHERE ssn = '123-45-6789'; \
+             UPDATE patients SET last_name = 'CANARY-C' WHERE ssn = '123-45-6789' RETURNING last_name",
+        )
+        .await
+        .unwrap();
+    let got: Vec<Vec<String>> = msgs
+        .iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(r) => Some(
+                (0..r.len())
+                    .map(|i| r.get(i).unwrap_or("NULL").to_owned())
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            vec!["plain".to_owned()],
+            vec!["CANARY-A".to_owned(), "123-45-6789".to_owned()],
+            vec!["CANARY-C".to_owned()],
+        ]
+    );
+    assert_only_ciphertext(&db);
+}
