@@ -294,3 +294,89 @@ async fn multi_statement_strings_are_rewritten_statement_by_statement() {
     );
     assert_only_ciphertext(&db);
 }
+
+/// Every equality form, simple and extended protocol, through pgveil on the
+/// ciphertext schema vs directly on a plaintext copy: identical rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ssn_lookups_in_every_form_match_a_plaintext_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let enc = clinic_database("lookup_forms");
+    let plain = plain_clinic_database("lookup_forms_plain");
+    let proxy = clinic_proxy(dir.path()).await;
+    let via = connect_tls(&proxy.pg_config(&enc)).await;
+    let direct = connect_plain(&direct_config(&plain)).await;
+    let setup = "INSERT INTO patients (first_name, last_name, ssn) VALUES \
+        ('A', 'One', '111-11-1111'), ('B', 'Two', '222-22-2222'), ('C', 'Three', '333-33-3333'), \
+        ('D', 'Four', NULL), ('E', 'Five', '555-55-5555');
+        INSERT INTO visits (patient_id, patient_ssn, visit_date, provider) VALUES \
+        (1, '111-11-1111', '2024-01-01', 'dr a'), (1, '111-11-1111', '2024-02-01', 'dr b'), \
+        (3, '333-33-3333', '2024-03-01', 'dr c');
+        INSERT INTO patients (first_name, last_name, ssn) VALUES ('F', 'Six', '555-55-5555') \
+        ON CONFLICT (ssn) DO UPDATE SET last_name = EXCLUDED.last_name";
+    via.batch_execute(setup).await.unwrap();
+    direct.batch_execute(setup).await.unwrap();
+    let simple = [
+        "SELECT id, last_name FROM patients WHERE ssn = '222-22-2222'",
+        "SELECT id, last_name FROM patients WHERE ssn <> '222-22-2222' ORDER BY id",
+        "SELECT id FROM patients WHERE ssn IN ('111-11-1111', '333-33-3333', '999') ORDER BY id",
+        "SELECT id FROM patients WHERE ssn NOT IN ('111-11-1111') ORDER BY id",
+        "SELECT id FROM patients WHERE ssn = ANY(ARRAY['111-11-1111', '555-55-5555']) ORDER BY id",
+        "SELECT id FROM patients WHERE ssn IS NULL",
+        "SELECT id FROM patients WHERE ssn IS NOT NULL ORDER BY id",
+        "SELECT p.id, v.provider FROM patients p JOIN visits v ON v.patient_ssn = p.ssn ORDER BY v.provider",
+        "SELECT count(*) FROM patients p WHERE EXISTS (SELECT 1 FROM visits v WHERE v.patient_ssn = p.ssn)",
+        "SELECT patient_ssn, count(*) FROM visits GROUP BY patient_ssn ORDER BY 2",
+        "SELECT DISTINCT ssn FROM patients",
+        "SELECT count(DISTINCT ssn), count(ssn), count(first_name) FROM patients",
+        "SELECT id, last_name, ssn FROM patients WHERE ssn = '555-55-5555'",
+    ];
+    for sql in simple {
+        let (mut a, mut b) = (rows(&via, sql).await, rows(&direct, sql).await);
+        a.sort();
+        b.sort();
+        assert!(!b.is_empty(), "{sql}");
+        assert_eq!(a, b, "{sql}");
+    }
+    type P<'a> = Vec<&'a (dyn tokio_postgres::types::ToSql + Sync)>;
+    let ssn2 = "222-22-2222";
+    let list = vec!["111-11-1111", "555-55-5555", "nobody"];
+    let extended: Vec<(&str, P)> = vec![
+        ("SELECT id, last_name FROM patients WHERE ssn = $1", vec![&ssn2]),
+        ("SELECT id FROM patients WHERE ssn <> $1 ORDER BY id", vec![&ssn2]),
+        ("SELECT id FROM patients WHERE ssn IN ($1, $2) ORDER BY id", vec![&ssn2, &"333-33-3333"]),
+        ("SELECT id FROM patients WHERE ssn = ANY($1) ORDER BY id", vec![&list]),
+        ("SELECT id FROM patients WHERE ssn = $1::varchar", vec![&ssn2]),
+        ("SELECT p.id, v.provider FROM patients p JOIN visits v ON v.patient_ssn = p.ssn WHERE p.ssn = $1 ORDER BY 2", vec![&"111-11-1111"]),
+        ("SELECT count(*) FROM visits WHERE patient_ssn = $1", vec![&"111-11-1111"]),
+    ];
+    for (sql, params) in &extended {
+        let a: Vec<String> = via
+            .query(*sql, params)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            .iter()
+            .map(|r| format!("{r:?}"))
+            .collect();
+        let b: Vec<String> = direct
+            .query(*sql, params)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| format!("{r:?}"))
+            .collect();
+        assert!(!b.is_empty(), "{sql}");
+        assert_eq!(a.len(), b.len(), "{sql}");
+        let via_rows = via.query(*sql, params).await.unwrap();
+        let direct_rows = direct.query(*sql, params).await.unwrap();
+        for (x, y) in via_rows.iter().zip(&direct_rows) {
+            for i in 0..x.len() {
+                assert_eq!(
+                    x.get::<_, RawBinary>(i),
+                    y.get::<_, RawBinary>(i),
+                    "{sql} column {i}"
+                );
+            }
+        }
+    }
+    assert_only_ciphertext(&enc);
+}

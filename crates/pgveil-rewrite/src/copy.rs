@@ -171,10 +171,36 @@ impl CopyStream {
     /// appends them to `out`; keeps an incomplete last line.
     pub fn feed(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), RewriteError> {
         let mut start = 0;
-        for (i, &c) in data.iter().enumerate() {
+        let mut i = 0;
+        while i < data.len() {
+            // Jump to the next byte that can change the splitter's state.
+            if !self.escaped && !self.in_quotes {
+                let next = if self.codec.csv {
+                    memchr::memchr2(b'\n', self.codec.quote, &data[i..])
+                } else {
+                    memchr::memchr2(b'\n', b'\\', &data[i..])
+                };
+                match next {
+                    Some(k) => i += k,
+                    None => break,
+                }
+            } else if self.in_quotes && !self.escaped {
+                let next = if self.codec.escape == self.codec.quote {
+                    memchr::memchr(self.codec.quote, &data[i..])
+                } else {
+                    memchr::memchr2(self.codec.quote, self.codec.escape, &data[i..])
+                };
+                match next {
+                    Some(k) => i += k,
+                    None => break,
+                }
+            }
+            let c = data[i];
+            i += 1;
             if !self.end_of_line(c) {
                 continue;
             }
+            let i = i - 1;
             if self.pending.is_empty() {
                 self.emit_line(&data[start..=i], out)?;
             } else {
@@ -307,10 +333,15 @@ impl CopyStream {
                     start = i + 1;
                     quoted = false;
                 }
-            } else if c == b'\\' {
-                i += 2;
-                continue;
-            } else if c == codec.delimiter {
+            } else {
+                match memchr::memchr2(codec.delimiter, b'\\', &body[i..]) {
+                    None => break,
+                    Some(k) => i += k,
+                }
+                if body[i] == b'\\' {
+                    i += 2;
+                    continue;
+                }
                 self.fields.push(Field {
                     start,
                     end: i,
@@ -460,7 +491,14 @@ fn text_unescape(raw: &[u8], out: &mut Vec<u8>) {
 
 /// Bytes → text-format field (`copyto.c` `CopyAttributeOutText`).
 fn text_escape(value: &[u8], delimiter: u8, out: &mut Vec<u8>) {
-    for &c in value {
+    let special = |c: u8| c < 0x20 || c == b'\\' || c == delimiter;
+    let mut run = 0;
+    for (i, &c) in value.iter().enumerate() {
+        if !special(c) {
+            continue;
+        }
+        out.extend_from_slice(&value[run..i]);
+        run = i + 1;
         match c {
             8 => out.extend_from_slice(b"\\b"),
             12 => out.extend_from_slice(b"\\f"),
@@ -476,6 +514,7 @@ fn text_escape(value: &[u8], delimiter: u8, out: &mut Vec<u8>) {
             c => out.push(c),
         }
     }
+    out.extend_from_slice(&value[run..]);
 }
 
 /// CSV field → bytes: quotes removed, escapes resolved.
@@ -518,12 +557,15 @@ fn csv_quote(value: &[u8], codec: &CopyCodec, always: bool, out: &mut Vec<u8>) {
         return;
     }
     out.push(codec.quote);
-    for &c in value {
+    let mut run = 0;
+    for (i, &c) in value.iter().enumerate() {
         if c == codec.quote || c == codec.escape {
+            out.extend_from_slice(&value[run..i]);
             out.push(codec.escape);
+            run = i;
         }
-        out.push(c);
     }
+    out.extend_from_slice(&value[run..]);
     out.push(codec.quote);
 }
 

@@ -1,0 +1,78 @@
+# Shared by the benchmark scripts: a throwaway PostgreSQL cluster (trust auth,
+# fsync off) with the clinic schema in database enc (ciphertext storage types)
+# and in database plain (logical types), pgveil with the clinic policy on
+# $VEIL_PORT and pgveil without a policy on $BARE_PORT. Source it after
+# `cd` to the repository root; sets PG_PORT, VEIL_PORT, BARE_PORT, VEIL_PID,
+# BARE_PID, work, bindir, PSQL and as_pg, and cleans up on exit.
+export DEBIAN_FRONTEND=noninteractive
+missing=()
+command -v pgbench >/dev/null || missing+=(postgresql-contrib)
+bindir=$(pg_config --bindir 2>/dev/null || ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+[ -x "$bindir/initdb" ] || missing+=(postgresql)
+if [ ${#missing[@]} -gt 0 ]; then
+  apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
+  bindir=$(pg_config --bindir 2>/dev/null || ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+fi
+
+cargo build --release -p pgveil --bin pgveil >/dev/null 2>&1 || cargo build --release -p pgveil --bin pgveil
+PGVEIL=$PWD/target/release/pgveil
+POLICY_SRC=$PWD/config/clinic.example.toml
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+work=$(mktemp -d /tmp/pgveil-encbench-XXXXXX)
+chmod 755 "$work"
+as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+[ "$(id -u)" = 0 ] && chown postgres: "$work"
+
+PG_PORT=$(free_port); VEIL_PORT=$(free_port); BARE_PORT=$(free_port)
+cleanup() {
+  [ -n "${VEIL_PID:-}" ] && kill "$VEIL_PID" 2>/dev/null || true
+  [ -n "${BARE_PID:-}" ] && kill "$BARE_PID" 2>/dev/null || true
+  as_pg "$bindir/pg_ctl" -D "$work/data" -m immediate stop >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+as_pg "$bindir/initdb" -D "$work/data" -U postgres -A trust --no-sync >/dev/null
+cat >> "$work/data/postgresql.conf" <<CONF
+listen_addresses = '127.0.0.1'
+port = $PG_PORT
+unix_socket_directories = '$work'
+max_connections = 100
+shared_buffers = 256MB
+fsync = off
+synchronous_commit = off
+CONF
+as_pg "$bindir/pg_ctl" -D "$work/data" -l "$work/pg.log" -w start >/dev/null
+PSQL() { as_pg "$bindir/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 "$@"; }
+
+# The storage schema (ciphertext in text/bytea), as the policy's DDL block
+# has it, in database enc; the logical schema in database plain.
+awk '/^# Schema \(DDL\)/{on=1; next} on && /^#   /{sub(/^#   /, ""); print; next} on && !/^#/{exit}' \
+  "$POLICY_SRC" > "$work/ddl.sql"
+PSQL -p "$PG_PORT" -U postgres -d postgres -c "CREATE DATABASE enc" -c "CREATE DATABASE plain"
+PSQL -p "$PG_PORT" -U postgres -d enc -f "$work/ddl.sql"
+PSQL -p "$PG_PORT" -U postgres -d plain -f "$work/ddl.sql"
+PSQL -p "$PG_PORT" -U postgres -d plain -c "ALTER TABLE patients ALTER date_of_birth TYPE date USING NULL, ALTER medical_history TYPE text USING NULL"
+if [ "${PGBENCH_INIT:-1}" = 1 ]; then
+  as_pg "$bindir/pgbench" -h 127.0.0.1 -p "$PG_PORT" -U postgres -i -s 10 -q enc >/dev/null 2>&1
+fi
+
+cp "$POLICY_SRC" "$work/clinic.toml"
+cat > "$work/pgveil.toml" <<CONF
+listen = "127.0.0.1:$VEIL_PORT"
+[upstream]
+address = "127.0.0.1:$PG_PORT"
+[policy]
+file = "clinic.toml"
+[admin]
+enabled = false
+CONF
+"$PGVEIL" keys init --config "$work/pgveil.toml" >/dev/null
+"$PGVEIL" serve --config "$work/pgveil.toml" 2>"$work/pgveil.log" &
+VEIL_PID=$!
+PGVEIL_ADMIN__ENABLED=false \
+  "$PGVEIL" serve --listen "127.0.0.1:$BARE_PORT" --upstream "127.0.0.1:$PG_PORT" 2>"$work/pgveil-bare.log" &
+BARE_PID=$!
+sleep 1
+
