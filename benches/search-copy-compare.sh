@@ -94,20 +94,21 @@ with open(sys.argv[1], "w") as f:
 PY
 [ "$(id -u)" = 0 ] && chown postgres: "$work/copy.tsv"
 ccols="first_name, last_name, ssn, date_of_birth, phone, email, address"
-copy_secs() { # port db -> seconds
+copy_secs() { # port db [file] -> seconds
   PSQL -p "$1" -U postgres -d "$2" -c "TRUNCATE visits, patients CASCADE" >/dev/null 2>&1
   local t0 t1
   t0=$(date +%s.%N)
-  PSQL -p "$1" -U postgres -d "$2" -c "\\copy patients ($ccols) from '$work/copy.tsv'" >/dev/null
+  PSQL -p "$1" -U postgres -d "$2" -c "\\copy patients ($ccols) from '${3:-$work/copy.tsv}'" >/dev/null
   t1=$(date +%s.%N)
   python3 -c "print($t1 - $t0)"
 }
 rss_kib() { awk '/^VmRSS/{print $2}' "/proc/$VEIL_PID/status"; }
-d=0; v=0
+d=0; n=0; v=0
 rss_before=$(rss_kib)
 : > "$work/rss"
 for rep in 1 2; do
   d=$(python3 -c "print($d + $(copy_secs "$PG_PORT" plain))")
+  n=$(python3 -c "print($n + $(copy_secs "$BARE_PORT" plain))")
   ( while kill -0 "$VEIL_PID" 2>/dev/null; do rss_kib >> "$work/rss"; sleep 0.2; done ) &
   sampler=$!
   v=$(python3 -c "print($v + $(copy_secs "$VEIL_PORT" enc))")
@@ -115,13 +116,21 @@ for rep in 1 2; do
 done
 [ "$(PSQL -p "$PG_PORT" -U postgres -d enc -At -c "SELECT count(*) FROM patients WHERE address LIKE 'pgv1:%'")" = "$ROWS" ] \
   || { echo "enc.patients does not hold $ROWS ciphertext rows" >&2; exit 1; }
-python3 - "$d" "$v" "$ROWS" "$rss_before" "$work/rss" <<'PY'
+# What PostgreSQL alone needs to ingest the (larger) ciphertext rows.
+PSQL -p "$PG_PORT" -U postgres -d enc -c "\\copy patients ($ccols) to '$work/cipher.tsv'" >/dev/null
+c=$(copy_secs "$PG_PORT" enc "$work/cipher.tsv")
+bytes_plain=$(stat -c %s "$work/copy.tsv"); bytes_cipher=$(stat -c %s "$work/cipher.tsv")
+python3 - "$d" "$n" "$v" "$c" "$ROWS" "$rss_before" "$work/rss" "$bytes_plain" "$bytes_cipher" <<'PY'
 import sys
-d, v, rows, before = float(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-rss = [int(l) for l in open(sys.argv[5]) if l.strip()]
-print(f"direct_plain      {2 * rows / d:10.0f} rows/s")
-print(f"pgveil_encrypted  {2 * rows / v:10.0f} rows/s")
-print(f"ratio pgveil/direct: {d / v:.2f}x  (target >= 0.5x)")
+d, n, v, c = (float(x) for x in sys.argv[1:5])
+rows, before = int(sys.argv[5]), int(sys.argv[6])
+rss = [int(l) for l in open(sys.argv[7]) if l.strip()]
+bp, bc = int(sys.argv[8]), int(sys.argv[9])
+print(f"direct_plain           {2 * rows / d:10.0f} rows/s  ({bp / 2**20:.0f} MiB of COPY text)")
+print(f"pgveil_nopolicy_plain  {2 * rows / n:10.0f} rows/s  (the hop alone: {d / n:.2f}x)")
+print(f"pgveil_encrypted       {2 * rows / v:10.0f} rows/s")
+print(f"direct_ciphertext      {rows / c:10.0f} rows/s  (PostgreSQL ingesting the same rows already encrypted: {bc / 2**20:.0f} MiB, {d / 2 / c:.2f}x of plaintext)")
+print(f"ratio pgveil/direct: {d / v:.2f}x  (target >= 0.5x); pgveil vs PostgreSQL's own ciphertext ingest: {c * 2 / v:.2f}x")
 print(f"pgveil RSS: {before / 1024:.1f} MiB before; during the copies min {min(rss) / 1024:.1f}, "
       f"median {sorted(rss)[len(rss) // 2] / 1024:.1f}, max {max(rss) / 1024:.1f} MiB ({len(rss)} samples)")
 PY
