@@ -287,3 +287,38 @@ fn assert_only_ciphertext_or_empty(db: &str) {
         assert_only_ciphertext(db);
     }
 }
+
+/// COPY without a column list: pgveil uses the catalog's column order (the
+/// identity and timestamp columns included), in and out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_without_a_column_list_uses_the_catalog_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let enc = clinic_database("copy_nolist");
+    let plain = plain_clinic_database("copy_nolist_plain");
+    let proxy = clinic_proxy(dir.path()).await;
+    let via = connect_tls(&proxy.pg_config(&enc)).await;
+    let direct = connect_plain(&direct_config(&plain)).await;
+    let mut data = String::new();
+    for i in 1..=500 {
+        data.push_str(&format!(
+            "{i}\tCANARY-F{i}\tL{i}\tCANARY-S{i:05}\t1970-01-{:02}\t\\N\te{i}@x\tA {i}\tCANARY history {i}\t2024-01-01 00:00:00+00\n",
+            1 + i % 28
+        ));
+    }
+    for c in [&via, &direct] {
+        let n = copy_in(c, "COPY patients FROM STDIN", &data).await;
+        assert_eq!(n, 500);
+    }
+    let sql = "COPY (SELECT id, first_name, last_name, ssn, date_of_birth, phone, email, address, medical_history, created_at FROM patients ORDER BY id) TO STDOUT";
+    assert_eq!(copy_out(&via, sql).await, copy_out(&direct, sql).await);
+    let a = copy_out(&via, "COPY patients TO STDOUT (FORMAT csv)").await;
+    let b = copy_out(&direct, "COPY patients TO STDOUT (FORMAT csv)").await;
+    let (mut a, mut b): (Vec<&[u8]>, Vec<&[u8]>) = (
+        a.split(|&c| c == b'\n').collect(),
+        b.split(|&c| c == b'\n').collect(),
+    );
+    a.sort();
+    b.sort();
+    assert_eq!(a, b);
+    assert_only_ciphertext(&enc);
+}
