@@ -144,8 +144,66 @@ async fn lookups_find_rows_of_every_live_key_version_after_rotation() {
         .collect();
     got.sort();
     assert_eq!(got, ["One", "Three"]);
-    // Joins and grouping see equal values only within one version: that is
-    // what re-encryption (`pgveil keys reencrypt`) resolves; documented.
+    // Joins and unique constraints compare stored ciphertexts: across
+    // versions they see different values. A v1 SSN inserted again under v2
+    // is not caught by UNIQUE...
+    let join = "SELECT count(*) FROM patients p JOIN visits v ON v.patient_ssn = p.ssn";
+    assert_eq!(
+        rows(&c, join).await,
+        vec![vec![Some("2".to_owned())]],
+        "v1=v1 and v2=v2 only"
+    );
+    c.batch_execute(
+        "INSERT INTO patients (first_name, last_name, ssn) VALUES ('Dup', 'Two', '222-22-2222')",
+    )
+    .await
+    .unwrap();
+    // ... so re-encryption reports it (23505) and leaves that row alone.
+    let url = cluster().url(&db);
+    let mut out = Vec::new();
+    let failed = pgveil::reencrypt::run(&proxy.config, "public.patients.ssn", &url, 2, &mut out)
+        .await
+        .unwrap();
+    let report = String::from_utf8(out).unwrap();
+    assert_eq!(failed, 1, "{report}");
+    assert!(
+        report.contains(
+            "public.patients.ssn: 1 value(s) re-encrypted to v2, 0 changed concurrently, 1 failed"
+        ),
+        "{report}"
+    );
+    assert!(
+        report.contains("public.visits.patient_ssn: 1 value(s) re-encrypted to v2"),
+        "{report}"
+    );
+    assert!(!report.contains("222-22"), "{report}");
+    // Remove the duplicate (found by SSN, deleted by id) and finish.
+    let dup: i64 = c
+        .query_one("SELECT id FROM patients WHERE ssn = $1 AND last_name IS NOT NULL ORDER BY id DESC LIMIT 1", &[&"222-22-2222"])
+        .await
+        .unwrap()
+        .get(0);
+    c.execute("DELETE FROM patients WHERE id = $1", &[&dup])
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let failed = pgveil::reencrypt::run(&proxy.config, "public.patients.ssn", &url, 1000, &mut out)
+        .await
+        .unwrap();
+    assert_eq!(failed, 0, "{}", String::from_utf8_lossy(&out));
+    let versions = cluster()
+        .psql(
+            &db,
+            "SELECT count(DISTINCT substr(decode(substr(ssn, 6), 'base64'), 1, 5)) FROM patients",
+        )
+        .unwrap();
+    assert_eq!(versions.trim(), "1", "one version left");
+    // Now joins see all equal values, and look-ups still find every row.
+    assert_eq!(rows(&c, join).await, vec![vec![Some("3".to_owned())]]);
+    assert_eq!(
+        firsts(rows(&c, "SELECT last_name FROM patients WHERE ssn IN ('111-11-1111', '222-22-2222', '333-33-3333')").await),
+        vec!["One", "Three", "Two"]
+    );
     assert_only_ciphertext(&db);
 }
 

@@ -97,15 +97,7 @@ async fn check_database(
     out: &mut (dyn Write + Send),
 ) -> Result<usize, CheckError> {
     let db_err = |e: tokio_postgres::Error| CheckError::Database(e.to_string());
-    let tls_cfg = crate::tls::upstream_config(&UpstreamConfig {
-        tls_mode: UpstreamTlsMode::Require,
-        ..Default::default()
-    })
-    .map_err(|e| CheckError::Database(e.to_string()))?
-    .expect("require mode has a TLS config");
-    let tls = tokio_postgres_rustls::MakeRustlsConnect::new((*tls_cfg).clone());
-    let (client, conn) = tokio_postgres::connect(url, tls).await.map_err(db_err)?;
-    let conn = tokio::spawn(conn);
+    let client = connect(url).await?;
     let rows = client
         .query(policy.catalog_query().as_str(), &[])
         .await
@@ -147,6 +139,24 @@ async fn check_database(
         }
     }
     drop(client);
-    let _ = conn.await;
     Ok(problems)
+}
+
+/// A client connection to `url` for maintenance commands, with TLS when the
+/// server offers it (certificates are not verified: these commands read
+/// catalog metadata, or write ciphertext only). The connection task ends
+/// when the client is dropped.
+pub(crate) async fn connect(url: &str) -> Result<tokio_postgres::Client, CheckError> {
+    let tls_cfg = crate::tls::upstream_config(&UpstreamConfig {
+        tls_mode: UpstreamTlsMode::Require,
+        ..Default::default()
+    })
+    .map_err(|e| CheckError::Database(e.to_string()))?
+    .expect("require mode has a TLS config");
+    let tls = tokio_postgres_rustls::MakeRustlsConnect::new((*tls_cfg).clone());
+    let (client, conn) = tokio_postgres::connect(url, tls)
+        .await
+        .map_err(|e| CheckError::Database(e.to_string()))?;
+    tokio::spawn(conn);
+    Ok(client)
 }

@@ -11,6 +11,7 @@ pub mod check;
 pub mod config;
 pub mod error;
 pub mod keys;
+pub mod reencrypt;
 pub mod server;
 pub mod session;
 pub mod tls;

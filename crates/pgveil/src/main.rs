@@ -68,6 +68,20 @@ enum KeysCommand {
         #[arg(long)]
         column: String,
     },
+    /// Rewrite stored values of every column using a column's key from older
+    /// key versions to the active one (run after `rotate`, directly against
+    /// the database).
+    Reencrypt {
+        /// The protected column, schema.table.column.
+        #[arg(long)]
+        column: String,
+        /// libpq URL of the database (a role that can UPDATE the tables).
+        #[arg(long)]
+        database: String,
+        /// Rows read per batch.
+        #[arg(long, default_value_t = 1000)]
+        batch: u32,
+    },
 }
 
 fn init_logging(format: LogFormat, level: &str) {
@@ -220,6 +234,18 @@ fn main() -> anyhow::Result<()> {
                 KeysCommand::Init => pgveil::keys::init(&cfg, &mut out)?,
                 KeysCommand::List => pgveil::keys::list(&cfg, &mut out)?,
                 KeysCommand::Rotate { column } => pgveil::keys::rotate(&cfg, &column, &mut out)?,
+                KeysCommand::Reencrypt {
+                    column,
+                    database,
+                    batch,
+                } => {
+                    let failed = runtime(1)?.block_on(pgveil::reencrypt::run(
+                        &cfg, &column, &database, batch, &mut out,
+                    ))?;
+                    if failed > 0 {
+                        anyhow::bail!("{failed} value(s) could not be re-encrypted (see the warnings); re-run after fixing them");
+                    }
+                }
             }
             Ok(())
         }
