@@ -309,8 +309,21 @@ async fn copy_without_a_column_list_uses_the_catalog_order() {
         let n = copy_in(c, "COPY patients FROM STDIN", &data).await;
         assert_eq!(n, 500);
     }
-    let sql = "COPY (SELECT id, first_name, last_name, ssn, date_of_birth, phone, email, address, medical_history, created_at FROM patients ORDER BY id) TO STDOUT";
-    assert_eq!(copy_out(&via, sql).await, copy_out(&direct, sql).await);
+    for sql in [
+        "COPY (SELECT id, first_name, last_name, ssn, date_of_birth, phone, email, address, medical_history, created_at FROM patients ORDER BY id) TO STDOUT",
+        "COPY (SELECT * FROM patients WHERE id > 10 ORDER BY id) TO STDOUT (FORMAT csv)",
+        "COPY (SELECT p.*, 1 AS one FROM patients p ORDER BY id) TO STDOUT",
+    ] {
+        let a = copy_out(&via, sql).await;
+        assert!(a.len() > 1000, "{sql}");
+        assert!(a == copy_out(&direct, sql).await, "{sql}");
+    }
+    // A wildcard over a relation pgveil cannot place is refused.
+    let e = via
+        .simple_query("COPY (SELECT * FROM patients p, (SELECT 1 AS x) q) TO STDOUT")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code().map(|c| c.code()), Some("0A000"), "{e}");
     let a = copy_out(&via, "COPY patients TO STDOUT (FORMAT csv)").await;
     let b = copy_out(&direct, "COPY patients TO STDOUT (FORMAT csv)").await;
     let (mut a, mut b): (Vec<&[u8]>, Vec<&[u8]>) = (

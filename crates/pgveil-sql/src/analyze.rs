@@ -1028,6 +1028,8 @@ where
         }
         // Projection.
         let mut outputs: Vec<(Option<String>, Option<&'p ProtectedColumn>)> = Vec::new();
+        // A wildcard whose columns could not be placed (COPY (query) only).
+        let mut unplaced = false;
         for (i, item) in s.projection.iter().enumerate() {
             match item {
                 SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => {
@@ -1071,6 +1073,21 @@ where
                                 self.plan.reads.insert(c.column.clone());
                             }
                         }
+                        Proj::CopyOut => {
+                            // COPY (SELECT * …): place the columns by the
+                            // catalog's order when every relation is known.
+                            if let Some(expanded) = self.expand_wildcard(qual.as_deref()) {
+                                for c in expanded.iter().flatten() {
+                                    self.plan.reads.insert(c.column.clone());
+                                }
+                                outputs.extend(expanded.into_iter().map(|c| (None, c)));
+                                continue;
+                            }
+                            unplaced = true;
+                            if let Some(c) = cols.first() {
+                                return self.refuse(c, "COPY (SELECT * …) over relations pgveil cannot place column by column would return");
+                            }
+                        }
                         _ => {
                             if let Some(c) = cols.first() {
                                 return self.refuse(c, "SELECT * inside a subquery, CTE, UNION or INSERT … SELECT would return or copy");
@@ -1082,14 +1099,10 @@ where
             }
         }
         if let Proj::CopyOut = &proj {
-            let wildcard = s.projection.iter().any(|i| {
-                matches!(
-                    i,
-                    SelectItem::Wildcard(_)
-                        | SelectItem::QualifiedWildcard(..)
-                        | SelectItem::ExprWithAliases { .. }
-                )
-            });
+            let wildcard = unplaced
+                || s.projection
+                    .iter()
+                    .any(|i| matches!(i, SelectItem::ExprWithAliases { .. }));
             if let Some(c) = outputs.iter().find_map(|o| o.1) {
                 if wildcard {
                     return self.refuse(
@@ -1246,6 +1259,27 @@ where
                 (None, None) => self.expr(e),
             },
         }
+    }
+
+    /// The columns `*` (or `qual.*`) stands for, when every relation it
+    /// covers is a table whose column order the catalog gave; `None` if any
+    /// is not (an unprotected table, a subquery, a function).
+    fn expand_wildcard(&self, qual: Option<&str>) -> Option<Vec<Option<&'p ProtectedColumn>>> {
+        let order = self.opts.column_order.as_ref()?;
+        let mut out = Vec::new();
+        for r in self
+            .scopes
+            .last()?
+            .iter()
+            .filter(|r| qual.is_none_or(|q| r.name == q))
+        {
+            let t = r.table.as_ref()?;
+            let tp = self.policy.table(t)?;
+            for name in order.column_order(t)? {
+                out.push(tp.column(&name));
+            }
+        }
+        Some(out)
     }
 
     /// `alias.col` or `col` (optionally cast) naming a column of a
