@@ -131,6 +131,31 @@ async fn lookups_find_rows_of_every_live_key_version_after_rotation() {
         };
         assert_eq!(got, want, "{sql}");
     }
+    // IN ($1, $2) gets one extra parameter per older version next to each.
+    for sql in [
+        "SELECT last_name FROM patients WHERE ssn IN ($1, $2)",
+        "SELECT last_name FROM patients WHERE ssn IN ($1::text, $2) AND last_name IS NOT NULL",
+        "SELECT last_name FROM patients WHERE ssn = ANY(ARRAY[$1, $2])",
+    ] {
+        let stmt = c
+            .prepare(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        assert_eq!(
+            stmt.params().len(),
+            2,
+            "{sql}: the client sees its own parameters"
+        );
+        let mut got: Vec<String> = c
+            .query(&stmt, &[&"111-11-1111", &"333-33-3333"])
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        got.sort();
+        assert_eq!(got, ["One", "Three"], "{sql}");
+    }
     let arr = vec!["111-11-1111", "333-33-3333", "999-99-9999"];
     let mut got: Vec<String> = c
         .query(

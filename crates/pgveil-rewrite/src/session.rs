@@ -103,11 +103,20 @@ struct StmtInfo {
     /// Per protected parameter.
     params: Vec<ParamInfo>,
     /// `ParameterDescription` corrections: index → OID to report.
-    describe: Arc<Vec<(usize, u32)>>,
+    describe: Arc<ParamFix>,
     /// A `Describe` (statement) was sent after the `Parse`.
     described: bool,
     /// A `COPY` on a protected table.
     copy: Option<Arc<CopyCodec>>,
+}
+
+/// How to correct a statement's `ParameterDescription`.
+#[derive(Debug, Default)]
+struct ParamFix {
+    /// Index → OID to report (logical or client-declared types).
+    oids: Vec<(usize, u32)>,
+    /// Report only this many parameters (pgveil added the rest).
+    keep: Option<usize>,
 }
 
 /// A protected parameter of a prepared statement.
@@ -124,6 +133,9 @@ struct ParamInfo {
     /// `col = $n` rewritten to `col = ANY($n)` during a key rotation: a
     /// scalar from the client, an array of its ciphertexts to the server.
     expand: bool,
+    /// `IN ($n)` rewritten to `IN ($n, $m…)` during a key rotation: the
+    /// 0-based indexes of the added parameters, one per older version.
+    extras: Vec<usize>,
 }
 
 #[derive(Debug)]
@@ -153,7 +165,7 @@ enum Expect {
     },
     DescribeStatement {
         name: Bytes,
-        params: Option<Arc<Vec<(usize, u32)>>>,
+        params: Option<Arc<ParamFix>>,
         tracked: bool,
     },
     DescribePortal {
@@ -232,6 +244,14 @@ fn frame_of(msg: &[u8]) -> Frame {
     Frame::new(msg[0], &msg[5..])
 }
 
+/// The raw value of parameter `idx` of a `Bind` message as the client sent it.
+fn msg_param(msg: &[u8], idx: usize) -> Option<Vec<u8>> {
+    match frontend::FrontendMessage::decode(&frame_of(msg)) {
+        Ok(frontend::FrontendMessage::Bind(b)) => b.params.get(idx)?.as_ref().map(|v| v.to_vec()),
+        _ => None,
+    }
+}
+
 /// The replacement texts of cast removals.
 fn unwrap_texts(
     sql: &str,
@@ -251,9 +271,11 @@ fn unwrap_texts(
 /// per-parameter format codes if the message used the short forms.
 fn set_param_format(bind: &mut frontend::Bind, idx: usize, format: Format) {
     let n = bind.params.len();
-    if bind.param_formats.len() != n {
-        let f = bind.param_formats.first().copied().unwrap_or(Format::Text);
-        bind.param_formats = vec![f; n];
+    match bind.param_formats.len() {
+        0 => bind.param_formats = vec![Format::Text; n],
+        1 if n != 1 => bind.param_formats = vec![bind.param_formats[0]; n],
+        k if k < n => bind.param_formats.resize(n, Format::Text),
+        _ => {}
     }
     if let Some(slot) = bind.param_formats.get_mut(idx) {
         *slot = format;
@@ -850,6 +872,7 @@ impl Session {
         let mut params = Vec::new();
         let mut describe = Vec::new();
         let mut expansions = Vec::new();
+        let mut next_param = st.max_param;
         for (&n, p) in &st.params {
             let col = match self.ctx.catalog.column(&p.target.column) {
                 Ok(c) => c.clone(),
@@ -883,12 +906,32 @@ impl Session {
             let storage = col.storage.param_oid();
             // During a key rotation `col = $n` must match every live
             // version: it becomes `col = ANY($n)` with an array bound.
-            let expand = p.expandable() && col.lookup_versions() > 1;
+            let versions = col.lookup_versions();
+            let expand = p.expandable() && versions > 1;
+            let mut extras = Vec::new();
             if expand {
                 for site in &p.sites {
                     let op = if site.negated { "ALL" } else { "ANY" };
                     expansions.push((site.span.clone(), format!("{op}(${n})")));
                 }
+            } else if p.list_only() && versions > 1 && next_param < 60_000 {
+                // `IN ($n)` → `IN ($n, $m…)`: parameters appended after the
+                // client's, one per older key version.
+                let mut text = format!("${n}");
+                for _ in 1..versions {
+                    next_param += 1;
+                    extras.push(next_param as usize - 1);
+                    text.push_str(&format!(", ${next_param}"));
+                }
+                for site in &p.sites {
+                    expansions.push((site.span.clone(), text.clone()));
+                }
+            }
+            for &e in &extras {
+                if parse.param_types.len() <= e {
+                    parse.param_types.resize(e + 1, 0);
+                }
+                parse.param_types[e] = storage;
             }
             parse.param_types[idx] = if p.array || expand {
                 crate::array::storage_array_oid(storage)
@@ -910,6 +953,7 @@ impl Session {
                 declared_oid,
                 array: p.array,
                 expand,
+                extras,
             });
         }
         let mut replacements = match unwrap_texts(sql, &st.unwraps) {
@@ -939,7 +983,10 @@ impl Session {
             name.clone(),
             StmtInfo {
                 params,
-                describe: Arc::new(describe),
+                describe: Arc::new(ParamFix {
+                    oids: describe,
+                    keep: (next_param > st.max_param).then_some(st.max_param as usize),
+                }),
                 described: false,
                 copy,
             },
@@ -1039,6 +1086,51 @@ impl Session {
                 }
                 Err(e) => return self.refuse_extended(e, out),
             }
+        }
+        // Parameters pgveil added for older key versions (`IN ($n, $m)`).
+        for p in info.params.iter().filter(|p| !p.extras.is_empty()) {
+            let value = bind.params.get(p.idx).cloned().flatten();
+            let last = p.extras.iter().copied().max().unwrap_or(0);
+            let format = frontend::format_at(&bind.param_formats, p.idx);
+            if bind.params.len() <= last {
+                // Spell out the formats of the client's parameters first.
+                let n = bind.params.len();
+                if n > 0 {
+                    let f = frontend::format_at(&bind.param_formats, 0);
+                    set_param_format(&mut bind, 0, f);
+                }
+                bind.params.resize(last + 1, None);
+            }
+            let older = match &value {
+                None => Vec::new(),
+                Some(_) => {
+                    // The client's value, once more (it was replaced above).
+                    let raw = match msg_param(msg, p.idx) {
+                        Some(r) => r,
+                        None => continue,
+                    };
+                    match p
+                        .col
+                        .canonical_from_client(&raw, format, p.declared, self.tz)
+                        .and_then(|c| p.col.encrypt_lookup(&c))
+                    {
+                        Ok(all) => all.into_iter().skip(1).collect(),
+                        Err(e) => return self.refuse_extended(e, out),
+                    }
+                }
+            };
+            for (k, &e) in p.extras.iter().enumerate() {
+                let v = match older.get(k).or(older.last()) {
+                    Some(env) => match p.col.param_value(env, Format::Binary) {
+                        Ok(v) => Some(Bytes::from(v)),
+                        Err(e) => return self.refuse_extended(e, out),
+                    },
+                    None => None,
+                };
+                bind.params[e] = v;
+                set_param_format(&mut bind, e, Format::Binary);
+            }
+            changed = true;
         }
         if self.portals.len() >= MAX_TRACKED && !self.portals.contains_key(&portal) {
             if let Some(k) = self.portals.keys().next().cloned() {
@@ -1444,16 +1536,19 @@ impl Session {
                 else {
                     return ServerAction::Forward;
                 };
-                if params.is_empty() {
+                if params.oids.is_empty() && params.keep.is_none() {
                     return ServerAction::Forward;
                 }
                 let params = params.clone();
                 match backend::decode_parameter_description(&frame_of(msg)) {
                     Ok(mut oids) => {
-                        for &(i, oid) in params.iter() {
+                        for &(i, oid) in params.oids.iter() {
                             if let Some(slot) = oids.get_mut(i) {
                                 *slot = oid;
                             }
+                        }
+                        if let Some(keep) = params.keep {
+                            oids.truncate(keep);
                         }
                         out.extend_from_slice(backend::encode_parameter_description(&oids).raw());
                         ServerAction::Replace

@@ -78,6 +78,8 @@ enum Site {
     EqRight {
         negated: bool,
     },
+    /// An element of `IN (…)` / `ARRAY[…]`.
+    ListElement,
     Other,
 }
 
@@ -554,6 +556,7 @@ where
                 keep: self.abs(tok),
                 negated: matches!(site, Site::EqRight { negated: true }),
                 eq_right: matches!(site, Site::EqRight { .. }),
+                list: matches!(site, Site::ListElement),
             }
         });
         if let Some(prev) = self.plan.params.get_mut(&n) {
@@ -2073,7 +2076,7 @@ where
                 Ok(())
             }
             Operand::Param(n, cast) => {
-                self.add_param(c, n, cast, Comparison::Equality, false, Site::Other)
+                self.add_param(c, n, cast, Comparison::Equality, false, Site::ListElement)
             }
             Operand::Null(_) => Ok(()),
             Operand::Protected(o) if o.key == c.key && o.is_deterministic() => Ok(()),

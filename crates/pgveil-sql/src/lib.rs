@@ -257,6 +257,12 @@ fn plan(sql: &str, policy: &Policy, opts: &AnalyzeOptions) -> Result<Plan, Refus
         }
         let mut p = w.plan;
         p.literals.sort_by_key(|l| l.span.start);
+        p.max_param = lex::tokens(text)
+            .iter()
+            .filter(|t| t.kind == lex::Kind::Param)
+            .filter_map(|t| text[t.start + 1..t.end].parse::<u32>().ok())
+            .max()
+            .unwrap_or(0);
         statements.push(p);
     }
     Ok(Plan { statements })

@@ -146,6 +146,12 @@ impl ParamTarget {
     pub fn expandable(&self) -> bool {
         !self.array && !self.sites.is_empty() && self.sites.iter().all(|s| s.eq_right)
     }
+
+    /// Every use is an `IN (…)`/`ARRAY[…]` element: during a key rotation
+    /// the proxy may add one parameter per older version next to each.
+    pub fn list_only(&self) -> bool {
+        !self.array && !self.sites.is_empty() && self.sites.iter().all(|s| s.list)
+    }
 }
 
 /// One occurrence of a protected parameter.
@@ -157,6 +163,9 @@ pub struct ParamSite {
     pub keep: Range<usize>,
     /// `col = $n` or `col <> $n` (`negated`).
     pub eq_right: bool,
+    /// An element of `IN (…)` or `ARRAY[…]`: during a rotation the proxy may
+    /// add parameters next to it (`IN ($1, $7)`) for older key versions.
+    pub list: bool,
     /// `<>`.
     pub negated: bool,
 }
@@ -308,6 +317,8 @@ pub struct StatementPlan {
     pub prepared: Option<PreparedOp>,
     /// Whether the statement references a protected table at all.
     pub touches_protected: bool,
+    /// The highest `$n` in the statement's text (0 if none).
+    pub max_param: u32,
 }
 
 impl StatementPlan {
@@ -325,6 +336,7 @@ impl StatementPlan {
             copy: None,
             prepared: None,
             touches_protected: false,
+            max_param: 0,
         }
     }
 }
