@@ -55,9 +55,12 @@ fn rows() -> Vec<CatalogRow> {
 }
 
 fn session() -> Session {
-    let e = engine();
+    session_on(&engine())
+}
+
+fn session_on(e: &Arc<Engine>) -> Session {
     let ctx = e.build(&rows(), e.generation());
-    let mut s = Session::new(e, "db", ctx);
+    let mut s = Session::new(e.clone(), "db", ctx);
     s.parameter_status(b"TimeZone", b"UTC");
     s
 }
@@ -264,4 +267,113 @@ fn tables_missing_from_the_catalog_refuse_writes() {
     );
     assert_eq!(o.path, Path::Refused("not_in_catalog"));
     assert!(!contains(&out, b"CANARY"));
+}
+
+/// Runs `input` through a COPY FROM STDIN session, split into two chunks at
+/// `cut`, and returns what would reach the server.
+fn copy_in_at(e: &Arc<Engine>, sql: &str, input: &[u8], cut: usize) -> Vec<u8> {
+    let mut s = session_on(e);
+    let (o, _) = client(&mut s, &frontend::query(sql.as_bytes()));
+    assert!(o.error.is_none(), "{:?}", o.error);
+    let mut sent = Vec::new();
+    for part in [&input[..cut], &input[cut..]] {
+        let (o, out) = client(&mut s, &Frame::new(frontend::tag::COPY_DATA, part));
+        assert!(o.error.is_none(), "cut {cut}: {:?}", o.error);
+        assert!(matches!(o.action, ClientAction::Replace));
+        sent.extend(copy_payloads(&out));
+    }
+    let (o, out) = client(&mut s, &Frame::new(frontend::tag::COPY_DONE, b""));
+    assert!(o.error.is_none());
+    assert_eq!(out.last_n_tag(), Some(frontend::tag::COPY_DONE));
+    sent.extend(copy_payloads(&out));
+    sent
+}
+
+/// Runs `stored` through a COPY TO STDOUT session, split at `cut`.
+fn copy_out_at(e: &Arc<Engine>, sql: &str, width: i16, stored: &[u8], cut: usize) -> Vec<u8> {
+    let mut s = session_on(e);
+    let (o, _) = client(&mut s, &frontend::query(sql.as_bytes()));
+    assert!(o.error.is_none(), "{:?}", o.error);
+    let mut body = vec![0u8];
+    body.extend_from_slice(&width.to_be_bytes());
+    for _ in 0..width {
+        body.extend_from_slice(&0i16.to_be_bytes());
+    }
+    let (a, _) = server(&mut s, &Frame::new(backend::tag::COPY_OUT, &body));
+    assert_eq!(a, ServerAction::Forward);
+    let mut got = Vec::new();
+    for part in [&stored[..cut], &stored[cut..]] {
+        let (a, out) = server(&mut s, &Frame::new(backend::tag::COPY_DATA, part));
+        assert_ne!(a, ServerAction::Forward, "cut {cut}");
+        got.extend(copy_payloads(&out));
+    }
+    let (_, out) = server(&mut s, &Frame::new(backend::tag::COPY_DONE, b""));
+    got.extend(copy_payloads(&out));
+    got
+}
+
+/// The payloads of the CopyData messages in `bytes`.
+fn copy_payloads(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos + 5 <= bytes.len() {
+        let len = u32::from_be_bytes(bytes[pos + 1..pos + 5].try_into().unwrap()) as usize;
+        if bytes[pos] == b'd' {
+            out.extend_from_slice(&bytes[pos + 5..pos + 1 + len]);
+        }
+        pos += 1 + len;
+    }
+    out
+}
+
+trait LastTag {
+    fn last_n_tag(&self) -> Option<u8>;
+}
+
+impl LastTag for Vec<u8> {
+    fn last_n_tag(&self) -> Option<u8> {
+        // The last message of a buffer of whole messages.
+        let mut pos = 0;
+        let mut last = None;
+        while pos + 5 <= self.len() {
+            last = Some(self[pos]);
+            let len = u32::from_be_bytes(self[pos + 1..pos + 5].try_into().unwrap()) as usize;
+            pos += 1 + len;
+        }
+        last
+    }
+}
+
+#[test]
+fn copy_streams_survive_every_chunk_boundary_in_text_and_csv() {
+    let cases: [(&str, &str, &[u8]); 3] = [
+        (
+            "COPY patients (first_name, ssn, phone) FROM STDIN",
+            "COPY patients (first_name, ssn, phone) TO STDOUT",
+            b"CANARY-A\\tb\\\\c\\nd\tCANARY-1\t\\N\r\nCANARY-\\\\\t\t555\nCANARY-Z\\\nnewline\tCANARY-2\tx\\ty\n\\.\n",
+        ),
+        (
+            "COPY patients (first_name, ssn, phone) FROM STDIN WITH (FORMAT csv, HEADER true)",
+            "COPY patients (first_name, ssn, phone) TO STDOUT WITH (FORMAT csv, HEADER true)",
+            b"first_name,ssn,phone\nCANARY-A,\"CANARY, \"\"1\"\"\",\n\"CANARY\nmulti\",\"\",555\r\nCANARY-B,CANARY-2,\"x,y\"\n",
+        ),
+        (
+            "COPY patients (first_name, ssn) FROM STDIN (FORMAT csv, ESCAPE '\\', QUOTE '''')",
+            "COPY patients (first_name, ssn) TO STDOUT (FORMAT csv, ESCAPE '\\', QUOTE '''')",
+            b"'CANARY \\' q',CANARY-1\nCANARY\\b,plain\n",
+        ),
+    ];
+    let e = engine();
+    for (copy_in, copy_out, input) in cases {
+        let width = if copy_in.contains("phone") { 3 } else { 2 };
+        for cut in 0..=input.len() {
+            let sent = copy_in_at(&e, copy_in, input, cut);
+            assert!(!contains(&sent, b"CANARY"), "cut {cut}: plaintext sent");
+            assert!(contains(&sent, b"pgv1:"), "cut {cut}");
+            let back = copy_out_at(&e, copy_out, width, &sent, cut.min(sent.len()));
+            // PostgreSQL writes a backslash-escaped newline back as `\n`.
+            let want = String::from_utf8_lossy(input).replace("\\\n", "\\n");
+            assert_eq!(String::from_utf8_lossy(&back), want, "{copy_in}, cut {cut}");
+        }
+    }
 }
