@@ -248,54 +248,59 @@ async fn fail_closed_catalogue_in_both_protocols() {
         .unwrap();
     let proxy = clinic_proxy(dir.path()).await;
     let c = connect_tls(&proxy.pg_config(&db)).await;
-    let cases: &[(&str, &str, &str)] = &[
+    let cases: &[(&str, &str, &str, &str)] = &[
         // functions, operators, casts, ||
-        ("SELECT upper(first_name) FROM patients", "0A000", "public.patients.first_name"),
-        ("SELECT ssn || '-x' FROM patients", "0A000", "public.patients.ssn"),
-        ("SELECT ssn::int8 FROM patients", "0A000", "public.patients.ssn"),
-        ("SELECT id FROM patients WHERE length(ssn) = 11", "0A000", "public.patients.ssn"),
+        ("SELECT upper(first_name) FROM patients", "0A000", "public.patients.first_name", "function upper() cannot be applied"),
+        ("SELECT ssn || '-x' FROM patients", "0A000", "public.patients.ssn", "string concatenation (||) cannot be applied"),
+        ("SELECT ssn::int8 FROM patients", "0A000", "public.patients.ssn", "a cast cannot be applied"),
+        ("SELECT id FROM patients WHERE length(ssn) = 11", "0A000", "public.patients.ssn", "function length() cannot be applied"),
         // pattern matching, ranges, ordering, min/max
-        ("SELECT id FROM patients WHERE ssn LIKE 'CANARY%'", "0A000", "public.patients.ssn"),
-        ("SELECT id FROM patients WHERE last_name ILIKE 'CANARY%'", "0A000", "public.patients.last_name"),
-        ("SELECT id FROM patients WHERE ssn ~ 'CANARY'", "0A000", "public.patients.ssn"),
-        ("SELECT id FROM patients WHERE ssn > 'CANARY'", "0A000", "public.patients.ssn"),
-        ("SELECT id FROM patients WHERE ssn BETWEEN 'A' AND 'CANARY'", "0A000", "public.patients.ssn"),
-        ("SELECT id FROM patients ORDER BY ssn", "0A000", "public.patients.ssn"),
-        ("SELECT id FROM patients ORDER BY last_name", "0A000", "public.patients.last_name"),
-        ("SELECT max(ssn) FROM patients", "0A000", "public.patients.ssn"),
-        ("SELECT min(date_of_birth) FROM patients", "0A000", "public.patients.date_of_birth"),
+        ("SELECT id FROM patients WHERE ssn LIKE 'CANARY%'", "0A000", "public.patients.ssn", "LIKE / ILIKE / SIMILAR TO cannot be evaluated on ciphertext"),
+        ("SELECT id FROM patients WHERE last_name ILIKE 'CANARY%'", "0A000", "public.patients.last_name", "LIKE / ILIKE / SIMILAR TO cannot be evaluated on ciphertext"),
+        ("SELECT id FROM patients WHERE ssn ~ 'CANARY'", "0A000", "public.patients.ssn", "pattern matching cannot be evaluated on ciphertext"),
+        ("SELECT id FROM patients WHERE ssn > 'CANARY'", "0A000", "public.patients.ssn", "a range comparison (<, >, <=, >=) cannot be evaluated"),
+        ("SELECT id FROM patients WHERE ssn BETWEEN 'A' AND 'CANARY'", "0A000", "public.patients.ssn", "BETWEEN (a range comparison) cannot be evaluated"),
+        ("SELECT id FROM patients ORDER BY ssn", "0A000", "public.patients.ssn", "ORDER BY would sort ciphertext"),
+        ("SELECT id FROM patients ORDER BY last_name", "0A000", "public.patients.last_name", "ORDER BY would sort ciphertext"),
+        ("SELECT max(ssn) FROM patients", "0A000", "public.patients.ssn", "max() would compare ciphertext"),
+        ("SELECT min(date_of_birth) FROM patients", "0A000", "public.patients.date_of_birth", "min() would compare ciphertext"),
         // equality on a randomized column
-        ("SELECT id FROM patients WHERE last_name = 'CANARY'", "0A000", "public.patients.last_name"),
-        ("SELECT id FROM patients WHERE last_name IN ('CANARY')", "0A000", "public.patients.last_name"),
+        ("SELECT id FROM patients WHERE last_name = 'CANARY'", "0A000", "public.patients.last_name", "equality comparison is not possible on randomized"),
+        ("SELECT id FROM patients WHERE last_name IN ('CANARY')", "0A000", "public.patients.last_name", "not possible on randomized"),
         // writes whose source cannot be proven to be same-key ciphertext
-        ("INSERT INTO patients (first_name, last_name) SELECT body, body FROM notes_public", "0A000", "public.patients.first_name"),
-        ("UPDATE patients SET last_name = n.body FROM notes_public n WHERE n.id = patients.id", "0A000", "public.patients.last_name"),
-        ("WITH x AS (SELECT 'CANARY' AS v) INSERT INTO patients (first_name, last_name) SELECT v, v FROM x", "0A000", "public.patients.first_name"),
-        ("INSERT INTO patients (first_name, last_name) SELECT ssn, ssn FROM patients", "0A000", "public.patients.first_name"),
-        ("UPDATE patients SET ssn = (SELECT body FROM notes_public LIMIT 1)", "0A000", "public.patients.ssn"),
+        ("INSERT INTO patients (first_name, last_name) SELECT body, body FROM notes_public", "0A000", "public.patients.first_name", "the source must be a column encrypted with the same key"),
+        ("UPDATE patients SET last_name = n.body FROM notes_public n WHERE n.id = patients.id", "0A000", "public.patients.last_name", "a plaintext column's value cannot be assigned"),
+        ("WITH x AS (SELECT 'CANARY' AS v) INSERT INTO patients (first_name, last_name) SELECT v, v FROM x", "0A000", "public.patients.first_name", "the source must be a column encrypted with the same key"),
+        ("INSERT INTO patients (first_name, last_name) SELECT ssn, ssn FROM patients", "0A000", "public.patients.first_name", "the source must be a column encrypted with the same key"),
+        ("UPDATE patients SET ssn = (SELECT body FROM notes_public LIMIT 1)", "0A000", "public.patients.ssn", "an expression pgveil cannot encrypt"),
         // views, MERGE, DO blocks, functions, unparsable text
-        ("INSERT INTO patients_v (first_name, ssn) VALUES ('CANARY', 'CANARY-1')", "0A000", "patients_v"),
-        ("SELECT ssn FROM patients_v", "0A000", "patients_v"),
-        ("MERGE INTO patients p USING notes_public n ON p.id = n.id WHEN MATCHED THEN UPDATE SET last_name = 'CANARY'", "0A000", "public.patients"),
-        ("DO $$ BEGIN INSERT INTO patients (first_name, last_name) VALUES ('CANARY', 'CANARY'); END $$", "0A000", "public.patients"),
-        ("CREATE FUNCTION leak() RETURNS void LANGUAGE sql AS $$ INSERT INTO patients (first_name, last_name) VALUES ('CANARY', 'x') $$", "0A000", "public.patients"),
-        ("INSERT INTO patients (ssn) VALUES ('CANARY' ;; garbage(", "0A000", "public.patients"),
+        ("INSERT INTO patients_v (first_name, ssn) VALUES ('CANARY', 'CANARY-1')", "0A000", "patients_v", "is a view over protected tables"),
+        ("SELECT ssn FROM patients_v", "0A000", "patients_v", "is a view over protected tables"),
+        ("MERGE INTO patients p USING notes_public n ON p.id = n.id WHEN MATCHED THEN UPDATE SET last_name = 'CANARY'", "0A000", "public.patients", "MERGE is not supported on protected tables"),
+        ("DO $$ BEGIN INSERT INTO patients (first_name, last_name) VALUES ('CANARY', 'CANARY'); END $$", "0A000", "public.patients", "it refuses rather than risk sending plaintext"),
+        ("CREATE FUNCTION leak() RETURNS void LANGUAGE sql AS $$ INSERT INTO patients (first_name, last_name) VALUES ('CANARY', 'x') $$", "0A000", "public.patients", "is not supported on protected tables"),
+        ("INSERT INTO patients (ssn) VALUES ('CANARY' ;; garbage(", "0A000", "public.patients", "cannot parse a statement that may reference protected tables"),
         // protected values without a table OID
-        ("SELECT ssn FROM patients UNION SELECT 'CANARY'", "0A000", "public.patients.ssn"),
-        ("SELECT s FROM (SELECT ssn AS s FROM patients) q", "0A000", "public.patients.ssn"),
-        ("WITH q AS (SELECT last_name FROM patients) SELECT * FROM q", "0A000", "public.patients.last_name"),
+        ("SELECT ssn FROM patients UNION SELECT 'CANARY'", "0A000", "public.patients.ssn", "loses the table identity"),
+        ("SELECT s FROM (SELECT ssn AS s FROM patients) q", "0A000", "public.patients.ssn", "loses the table identity"),
+        ("WITH q AS (SELECT last_name FROM patients) SELECT * FROM q", "0A000", "public.patients.last_name", "loses the table identity"),
         // COPY: binary, files
-        ("COPY patients TO STDOUT (FORMAT binary)", "0A000", "public.patients"),
-        ("COPY patients (ssn) FROM '/tmp/CANARY.csv'", "0A000", "public.patients"),
+        ("COPY patients TO STDOUT (FORMAT binary)", "0A000", "public.patients", "in binary format is not supported"),
+        ("COPY patients (ssn) FROM '/tmp/CANARY.csv'", "0A000", "public.patients", "bypasses pgveil"),
     ];
-    let check = |sql: &str, e: &tokio_postgres::Error, code: &str, needle: &str| {
+    let check = |sql: &str, e: &tokio_postgres::Error, code: &str, needle: &str, reason: &str| {
         let db = e
             .as_db_error()
             .unwrap_or_else(|| panic!("{sql}: not a server error: {e}"));
         assert_eq!(db.code().code(), code, "{sql}: {}", db.message());
         assert!(
-            db.message().contains(needle),
+            db.message().starts_with("pgveil: ") && db.message().contains(needle),
             "{sql}: message does not name {needle}: {}",
+            db.message()
+        );
+        assert!(
+            db.message().contains(reason),
+            "{sql}: message does not say {reason:?}: {}",
             db.message()
         );
         assert!(
@@ -304,20 +309,20 @@ async fn fail_closed_catalogue_in_both_protocols() {
             db.message()
         );
     };
-    for (sql, code, needle) in cases {
+    for (sql, code, needle, reason) in cases {
         let e = c
             .simple_query(sql)
             .await
             .err()
             .unwrap_or_else(|| panic!("not refused (simple): {sql}"));
-        check(sql, &e, code, needle);
+        check(sql, &e, code, needle, reason);
         assert_eq!(rows(&c, "SELECT 1").await.len(), 1, "after {sql}");
         let e = c
             .query(*sql, &[])
             .await
             .err()
             .unwrap_or_else(|| panic!("not refused (extended): {sql}"));
-        check(sql, &e, code, needle);
+        check(sql, &e, code, needle, reason);
         let one: i32 = c.query_one("SELECT 1", &[]).await.unwrap().get(0);
         assert_eq!(one, 1, "after {sql}");
     }
