@@ -1829,7 +1829,13 @@ where
             if matches!(other, Operand::Null(_)) {
                 return Ok(());
             }
-            return self.refuse(pc, "equality comparison is not possible on randomized (use mode = \"deterministic\" in the policy)");
+            return Err(Refusal::unsupported(
+                Some(&pc.column),
+                format!(
+                    "equality comparison is not possible on randomized protected column {}; make it mode = \"deterministic\" in the policy",
+                    pc.column
+                ),
+            ));
         }
         self.plan.reads.insert(pc.column.clone());
         match other {
