@@ -92,6 +92,8 @@ pub fn parse_text(v: &[u8]) -> Result<Elements, &'static str> {
                 i += 1;
             }
         } else {
+            // Trailing unescaped white space is not part of the element.
+            let mut keep = 0;
             while let Some(&c) = inner.get(i) {
                 match c {
                     b',' => break,
@@ -99,15 +101,21 @@ pub fn parse_text(v: &[u8]) -> Result<Elements, &'static str> {
                     b'\\' => {
                         el.push(*inner.get(i + 1).ok_or("dangling backslash")?);
                         i += 2;
+                        quoted = true; // an escaped element is never NULL
+                        keep = el.len();
                     }
                     c => {
                         el.push(c);
                         i += 1;
+                        if !c.is_ascii_whitespace() {
+                            keep = el.len();
+                        }
                     }
                 }
             }
-            while el.last().is_some_and(u8::is_ascii_whitespace) {
-                el.pop();
+            el.truncate(keep);
+            if el.is_empty() && !quoted {
+                return Err("an empty array element");
             }
         }
         if !quoted && el.eq_ignore_ascii_case(b"null") {
@@ -219,6 +227,12 @@ mod tests {
         );
         assert_eq!(parse_text(b"{}").unwrap(), Vec::<Option<Vec<u8>>>::new());
         assert!(parse_text(b"{{a}}").is_err());
+        assert!(parse_text(b"{a,,b}").is_err());
+        assert!(parse_text(b"{a,}").is_err());
+        assert_eq!(
+            parse_text(b"{N\\ULL, a\\ }").unwrap(),
+            vec![Some(b"NULL".to_vec()), Some(b"a ".to_vec())]
+        );
         assert!(parse_text(b"[1:2]={a,b}").is_err());
     }
 

@@ -279,15 +279,44 @@ impl CopyStream {
     fn emit_line(&mut self, raw: &[u8], out: &mut Vec<u8>) -> Result<(), RewriteError> {
         self.line += 1;
         let (body, eol) = match raw.strip_suffix(b"\n") {
+            // A `\r` before the newline ends the line too, unless a backslash
+            // escapes it (text format).
             Some(b) => match b.strip_suffix(b"\r") {
-                Some(b2) => (b2, &raw[b2.len()..]),
-                None => (b, &raw[b.len()..]),
+                Some(b2) if self.codec.csv || trailing_backslashes(b2) % 2 == 0 => {
+                    (b2, &raw[b2.len()..])
+                }
+                _ => (b, &raw[b.len()..]),
             },
             None => (raw, &raw[raw.len()..]),
         };
-        if self.ended || self.header_pending || body == b"\\." {
+        if self.ended {
+            // PostgreSQL stops at the end-of-data marker (or, from 18 in CSV,
+            // reads on): nothing may follow it unencrypted.
+            if body.is_empty() && eol.len() == raw.len() {
+                out.extend_from_slice(raw);
+                return Ok(());
+            }
+            return Err(self.format_error(
+                "data after the end-of-data marker \\. is not accepted by pgveil".to_owned(),
+            ));
+        }
+        if body == b"\\." {
+            if self.codec.csv {
+                return Err(self.format_error(
+                    "a \\. line in CSV data means end-of-data before PostgreSQL 18 and a value from 18 on; pgveil refuses it: remove the line".to_owned(),
+                ));
+            }
+            self.ended = true;
+            out.extend_from_slice(raw);
+            return Ok(());
+        }
+        if memchr::memchr(b'\r', body).is_some() && self.bare_carriage_return(body) {
+            return Err(self.format_error(
+                "a bare carriage return ends a line for PostgreSQL but not for pgveil; use \\n or \\r\\n line endings, or escape it".to_owned(),
+            ));
+        }
+        if self.header_pending {
             self.header_pending = false;
-            self.ended |= body == b"\\.";
             out.extend_from_slice(raw);
             return Ok(());
         }
@@ -296,6 +325,38 @@ impl CopyStream {
         r?;
         out.extend_from_slice(eol);
         Ok(())
+    }
+
+    /// Whether `body` has a carriage return outside an escape (text) or
+    /// outside quotes (CSV).
+    fn bare_carriage_return(&self, body: &[u8]) -> bool {
+        let codec = &self.codec;
+        let mut escaped = false;
+        let mut in_quotes = false;
+        for &c in body {
+            if codec.csv {
+                if in_quotes {
+                    if escaped {
+                        escaped = false;
+                    } else if c == codec.escape && codec.escape != codec.quote {
+                        escaped = true;
+                    } else if c == codec.quote {
+                        in_quotes = false;
+                    }
+                } else if c == codec.quote {
+                    in_quotes = true;
+                } else if c == b'\r' {
+                    return true;
+                }
+            } else if escaped {
+                escaped = false;
+            } else if c == b'\\' {
+                escaped = true;
+            } else if c == b'\r' {
+                return true;
+            }
+        }
+        false
     }
 
     fn split(&mut self, body: &[u8]) {
@@ -438,6 +499,10 @@ impl CopyStream {
         }
         Ok(())
     }
+}
+
+fn trailing_backslashes(b: &[u8]) -> usize {
+    b.iter().rev().take_while(|&&c| c == b'\\').count()
 }
 
 /// Text-format field → bytes (`copyfromparse.c` `CopyReadAttributesText`).

@@ -214,6 +214,8 @@ pub struct Session {
     copy_failed: Option<RewriteError>,
     /// `COPY … TO STDOUT` data being decrypted.
     copy_out: Option<CopyStream>,
+    /// The session's client_encoding when COPY data cannot be split in it.
+    copy_unsafe_encoding: Option<String>,
     /// Between the `Execute` of a `COPY … FROM STDIN` and its end, where the
     /// server ignores `Sync`.
     copy_in_mode: bool,
@@ -242,6 +244,18 @@ fn cstr<'a>(b: &'a [u8], pos: &mut usize) -> Option<&'a [u8]> {
 
 fn frame_of(msg: &[u8]) -> Frame {
     Frame::new(msg[0], &msg[5..])
+}
+
+/// The refusal when a session tracks too many statements or portals.
+fn too_many(what: &str) -> RewriteError {
+    pgveil_sql::Refusal {
+        sqlstate: "54000",
+        column: None,
+        reason: format!(
+            "this session has {MAX_TRACKED} {what} on protected tables; close or deallocate some"
+        ),
+    }
+    .into()
 }
 
 /// The raw value of parameter `idx` of a `Bind` message as the client sent it.
@@ -286,17 +300,37 @@ fn set_param_format(bind: &mut frontend::Bind, idx: usize, format: Format) {
 /// then ignores `Sync` until the copy ends). Over-matching only matters
 /// for a `Sync` sent between such an `Execute` and the copy's end.
 fn looks_like_copy_in(sql: &str) -> bool {
-    let t = sql.trim_start();
-    t.get(..4).is_some_and(|k| k.eq_ignore_ascii_case("copy"))
-        && t.to_ascii_lowercase().contains("stdin")
+    let mut t = sql.trim_start();
+    // Leading comments.
+    loop {
+        if let Some(rest) = t.strip_prefix("--") {
+            t = rest.split_once('\n').map_or("", |(_, r)| r).trim_start();
+        } else if let Some(rest) = t.strip_prefix("/*") {
+            t = rest.split_once("*/").map_or("", |(_, r)| r).trim_start();
+        } else {
+            break;
+        }
+    }
+    if !t.get(..4).is_some_and(|k| k.eq_ignore_ascii_case("copy")) {
+        return false;
+    }
+    let words: Vec<String> = t
+        .split(|c: char| c.is_whitespace() || c == '(' || c == ')' || c == ';')
+        .filter(|w| !w.is_empty())
+        .map(str::to_ascii_lowercase)
+        .collect();
+    words.windows(2).any(|w| w[0] == "from" && w[1] == "stdin")
 }
 
 /// `DO … RAISE` text that makes the server report `err` itself.
 fn raise_sql(err: &RewriteError) -> String {
     let esc = |s: &str| {
-        s.replace('\\', "/")
-            .replace('\'', "''")
-            .replace("$pgveil$", "$ pgveil$")
+        let mut s = s.replace('\\', "/").replace('\'', "''");
+        // Nothing in the text may close the dollar quote.
+        while s.contains("$pgveil$") {
+            s = s.replace("$pgveil$", "$ pgveil$");
+        }
+        s
     };
     let hint = err
         .hint()
@@ -337,6 +371,7 @@ impl Session {
             copy_discard: false,
             copy_failed: None,
             copy_out: None,
+            copy_unsafe_encoding: None,
             copy_in_mode: false,
             copy_statements: HashSet::new(),
             copy_portals: HashSet::new(),
@@ -350,6 +385,23 @@ impl Session {
                 self.tz = SessionTimeZone::from_pg_setting(&String::from_utf8_lossy(value))
             }
             b"standard_conforming_strings" => self.standard_strings = value == b"on",
+            b"client_encoding" => {
+                // Encodings whose multibyte characters may contain the bytes
+                // of `\`, tab, newline, quote or comma: COPY cannot be split
+                // byte by byte in them.
+                let v = String::from_utf8_lossy(value).to_ascii_uppercase();
+                self.copy_unsafe_encoding = [
+                    "SJIS",
+                    "SHIFT_JIS_2004",
+                    "BIG5",
+                    "GBK",
+                    "GB18030",
+                    "UHC",
+                    "JOHAB",
+                ]
+                .contains(&v.as_str())
+                .then_some(v);
+            }
             _ => {}
         }
     }
@@ -656,6 +708,20 @@ impl Session {
         Ok(out)
     }
 
+    /// The codec of a COPY on a protected table, if its data can be split.
+    fn copy_codec(&self, plan: &pgveil_sql::CopyPlan) -> Result<Arc<CopyCodec>, RewriteError> {
+        if let Some(enc) = &self.copy_unsafe_encoding {
+            return Err(RewriteError::CopyFormat {
+                table: plan.table.to_string(),
+                line: 0,
+                reason: format!(
+                    "client_encoding {enc} can hide delimiters inside multibyte characters; pgveil splits COPY data byte by byte: SET client_encoding TO 'UTF8' first"
+                ),
+            });
+        }
+        CopyCodec::new(plan, &self.ctx.catalog)
+    }
+
     fn check_statement(&self, st: &StatementPlan) -> Result<(), RewriteError> {
         // Every protected column written must be resolvable with usable
         // storage before anything is sent.
@@ -725,7 +791,7 @@ impl Session {
                         out,
                     );
                 }
-                match CopyCodec::new(p, &self.ctx.catalog) {
+                match self.copy_codec(p) {
                     Ok(c) => copy = Some(c),
                     Err(e) => return self.refuse_query(e, out),
                 }
@@ -745,29 +811,25 @@ impl Session {
                 self.stmt_shapes.clear();
             }
         }
+        let edits: Vec<(std::ops::Range<usize>, String)> = plan
+            .statements
+            .iter()
+            .flat_map(|st| st.edits.iter().map(|e| (e.span.clone(), e.text.clone())))
+            .collect();
+        let mut copy_out = None;
+        let mut copy_in = None;
         if let Some(codec) = copy {
             if codec.is_copy_in() {
-                self.copy_in = Some(CopyStream::new(codec, self.tz));
-                self.expect.push_back(Expect::Query {
-                    refusal: false,
-                    copy: None,
-                });
+                copy_in = Some(CopyStream::new(codec, self.tz));
             } else {
-                self.expect.push_back(Expect::Query {
-                    refusal: false,
-                    copy: Some(codec),
-                });
+                copy_out = Some(codec);
             }
-            return ClientOutcome {
-                action: ClientAction::Forward,
-                path: Path::Rewritten,
-                error: None,
-            };
         }
-        if literals.is_empty() && unwraps.is_empty() {
+        if literals.is_empty() && unwraps.is_empty() && edits.is_empty() {
+            self.copy_in = copy_in;
             self.expect.push_back(Expect::Query {
                 refusal: false,
-                copy: None,
+                copy: copy_out,
             });
             return ClientOutcome {
                 action: ClientAction::Forward,
@@ -775,15 +837,17 @@ impl Session {
                 error: None,
             };
         }
-        let replacements = match unwrap_texts(sql, &unwraps) {
+        let mut replacements = match unwrap_texts(sql, &unwraps) {
             Ok(r) => r,
             Err(e) => return self.refuse_query(e, out),
         };
+        replacements.extend(edits);
         match self.splice(sql, &literals, &replacements) {
             Ok(new_sql) => {
+                self.copy_in = copy_in;
                 self.expect.push_back(Expect::Query {
                     refusal: false,
-                    copy: None,
+                    copy: copy_out,
                 });
                 out.extend_from_slice(frontend::query(new_sql.as_bytes()).raw());
                 ClientOutcome {
@@ -858,7 +922,7 @@ impl Session {
             return self.refuse_extended(e, out);
         }
         let copy = match &st.copy {
-            Some(plan) => match CopyCodec::new(plan, &self.ctx.catalog) {
+            Some(plan) => match self.copy_codec(plan) {
                 Ok(c) => Some(c),
                 Err(e) => return self.refuse_extended(e, out),
             },
@@ -960,6 +1024,7 @@ impl Session {
             Ok(r) => r,
             Err(e) => return self.refuse_extended(e, out),
         };
+        replacements.extend(st.edits.iter().map(|e| (e.span.clone(), e.text.clone())));
         for (span, text) in expansions {
             // `col = $n` → `col = ANY($n)`: replaces the cast removal too.
             replacements.retain(|(s, _)| *s != span);
@@ -971,14 +1036,12 @@ impl Session {
                 Err(e) => return self.refuse_extended(e, out),
             }
         }
-        self.prepared.apply(st);
         if self.statements.len() >= MAX_TRACKED && !self.statements.contains_key(&name) {
-            // Bounded: forget the oldest arbitrarily (its results then get a
-            // Describe injected; its parameters would be refused).
-            if let Some(k) = self.statements.keys().next().cloned() {
-                self.statements.remove(&k);
-            }
+            // Bounded, and never by forgetting one: a forgotten statement's
+            // parameters would reach the server unencrypted.
+            return self.refuse_extended(too_many("prepared statements"), out);
         }
+        self.prepared.apply(st);
         self.statements.insert(
             name.clone(),
             StmtInfo {
@@ -1088,7 +1151,13 @@ impl Session {
             }
         }
         // Parameters pgveil added for older key versions (`IN ($n, $m)`).
-        for p in info.params.iter().filter(|p| !p.extras.is_empty()) {
+        // A Bind with the wrong count is left for the server to report.
+        let count_ok = info.describe.keep.is_none_or(|k| k == bind.params.len());
+        for p in info
+            .params
+            .iter()
+            .filter(|p| count_ok && !p.extras.is_empty())
+        {
             let value = bind.params.get(p.idx).cloned().flatten();
             let last = p.extras.iter().copied().max().unwrap_or(0);
             let format = frontend::format_at(&bind.param_formats, p.idx);
@@ -1133,9 +1202,7 @@ impl Session {
             changed = true;
         }
         if self.portals.len() >= MAX_TRACKED && !self.portals.contains_key(&portal) {
-            if let Some(k) = self.portals.keys().next().cloned() {
-                self.portals.remove(&k);
-            }
+            return self.refuse_extended(too_many("open portals"), out);
         }
         self.portals.insert(
             portal.clone(),
@@ -1626,6 +1693,9 @@ impl Session {
                 self.current = None;
                 let status = msg.get(5).copied().unwrap_or(b'I');
                 self.idle = status == b'I';
+                // A CopyFail the server dropped (it had failed already)
+                // gets no answer of its own.
+                self.copy_failed = None;
                 if self.ddl_seen {
                     self.stale = true;
                     if self.idle {

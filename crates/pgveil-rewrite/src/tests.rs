@@ -377,3 +377,103 @@ fn copy_streams_survive_every_chunk_boundary_in_text_and_csv() {
         }
     }
 }
+
+/// What the session sends for a COPY FROM STDIN stream, or its refusal.
+fn copy_in_result(s: &mut Session, sql: &str, data: &[u8]) -> Result<Vec<u8>, RewriteError> {
+    let (o, _) = client(s, &frontend::query(sql.as_bytes()));
+    if let Some(e) = o.error {
+        return Err(e);
+    }
+    let (o, out) = client(s, &Frame::new(frontend::tag::COPY_DATA, data));
+    if let Some(e) = o.error {
+        assert_eq!(out.last_n_tag(), Some(frontend::tag::COPY_FAIL));
+        assert!(!contains(&out, b"CANARY"));
+        return Err(e);
+    }
+    let mut sent = copy_payloads(&out);
+    let (o, out) = client(s, &Frame::new(frontend::tag::COPY_DONE, b""));
+    if let Some(e) = o.error {
+        return Err(e);
+    }
+    sent.extend(copy_payloads(&out));
+    Ok(sent)
+}
+
+#[test]
+fn copy_data_pgveil_cannot_split_safely_is_refused() {
+    let sql = "COPY patients (first_name, ssn) FROM STDIN";
+    let csv = "COPY patients (first_name, ssn) FROM STDIN (FORMAT csv)";
+    for (sql, data, want) in [
+        (
+            sql,
+            &b"CANARY-A\tCANARY-1\n\\.\nCANARY-B\tCANARY-2\n"[..],
+            "after the end-of-data marker",
+        ),
+        (csv, &b"CANARY-A,CANARY-1\n\\.\n"[..], "a \\. line in CSV"),
+        (
+            sql,
+            &b"CANARY-A\tCANARY-1\rCANARY-B\tCANARY-2\n"[..],
+            "bare carriage return",
+        ),
+        (
+            csv,
+            &b"CANARY-A,CANARY-1\rCANARY-B,CANARY-2\n"[..],
+            "bare carriage return",
+        ),
+        (
+            sql,
+            &b"CANARY-A\tCANARY-1\tCANARY-x\n"[..],
+            "3 fields where 2 columns",
+        ),
+    ] {
+        let mut s = session();
+        let e = copy_in_result(&mut s, sql, data).unwrap_err();
+        assert!(e.to_string().contains(want), "{e}");
+        assert!(!e.to_string().contains("CANARY"), "{e}");
+        // Nothing more of that COPY reaches the server.
+        let (o, out) = client(
+            &mut s,
+            &Frame::new(frontend::tag::COPY_DATA, b"CANARY-C\tCANARY-3\n"),
+        );
+        assert!(matches!(o.action, ClientAction::Replace) && out.is_empty());
+    }
+    // Escaped and quoted carriage returns are data.
+    let mut s = session();
+    assert!(copy_in_result(&mut s, sql, b"CANARY-A\\r\tCANARY-1\r\n").is_ok());
+    let mut s = session();
+    assert!(copy_in_result(&mut s, csv, b"\"CANARY\rA\",CANARY-1\r\n").is_ok());
+    // Encodings that hide delimiters in multibyte characters.
+    let mut s = session();
+    s.parameter_status(b"client_encoding", b"SJIS");
+    let e = copy_in_result(&mut s, sql, b"x\ty\n").unwrap_err();
+    assert!(e.to_string().contains("client_encoding SJIS"), "{e}");
+    let mut s = session();
+    let e = copy_in_result(
+        &mut s,
+        "COPY patients (first_name, ssn) FROM STDIN (ENCODING 'SJIS')",
+        b"x\ty\n",
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("ENCODING other than UTF8"), "{e}");
+}
+
+#[test]
+fn statements_without_a_column_list_get_the_one_pgveil_relied_on() {
+    for (sql, want) in [
+        (
+            "COPY patients FROM STDIN",
+            "COPY patients (id, first_name, last_name, ssn, date_of_birth, phone, email, address, medical_history, created_at) FROM STDIN",
+        ),
+        (
+            "INSERT INTO public.patients AS p VALUES (DEFAULT, 'CANARY-A', 'B')",
+            "INSERT INTO public.patients AS p (id, first_name, last_name, ssn, date_of_birth, phone, email, address, medical_history, created_at) VALUES (DEFAULT, 'pgv1:",
+        ),
+    ] {
+        let mut s = session();
+        let (o, out) = client(&mut s, &frontend::query(sql.as_bytes()));
+        assert!(o.error.is_none(), "{:?}", o.error);
+        let text = String::from_utf8_lossy(&out[5..]).to_string();
+        assert!(text.starts_with(want), "{sql} → {text}");
+        assert!(!text.contains("CANARY"));
+    }
+}

@@ -8,6 +8,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use pgveil_policy::{Ident, Policy, ProtectedColumn, QualifiedTable};
+use sqlparser::ast::Spanned;
 use sqlparser::ast::{
     self as ast, AssignmentTarget, BinaryOperator, CopyLegacyCsvOption, CopyLegacyOption,
     CopyOption, CopySource, CopyTarget, Distinct, Expr, FromTable, FunctionArg, FunctionArgExpr,
@@ -1264,6 +1265,28 @@ where
         }
     }
 
+    /// Inserts ` (a, b, …)` at byte `after` (relative to the statement).
+    fn insert_column_list(
+        &mut self,
+        after: Option<usize>,
+        order: &[Ident],
+        table: &QualifiedTable,
+    ) -> R {
+        let Some(at) = after else {
+            return Err(Refusal::unsupported(
+                None,
+                format!("a statement on {table} without a column list whose table name pgveil cannot delimit; list the columns"),
+            ));
+        };
+        let list: Vec<String> = order.iter().map(Ident::quoted).collect();
+        let at = at + self.base;
+        self.plan.edits.push(TextEdit {
+            span: at..at,
+            text: format!(" ({})", list.join(", ")),
+        });
+        Ok(())
+    }
+
     /// The columns `*` (or `qual.*`) stands for, when every relation it
     /// covers is a table whose column order the catalog gave; `None` if any
     /// is not (an unprotected table, a subquery, a function).
@@ -1344,9 +1367,15 @@ where
         }
         for row in &v.rows {
             match row.get(k).cloned().unwrap_or(Elem::Other) {
-                Elem::Literal(span, value) => {
-                    self.add_literal(t, span, value, Comparison::Write, false, LiteralForm::Value)
-                }
+                // Typed (`::bytea`) so the VALUES column gets the storage type.
+                Elem::Literal(span, value) => self.add_literal(
+                    t,
+                    span,
+                    value,
+                    Comparison::Write,
+                    false,
+                    LiteralForm::ListElement,
+                ),
                 Elem::Param(n, cast) => {
                     self.add_param(t, n, cast, Comparison::Write, false, Site::Other)?
                 }
@@ -1443,7 +1472,14 @@ where
                     Vec::new()
                 } else {
                     match self.opts.column_order.as_ref().and_then(|c| c.column_order(t)) {
-                        Some(order) => order.iter().map(|i| i.as_str().to_owned()).collect(),
+                        Some(order) => {
+                            let after = match &ins.table_alias {
+                                Some(a) => self.span_of(a.alias.span).map(|r| r.end),
+                                None => self.span_of(name.span()).map(|r| r.end),
+                            };
+                            self.insert_column_list(after, &order, t)?;
+                            order.iter().map(|i| i.as_str().to_owned()).collect()
+                        }
                         None => {
                             return Err(Refusal::unsupported(
                                 None,
@@ -1634,10 +1670,16 @@ where
                 };
                 let tp = self.policy.table(&table);
                 let names: Option<Vec<Ident>> = if columns.is_empty() {
-                    self.opts
+                    let order = self
+                        .opts
                         .column_order
                         .as_ref()
-                        .and_then(|c| c.column_order(&table))
+                        .and_then(|c| c.column_order(&table));
+                    if let Some(order) = &order {
+                        let after = self.span_of(table_name.span()).map(|r| r.end);
+                        self.insert_column_list(after, order, &table)?;
+                    }
+                    order
                 } else {
                     columns.iter().map(|c| ident(&norm(c))).collect()
                 };
@@ -1721,7 +1763,16 @@ where
                 CopyOption::Header(h) => plan.header = *h,
                 CopyOption::Quote(c) => plan.quote = *c,
                 CopyOption::Escape(c) => escape = Some(*c),
-                CopyOption::Freeze(_) | CopyOption::Encoding(_) => {}
+                CopyOption::Freeze(_) => {}
+                CopyOption::Encoding(e) => {
+                    let e = e.to_ascii_uppercase().replace(['-', '_'], "");
+                    if e != "UTF8" {
+                        return Err(Refusal::unsupported(
+                            None,
+                            format!("COPY {table} with ENCODING other than UTF8 is not supported by pgveil (it splits fields byte by byte); convert the data to UTF-8"),
+                        ));
+                    }
+                }
                 CopyOption::ForceQuote(_)
                 | CopyOption::ForceNotNull(_)
                 | CopyOption::ForceNull(_) => {
@@ -1791,7 +1842,11 @@ where
     fn comparison(&mut self, left: &Expr, right: &Expr, negated: bool, operator: bool) -> R {
         let l = self.operand(left)?;
         let r = self.operand(right)?;
-        let form = if operator && matches!(l, Operand::Protected(_)) {
+        // `col = ('x')` keeps one ciphertext: `(ANY(…))` would not parse.
+        let form = if operator
+            && matches!(l, Operand::Protected(_))
+            && !matches!(right, Expr::Nested(_))
+        {
             LiteralForm::EqRight
         } else {
             LiteralForm::Value
@@ -2069,20 +2124,19 @@ where
     }
 
     fn in_element(&mut self, c: &'p ProtectedColumn, el: &Expr, negated: bool) -> R {
+        // `IN (('x'))` keeps one ciphertext: `(('a', 'b'))` is a row.
+        let (form, site) = if matches!(el, Expr::Nested(_)) {
+            (LiteralForm::Value, Site::Other)
+        } else {
+            (LiteralForm::ListElement, Site::ListElement)
+        };
         match self.operand(el)? {
             Operand::Literal(span, value) => {
-                self.add_literal(
-                    c,
-                    span,
-                    value,
-                    Comparison::Equality,
-                    negated,
-                    LiteralForm::ListElement,
-                );
+                self.add_literal(c, span, value, Comparison::Equality, negated, form);
                 Ok(())
             }
             Operand::Param(n, cast) => {
-                self.add_param(c, n, cast, Comparison::Equality, false, Site::ListElement)
+                self.add_param(c, n, cast, Comparison::Equality, false, site)
             }
             Operand::Null(_) => Ok(()),
             Operand::Protected(o) if o.key == c.key && o.is_deterministic() => Ok(()),

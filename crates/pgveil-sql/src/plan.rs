@@ -170,6 +170,15 @@ pub struct ParamSite {
     pub negated: bool,
 }
 
+/// Text inserted (or replacing `span`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TextEdit {
+    /// Byte span in the query string (empty for an insertion).
+    pub span: Range<usize>,
+    /// The new text.
+    pub text: String,
+}
+
 /// Text to replace by a part of itself: `$1::varchar` → `$1` when `$1`
 /// now carries ciphertext of the storage type.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -303,6 +312,10 @@ pub struct StatementPlan {
     pub params: BTreeMap<u32, ParamTarget>,
     /// Casts (and other wrappers) to remove, keeping only their operand.
     pub unwraps: Vec<Unwrap>,
+    /// Text to insert: the column list pgveil relied on for `INSERT`/`COPY`
+    /// without one, so PostgreSQL maps values by name even if the table
+    /// changed behind pgveil's back.
+    pub edits: Vec<TextEdit>,
     /// `NULL`s written to protected columns (left as is).
     pub nulls: Vec<NullWrite>,
     /// Ciphertext copies between columns sharing a key.
@@ -329,6 +342,7 @@ impl StatementPlan {
             literals: Vec::new(),
             params: BTreeMap::new(),
             unwraps: Vec::new(),
+            edits: Vec::new(),
             nulls: Vec::new(),
             copies: Vec::new(),
             reads: BTreeSet::new(),

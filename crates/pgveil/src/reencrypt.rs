@@ -43,6 +43,9 @@ pub struct ColumnOutcome {
     /// Values that could not be re-encrypted (decryption failure, or the
     /// database refused the update, e.g. a unique violation).
     pub failed: u64,
+    /// Values still under an older version when the run ended (rows moved
+    /// by concurrent updates, or failed ones): re-run before retiring.
+    pub remaining: u64,
 }
 
 /// Re-encrypts every column that uses `column`'s key. Returns the total of
@@ -80,10 +83,10 @@ pub async fn run(
         let outcome = reencrypt_column(&client, c, &column_keys, active, batch.max(1)).await?;
         let _ = writeln!(
             out,
-            "{}: {} value(s) re-encrypted to v{active}, {} changed concurrently, {} failed",
-            c.column, outcome.updated, outcome.raced, outcome.failed
+            "{}: {} value(s) re-encrypted to v{active}, {} changed concurrently, {} failed, {} left under older versions",
+            c.column, outcome.updated, outcome.raced, outcome.failed, outcome.remaining
         );
-        failed += outcome.failed;
+        failed += outcome.failed.max(outcome.remaining);
     }
     Ok(failed)
 }
@@ -101,7 +104,7 @@ async fn reencrypt_column(
     let storage: Option<String> = client
         .query_opt(
             "SELECT format_type(a.atttypid, NULL) FROM pg_catalog.pg_attribute a \
-             WHERE a.attrelid = $1::text::regclass AND a.attname = $2::text AND NOT a.attisdropped",
+             WHERE a.attrelid = to_regclass($1::text) AND a.attname = $2::text AND NOT a.attisdropped",
             &[&table, &c.column.column.as_str()],
         )
         .await
@@ -122,34 +125,47 @@ async fn reencrypt_column(
     let shape = if bytea {
         format!("length({name}) >= 33")
     } else {
-        format!("{name} LIKE 'pgv1:%'")
+        // Only well-formed headers reach decode(): a stray value must not
+        // abort the run.
+        format!("{name} ~ '^pgv1:[A-Za-z0-9+/]{{8}}'")
     };
+    let pending = format!("{name} IS NOT NULL AND {shape} AND {header} <> $1");
+    // (tableoid, ctid) is unique across partitions and inheritance children.
     let select = format!(
-        "SELECT ctid::text, {name} FROM {table} WHERE {name} IS NOT NULL AND {shape} \
-         AND {header} <> $1 AND ctid > $2::text::tid ORDER BY ctid LIMIT {batch}"
+        "SELECT tableoid::int8, ctid::text, {name} FROM {table} WHERE {pending} \
+         AND (tableoid::int8, ctid) > ($2::int8, $3::text::tid) ORDER BY tableoid, ctid LIMIT {batch}"
     );
-    let update =
-        format!("UPDATE {table} SET {name} = $1 WHERE ctid = $2::text::tid AND {name} = $3");
+    let count = format!("SELECT count(*) FROM {table} WHERE {pending}");
+    let update = format!(
+        "UPDATE {table} SET {name} = $1 WHERE tableoid = $2::int8::oid AND ctid = $3::text::tid AND {name} = $4"
+    );
     let select = client.prepare(&select).await.map_err(db)?;
     let update = client.prepare(&update).await.map_err(db)?;
     let mut outcome = ColumnOutcome::default();
-    let mut last = "(0,0)".to_owned();
+    let mut last: (i64, String) = (0, "(0,0)".to_owned());
     loop {
         let rows = client
-            .query(&select, &[&version, &last])
+            .query(&select, &[&version, &last.0, &last.1])
             .await
             .map_err(db)?;
         if rows.is_empty() {
+            let n: i64 = client
+                .query_one(count.as_str(), &[&version])
+                .await
+                .map_err(db)?
+                .get(0);
+            outcome.remaining = n.max(0) as u64;
             return Ok(outcome);
         }
         for row in &rows {
-            let ctid: String = row.get(0);
-            last = ctid.clone();
+            let rel: i64 = row.get(0);
+            let ctid: String = row.get(1);
+            last = (rel, ctid.clone());
             let (stored, old): (Vec<u8>, Old) = if bytea {
-                let v: Vec<u8> = row.get(1);
+                let v: Vec<u8> = row.get(2);
                 (v.clone(), Old::Bytes(v))
             } else {
-                let v: String = row.get(1);
+                let v: String = row.get(2);
                 (v.clone().into_bytes(), Old::Text(v))
             };
             let Ok(plain) = keys.decrypt_stored(&stored) else {
@@ -161,10 +177,10 @@ async fn reencrypt_column(
                 continue;
             };
             let result = match &old {
-                Old::Bytes(o) => client.execute(&update, &[&env, &ctid, o]).await,
+                Old::Bytes(o) => client.execute(&update, &[&env, &rel, &ctid, o]).await,
                 Old::Text(o) => {
                     let new = encode_text(&env);
-                    client.execute(&update, &[&new, &ctid, o]).await
+                    client.execute(&update, &[&new, &rel, &ctid, o]).await
                 }
             };
             match result {
