@@ -163,6 +163,16 @@ async fn copy_100k_rows_in_and_out_in_text_and_csv() {
             );
         }
     }
+    // The text rows come back exactly as they went in.
+    let back = copy_out(
+        &via,
+        &format!("COPY (SELECT {COLS} FROM patients WHERE id <= {ROWS} ORDER BY id) TO STDOUT"),
+    )
+    .await;
+    assert!(
+        back == text.as_bytes(),
+        "COPY out differs from the COPY in input"
+    );
     // And what went in comes back through SELECT.
     let sql = format!("SELECT {COLS} FROM patients ORDER BY id");
     let a = all_rows(&via, &sql).await;
