@@ -180,6 +180,9 @@ enum Expect {
     },
     Close,
     Sync,
+    /// A `Sync` sent while a `COPY … FROM STDIN` `Execute` was in progress:
+    /// the server ignores it if the copy started, answers it if not.
+    CopySync,
     Refresh,
 }
 
@@ -219,6 +222,9 @@ pub struct Session {
     /// Between the `Execute` of a `COPY … FROM STDIN` and its end, where the
     /// server ignores `Sync`.
     copy_in_mode: bool,
+    /// The server answered the current `Execute` with CopyInResponse: the
+    /// `Sync`s sent meanwhile are ignored.
+    copy_in_started: bool,
     /// Unprotected statements and portals that are `COPY … FROM STDIN`.
     copy_statements: HashSet<Bytes>,
     copy_portals: HashSet<Bytes>,
@@ -373,6 +379,7 @@ impl Session {
             copy_out: None,
             copy_unsafe_encoding: None,
             copy_in_mode: false,
+            copy_in_started: false,
             copy_statements: HashSet::new(),
             copy_portals: HashSet::new(),
         }
@@ -426,8 +433,12 @@ impl Session {
                 }
                 return self.on_copy_message(msg, out);
             }
-            // The server ignores Sync in copy-in mode: expect nothing.
-            frontend::tag::SYNC if self.copy_in_mode => return ClientOutcome::forward(),
+            // The server ignores Sync in copy-in mode, but only once the
+            // copy has started: decided when its answer comes.
+            frontend::tag::SYNC if self.copy_in_mode => {
+                self.expect.push_back(Expect::CopySync);
+                return ClientOutcome::forward();
+            }
             frontend::tag::SYNC | frontend::tag::FLUSH => {}
             _ => {
                 // Any other message ends copy-in mode (the server says so).
@@ -1669,8 +1680,15 @@ impl Session {
                     Some(Expect::Query { .. }) => self.current = None,
                     Some(Expect::Execute { .. }) => {
                         self.expect.pop_front();
+                        self.drop_copy_syncs();
                     }
                     _ => {}
+                }
+                ServerAction::Forward
+            }
+            backend::tag::COPY_IN => {
+                if matches!(self.expect.front(), Some(Expect::Execute { .. })) {
+                    self.copy_in_started = true;
                 }
                 ServerAction::Forward
             }
@@ -1685,11 +1703,15 @@ impl Session {
                 while let Some(e) = self.expect.pop_front() {
                     if matches!(
                         e,
-                        Expect::Sync | Expect::Query { .. } | Expect::FunctionCall
+                        Expect::Sync
+                            | Expect::CopySync
+                            | Expect::Query { .. }
+                            | Expect::FunctionCall
                     ) {
                         break;
                     }
                 }
+                self.copy_in_started = false;
                 self.current = None;
                 let status = msg.get(5).copied().unwrap_or(b'I');
                 self.idle = status == b'I';
@@ -1706,6 +1728,16 @@ impl Session {
                 ServerAction::Forward
             }
             _ => ServerAction::Forward,
+        }
+    }
+
+    /// After a `COPY … FROM STDIN` `Execute` that entered copy mode: the
+    /// `Sync`s sent during the copy got no answer.
+    fn drop_copy_syncs(&mut self) {
+        if std::mem::take(&mut self.copy_in_started) {
+            while matches!(self.expect.front(), Some(Expect::CopySync)) {
+                self.expect.pop_front();
+            }
         }
     }
 
@@ -1800,19 +1832,25 @@ impl Session {
         );
         let extended = !matches!(
             self.expect.front(),
-            None | Some(Expect::Query { .. }) | Some(Expect::FunctionCall) | Some(Expect::Sync)
+            None | Some(Expect::Query { .. })
+                | Some(Expect::FunctionCall)
+                | Some(Expect::Sync)
+                | Some(Expect::CopySync)
         );
         if extended {
-            // The server skips everything up to Sync.
+            // The server skips everything up to a Sync it does not ignore.
             while let Some(e) = self.expect.front() {
-                if matches!(
-                    e,
-                    Expect::Sync | Expect::Query { .. } | Expect::FunctionCall
-                ) {
+                let stop = match e {
+                    Expect::Sync | Expect::Query { .. } | Expect::FunctionCall => true,
+                    Expect::CopySync => !self.copy_in_started,
+                    _ => false,
+                };
+                if stop {
                     break;
                 }
                 self.expect.pop_front();
             }
+            self.copy_in_started = false;
         }
         if matches!(self.expect.front(), Some(Expect::Query { .. })) {
             self.current = None;

@@ -477,3 +477,93 @@ fn statements_without_a_column_list_get_the_one_pgveil_relied_on() {
         assert!(!text.contains("CANARY"));
     }
 }
+
+/// tokio-postgres sends Bind, Execute, Sync, the data, CopyDone, Sync: the
+/// first Sync is ignored by the server if the copy started, answered if the
+/// Execute failed first. Either way the expectations end empty.
+#[test]
+fn syncs_sent_during_copy_in_are_matched_whether_or_not_the_copy_starts() {
+    let ready = Frame::new(backend::tag::READY_FOR_QUERY, b"I");
+    for started in [true, false] {
+        let mut s = session();
+        let parse = frontend::Parse {
+            name: Bytes::new(),
+            query: Bytes::from_static(b"COPY patients (first_name, ssn) FROM STDIN"),
+            param_types: vec![],
+        };
+        client(&mut s, &parse.encode());
+        client(&mut s, &Frame::new(frontend::tag::SYNC, b""));
+        server(&mut s, &Frame::new(backend::tag::PARSE_COMPLETE, b""));
+        server(&mut s, &ready);
+        let bind = frontend::Bind {
+            portal: Bytes::new(),
+            statement: Bytes::new(),
+            param_formats: vec![],
+            params: vec![],
+            result_formats: vec![],
+        };
+        client(&mut s, &bind.encode());
+        client(&mut s, &Frame::new(frontend::tag::EXECUTE, b"\0\0\0\0\0"));
+        client(&mut s, &Frame::new(frontend::tag::SYNC, b""));
+        let (_, out) = client(
+            &mut s,
+            &Frame::new(frontend::tag::COPY_DATA, b"CANARY-A\tCANARY-1\n"),
+        );
+        assert!(!contains(&out, b"CANARY"));
+        client(&mut s, &Frame::new(frontend::tag::COPY_DONE, b""));
+        client(&mut s, &Frame::new(frontend::tag::SYNC, b""));
+        // Pipelined behind it: a query whose result must still be decrypted.
+        client(&mut s, &frontend::query(b"SELECT ssn FROM patients"));
+        server(&mut s, &Frame::new(backend::tag::BIND_COMPLETE, b""));
+        // pgveil described the portal before the Execute.
+        let (a, _) = server(&mut s, &Frame::new(backend::tag::NO_DATA, b""));
+        assert_eq!(a, ServerAction::Drop);
+        if started {
+            server(
+                &mut s,
+                &Frame::new(backend::tag::COPY_IN, &[0, 0, 2, 0, 0, 0, 0]),
+            );
+            server(
+                &mut s,
+                &Frame::new(backend::tag::COMMAND_COMPLETE, b"COPY 1\0"),
+            );
+            server(&mut s, &ready);
+        } else {
+            let e = backend::error_response(
+                backend::Severity::Error,
+                "42501",
+                "permission denied",
+                None,
+                None,
+            );
+            server(&mut s, &e);
+            server(&mut s, &ready); // the first Sync
+            server(&mut s, &ready); // the second
+        }
+        let col = s
+            .context()
+            .catalog
+            .column(&ColumnRef::parse("public.patients.ssn").unwrap())
+            .unwrap()
+            .clone();
+        let stored = col
+            .param_value(&col.encrypt(b"123-45-6789").unwrap(), Format::Text)
+            .unwrap();
+        server(
+            &mut s,
+            &backend::encode_row_description(&[field("ssn", 4, 25, Format::Text)]),
+        );
+        let (a, out) = server(&mut s, &backend::encode_data_row(&[Some(stored)]));
+        assert_eq!(a, ServerAction::Replace, "started {started}: decrypted");
+        assert!(contains(&out, b"123-45-6789"));
+        server(
+            &mut s,
+            &Frame::new(backend::tag::COMMAND_COMPLETE, b"SELECT 1\0"),
+        );
+        server(&mut s, &ready);
+        assert!(
+            format!("{s:?}").contains("pending: 0"),
+            "started {started}: {s:?}"
+        );
+    }
+}
