@@ -264,14 +264,6 @@ fn too_many(what: &str) -> RewriteError {
     .into()
 }
 
-/// The raw value of parameter `idx` of a `Bind` message as the client sent it.
-fn msg_param(msg: &[u8], idx: usize) -> Option<Vec<u8>> {
-    match frontend::FrontendMessage::decode(&frame_of(msg)) {
-        Ok(frontend::FrontendMessage::Bind(b)) => b.params.get(idx)?.as_ref().map(|v| v.to_vec()),
-        _ => None,
-    }
-}
-
 /// The replacement texts of cast removals.
 fn unwrap_texts(
     sql: &str,
@@ -1113,9 +1105,13 @@ impl Session {
             return self.refuse_extended(RewriteError::Malformed("Bind"), out);
         };
         let mut changed = false;
+        // Parameters pgveil added for older key versions (`IN ($n, $m)`),
+        // filled below; a Bind with the wrong count is the server's to report.
+        let count_ok = info.describe.keep.is_none_or(|k| k == bind.params.len());
+        let mut added: Vec<(usize, Bytes)> = Vec::new();
         for p in &info.params {
             let Some(value) = bind.params.get(p.idx).and_then(Option::as_ref) else {
-                continue; // NULL stays NULL; a wrong count is the server's to report
+                continue; // NULL stays NULL (and so do its added parameters)
             };
             let format = frontend::format_at(&bind.param_formats, p.idx);
             if format == Format::Binary && p.declared_oid != 0 && p.declared.is_none() {
@@ -1143,6 +1139,20 @@ impl Session {
                             Format::Binary,
                         ))
                     })
+            } else if count_ok && !p.extras.is_empty() {
+                // Active version in the client's slot, older ones added.
+                p.col
+                    .canonical_from_client(value, format, p.declared, self.tz)
+                    .and_then(|c| p.col.encrypt_lookup(&c))
+                    .and_then(|all| {
+                        for (k, &e) in p.extras.iter().enumerate() {
+                            if let Some(env) = all.get(k + 1).or(all.last()) {
+                                let v = p.col.param_value(env, Format::Binary)?;
+                                added.push((e, Bytes::from(v)));
+                            }
+                        }
+                        Ok((p.col.param_value(&all[0], format)?, format))
+                    })
             } else {
                 p.col
                     .canonical_from_client(value, format, p.declared, self.tz)
@@ -1161,54 +1171,14 @@ impl Session {
                 Err(e) => return self.refuse_extended(e, out),
             }
         }
-        // Parameters pgveil added for older key versions (`IN ($n, $m)`).
-        // A Bind with the wrong count is left for the server to report.
-        let count_ok = info.describe.keep.is_none_or(|k| k == bind.params.len());
-        for p in info
-            .params
-            .iter()
-            .filter(|p| count_ok && !p.extras.is_empty())
-        {
-            let value = bind.params.get(p.idx).cloned().flatten();
-            let last = p.extras.iter().copied().max().unwrap_or(0);
-            let format = frontend::format_at(&bind.param_formats, p.idx);
-            if bind.params.len() <= last {
-                // Spell out the formats of the client's parameters first.
-                let n = bind.params.len();
-                if n > 0 {
-                    let f = frontend::format_at(&bind.param_formats, 0);
-                    set_param_format(&mut bind, 0, f);
-                }
-                bind.params.resize(last + 1, None);
-            }
-            let older = match &value {
-                None => Vec::new(),
-                Some(_) => {
-                    // The client's value, once more (it was replaced above).
-                    let raw = match msg_param(msg, p.idx) {
-                        Some(r) => r,
-                        None => continue,
-                    };
-                    match p
-                        .col
-                        .canonical_from_client(&raw, format, p.declared, self.tz)
-                        .and_then(|c| p.col.encrypt_lookup(&c))
-                    {
-                        Ok(all) => all.into_iter().skip(1).collect(),
-                        Err(e) => return self.refuse_extended(e, out),
-                    }
-                }
-            };
-            for (k, &e) in p.extras.iter().enumerate() {
-                let v = match older.get(k).or(older.last()) {
-                    Some(env) => match p.col.param_value(env, Format::Binary) {
-                        Ok(v) => Some(Bytes::from(v)),
-                        Err(e) => return self.refuse_extended(e, out),
-                    },
-                    None => None,
-                };
-                bind.params[e] = v;
+        let extras = info.params.iter().flat_map(|p| p.extras.iter().copied());
+        if let (true, Some(last)) = (count_ok, extras.clone().max()) {
+            bind.params.resize(last + 1, None);
+            for e in extras {
                 set_param_format(&mut bind, e, Format::Binary);
+            }
+            for (e, v) in added {
+                bind.params[e] = Some(v);
             }
             changed = true;
         }
