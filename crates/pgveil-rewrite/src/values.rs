@@ -181,10 +181,20 @@ impl ColumnCrypto {
     /// Encrypts canonical plaintext with the active key version.
     pub fn encrypt(&self, canonical: &[u8]) -> Result<Vec<u8>, RewriteError> {
         let keys = self.keys()?;
-        match keys.encrypt(canonical) {
-            Ok(env) => {
-                self.stats.encrypted.fetch_add(1, Ordering::Relaxed);
-                Ok(env)
+        self.counted(keys, keys.encrypt(canonical), |_| 1)
+    }
+
+    /// Counts `n(result)` encryptions, or an error mapped to [`RewriteError::NoKey`].
+    fn counted<T>(
+        &self,
+        keys: &ColumnKeys,
+        result: Result<T, pgveil_crypto::CryptoError>,
+        n: fn(&T) -> u64,
+    ) -> Result<T, RewriteError> {
+        match result {
+            Ok(v) => {
+                self.stats.encrypted.fetch_add(n(&v), Ordering::Relaxed);
+                Ok(v)
             }
             Err(e) => {
                 self.stats.errors.fetch_add(1, Ordering::Relaxed);
@@ -201,7 +211,7 @@ impl ColumnCrypto {
     /// deterministic key versions (1 outside a rotation).
     pub fn lookup_versions(&self) -> usize {
         match (&self.keys, self.mode) {
-            (Ok(k), pgveil_policy::Mode::Deterministic) => k
+            (Ok(k), Mode::Deterministic) => k
                 .versions()
                 .filter(|(_, m)| *m == pgveil_crypto::EncryptionMode::Deterministic)
                 .count()
@@ -214,26 +224,13 @@ impl ColumnCrypto {
     /// deterministic column one per live deterministic key version (active
     /// first), so rows not yet re-encrypted after a rotation are found.
     pub fn encrypt_lookup(&self, canonical: &[u8]) -> Result<Vec<Vec<u8>>, RewriteError> {
-        if self.mode != pgveil_policy::Mode::Deterministic {
+        if self.mode != Mode::Deterministic {
             return Ok(vec![self.encrypt(canonical)?]);
         }
         let keys = self.keys()?;
-        match keys.encrypt_all_versions(canonical) {
-            Ok(all) => {
-                self.stats
-                    .encrypted
-                    .fetch_add(all.len() as u64, Ordering::Relaxed);
-                Ok(all)
-            }
-            Err(e) => {
-                self.stats.errors.fetch_add(1, Ordering::Relaxed);
-                Err(RewriteError::NoKey {
-                    column: self.column.clone(),
-                    key: keys.key_name().to_owned(),
-                    reason: e.to_string(),
-                })
-            }
-        }
+        self.counted(keys, keys.encrypt_all_versions(canonical), |all| {
+            all.len() as u64
+        })
     }
 
     fn check_storage(&self) -> Result<(), RewriteError> {
