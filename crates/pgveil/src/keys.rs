@@ -310,14 +310,8 @@ pub fn list(cfg: &Config, out: &mut dyn Write) -> Result<(), KeysError> {
 /// shares another column's key rotates that key (for all its columns).
 pub fn rotate(cfg: &Config, column: &str, out: &mut dyn Write) -> Result<(), KeysError> {
     let policy = load_policy(cfg)?;
-    let col =
-        pgveil_policy::ColumnRef::parse(column).map_err(|e| KeysError::Policy(e.to_string()))?;
-    let protected = policy
-        .lookup_column(&col)
-        .ok_or_else(|| KeysError::UnknownColumn {
-            column: column.to_string(),
-        })?;
-    let key_name = protected.key.to_string();
+    let protected = protected_column(&policy, column)?;
+    let (col, key_name) = (protected.column.clone(), protected.key.to_string());
     let kek = load_kek(cfg)?;
     let store = FileKeyringStore::new(cfg.keyring_file());
     let mut ring = store.load()?;
@@ -334,6 +328,20 @@ pub fn rotate(cfg: &Config, column: &str, out: &mut dyn Write) -> Result<(), Key
             .unwrap_or_else(|| "no version was".into())
     );
     Ok(())
+}
+
+/// The policy's protected column named `schema.table.column`.
+pub fn protected_column<'p>(
+    policy: &'p Policy,
+    column: &str,
+) -> Result<&'p pgveil_policy::ProtectedColumn, KeysError> {
+    let col =
+        pgveil_policy::ColumnRef::parse(column).map_err(|e| KeysError::Policy(e.to_string()))?;
+    policy
+        .lookup_column(&col)
+        .ok_or_else(|| KeysError::UnknownColumn {
+            column: column.to_string(),
+        })
 }
 
 /// `YYYY-MM-DD` of a unix time (UTC), without a date library.

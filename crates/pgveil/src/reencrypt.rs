@@ -14,7 +14,7 @@
 use std::io::Write;
 
 use pgveil_crypto::{encode_text, ColumnKeys, KeyringStore};
-use pgveil_policy::{ColumnRef, ProtectedColumn};
+use pgveil_policy::ProtectedColumn;
 
 use crate::config::Config;
 use crate::keys::{self, KeysError};
@@ -58,12 +58,7 @@ pub async fn run(
     out: &mut (dyn Write + Send),
 ) -> Result<u64, ReencryptError> {
     let policy = keys::load_policy(cfg)?;
-    let col = ColumnRef::parse(column).map_err(|e| KeysError::Policy(e.to_string()))?;
-    let protected = policy
-        .lookup_column(&col)
-        .ok_or_else(|| KeysError::UnknownColumn {
-            column: column.to_string(),
-        })?;
+    let protected = keys::protected_column(&policy, column)?;
     let key_name = protected.key.to_string();
     let kek = keys::load_kek(cfg)?;
     let ring = keys::FileKeyringStore::new(cfg.keyring_file()).load()?;
