@@ -503,3 +503,18 @@ pub fn assert_only_ciphertext(db: &str) {
         assert!(!dump.contains(canary), "pg_dump output contains {canary:?}");
     }
 }
+
+/// Text rows of a simple query.
+pub async fn simple_rows(c: &tokio_postgres::Client, sql: &str) -> Vec<Vec<Option<String>>> {
+    let mut out = Vec::new();
+    for m in c
+        .simple_query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    {
+        if let tokio_postgres::SimpleQueryMessage::Row(r) = m {
+            out.push((0..r.len()).map(|i| r.get(i).map(str::to_owned)).collect());
+        }
+    }
+    out
+}

@@ -8,7 +8,6 @@
 
 use futures_util::{SinkExt, TryStreamExt};
 use pgveil_tests::*;
-use tokio_postgres::SimpleQueryMessage;
 
 const ROWS: usize = 100_000;
 const COLS: &str =
@@ -90,16 +89,6 @@ async fn copy_out(client: &tokio_postgres::Client, sql: &str) -> Vec<u8> {
     chunks.concat()
 }
 
-async fn all_rows(c: &tokio_postgres::Client, sql: &str) -> Vec<Vec<Option<String>>> {
-    let mut out = Vec::new();
-    for m in c.simple_query(sql).await.unwrap() {
-        if let SimpleQueryMessage::Row(r) = m {
-            out.push((0..r.len()).map(|i| r.get(i).map(str::to_owned)).collect());
-        }
-    }
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copy_100k_rows_in_and_out_in_text_and_csv() {
     let dir = tempfile::tempdir().unwrap();
@@ -175,12 +164,12 @@ async fn copy_100k_rows_in_and_out_in_text_and_csv() {
     );
     // And what went in comes back through SELECT.
     let sql = format!("SELECT {COLS} FROM patients ORDER BY id");
-    let a = all_rows(&via, &sql).await;
-    let b = all_rows(&direct, &sql).await;
+    let a = simple_rows(&via, &sql).await;
+    let b = simple_rows(&direct, &sql).await;
     assert_eq!(a.len(), 2 * ROWS);
     assert!(a == b, "SELECT after COPY differs");
     // Lookup by SSN finds a copied row.
-    let r = all_rows(
+    let r = simple_rows(
         &via,
         "SELECT first_name FROM patients WHERE ssn = 'CANARY-C-000000042'",
     )

@@ -4,7 +4,6 @@
 //! (differential), in the simple and the extended protocol, text and binary.
 
 use pgveil_tests::*;
-use tokio_postgres::SimpleQueryMessage;
 
 /// Protected columns of `lab_results`, one per supported logical type.
 const LAB_COLUMNS: &str = "lab, sample_id, test_code, result_value, result_float, reference_low, flag, \
@@ -31,21 +30,6 @@ fn insert_lab_sql() -> String {
         .iter()
         .map(|r| format!("INSERT INTO lab_results ({LAB_COLUMNS}) VALUES ({r});"))
         .collect()
-}
-
-/// Text rows of a simple query.
-async fn text_rows(c: &tokio_postgres::Client, sql: &str) -> Vec<Vec<Option<String>>> {
-    let mut out = Vec::new();
-    for m in c
-        .simple_query(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-    {
-        if let SimpleQueryMessage::Row(r) = m {
-            out.push((0..r.len()).map(|i| r.get(i).map(str::to_owned)).collect());
-        }
-    }
-    out
 }
 
 /// Binary rows of an extended-protocol query.
@@ -81,8 +65,8 @@ async fn every_type_round_trips_in_text_and_binary() {
     direct.batch_execute(&insert_lab_sql()).await.unwrap();
     let select = format!("SELECT {LAB_COLUMNS} FROM lab_results ORDER BY id");
     let (a, b) = (
-        text_rows(&via, &select).await,
-        text_rows(&direct, &select).await,
+        simple_rows(&via, &select).await,
+        simple_rows(&direct, &select).await,
     );
     assert_eq!(a.len(), LAB_ROWS.len());
     assert_eq!(a, b, "text results through pgveil differ from plaintext");
@@ -107,8 +91,8 @@ async fn every_type_round_trips_in_text_and_binary() {
         direct.execute(&insert, &refs).await.unwrap();
     }
     let (a, b) = (
-        text_rows(&via, &select).await,
-        text_rows(&direct, &select).await,
+        simple_rows(&via, &select).await,
+        simple_rows(&direct, &select).await,
     );
     assert_eq!(a.len(), 2 * LAB_ROWS.len());
     assert_eq!(a, b);
@@ -164,8 +148,8 @@ struct Differential {
 
 impl Differential {
     async fn same(&self, sql: &str) -> Vec<Vec<Option<String>>> {
-        let a = text_rows(&self.via, sql).await;
-        let b = text_rows(&self.direct, sql).await;
+        let a = simple_rows(&self.via, sql).await;
+        let b = simple_rows(&self.direct, sql).await;
         assert_eq!(a, b, "results differ for {sql}");
         a
     }

@@ -7,20 +7,6 @@
 use pgveil_tests::*;
 use tokio_postgres::SimpleQueryMessage;
 
-async fn rows(c: &tokio_postgres::Client, sql: &str) -> Vec<Vec<Option<String>>> {
-    let mut out = Vec::new();
-    for m in c
-        .simple_query(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-    {
-        if let SimpleQueryMessage::Row(r) = m {
-            out.push((0..r.len()).map(|i| r.get(i).map(str::to_owned)).collect());
-        }
-    }
-    out
-}
-
 fn firsts(rows: Vec<Vec<Option<String>>>) -> Vec<String> {
     let mut v: Vec<String> = rows
         .into_iter()
@@ -98,7 +84,7 @@ async fn lookups_find_rows_of_every_live_key_version_after_rotation() {
             vec!["dr a", "dr c"],
         ),
     ] {
-        assert_eq!(firsts(rows(&c, sql).await), want, "{sql}");
+        assert_eq!(firsts(simple_rows(&c, sql).await), want, "{sql}");
     }
     // Parameters (extended protocol), scalar and array.
     for (sql, ssn, want) in [
@@ -174,7 +160,7 @@ async fn lookups_find_rows_of_every_live_key_version_after_rotation() {
     // is not caught by UNIQUE...
     let join = "SELECT count(*) FROM patients p JOIN visits v ON v.patient_ssn = p.ssn";
     assert_eq!(
-        rows(&c, join).await,
+        simple_rows(&c, join).await,
         vec![vec![Some("2".to_owned())]],
         "v1=v1 and v2=v2 only"
     );
@@ -224,9 +210,12 @@ async fn lookups_find_rows_of_every_live_key_version_after_rotation() {
         .unwrap();
     assert_eq!(versions.trim(), "1", "one version left");
     // Now joins see all equal values, and look-ups still find every row.
-    assert_eq!(rows(&c, join).await, vec![vec![Some("3".to_owned())]]);
     assert_eq!(
-        firsts(rows(&c, "SELECT last_name FROM patients WHERE ssn IN ('111-11-1111', '222-22-2222', '333-33-3333')").await),
+        simple_rows(&c, join).await,
+        vec![vec![Some("3".to_owned())]]
+    );
+    assert_eq!(
+        firsts(simple_rows(&c, "SELECT last_name FROM patients WHERE ssn IN ('111-11-1111', '222-22-2222', '333-33-3333')").await),
         vec!["One", "Three", "Two"]
     );
     assert_only_ciphertext(&db);
@@ -316,7 +305,7 @@ async fn fail_closed_catalogue_in_both_protocols() {
             .err()
             .unwrap_or_else(|| panic!("not refused (simple): {sql}"));
         check(sql, &e, code, needle, reason);
-        assert_eq!(rows(&c, "SELECT 1").await.len(), 1, "after {sql}");
+        assert_eq!(simple_rows(&c, "SELECT 1").await.len(), 1, "after {sql}");
         let e = c
             .query(*sql, &[])
             .await
@@ -419,7 +408,10 @@ async fn ssn_lookups_in_every_form_match_a_plaintext_database() {
         "SELECT id, last_name, ssn FROM patients WHERE ssn = '555-55-5555'",
     ];
     for sql in simple {
-        let (mut a, mut b) = (rows(&via, sql).await, rows(&direct, sql).await);
+        let (mut a, mut b) = (
+            simple_rows(&via, sql).await,
+            simple_rows(&direct, sql).await,
+        );
         a.sort();
         b.sort();
         assert!(!b.is_empty(), "{sql}");
