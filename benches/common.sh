@@ -76,3 +76,46 @@ PGVEIL_ADMIN__ENABLED=false \
 BARE_PID=$!
 sleep 1
 
+# Per-transaction latency of one pgbench SCRIPT (1 client, $ITER
+# transactions), direct on database plain, through pgveil without a policy on
+# plain, and through pgveil on the encrypted database enc: 3 interleaved
+# rounds per protocol MODE, then p50/p99 and the ratios to direct.
+#   latency_table SCRIPT TARGET_P50_RATIO MODE...
+latency() { # port db mode script tag: appends latencies (us) to $work/lat.<tag>
+  rm -f "$work"/pgbench_log.*
+  (cd "$work" && as_pg "$bindir/pgbench" -h 127.0.0.1 -p "$1" -U postgres -n -c 1 -t "$ITER" -M "$3" \
+     -f "$4" -l --log-prefix="$work/pgbench_log" "$2" >"$work/pgbench.out" 2>&1) \
+    || { cat "$work/pgbench.out" >&2; exit 1; }
+  grep -q "number of failed transactions: 0" "$work/pgbench.out" \
+    || { cat "$work/pgbench.out" >&2; exit 1; }
+  awk '{print $3}' "$work"/pgbench_log.* >> "$work/lat.$5"
+}
+percentiles() { # tag -> "p50 p99" in ms
+  python3 - "$work/lat.$1" <<'PY'
+import sys
+lat = sorted(int(l) for l in open(sys.argv[1]))
+q = lambda p: lat[min(len(lat) - 1, int(p * len(lat)))] / 1000
+print(f"{q(0.50):.3f} {q(0.99):.3f}")
+PY
+}
+latency_table() {
+  local script=$1 target=$2 mode t rep
+  shift 2
+  printf '%-9s %-22s %9s %9s\n' mode target p50_ms p99_ms
+  for mode in "$@"; do
+    for rep in 1 2 3; do
+      latency "$PG_PORT" plain "$mode" "$script" "$mode.direct_plain"
+      latency "$BARE_PORT" plain "$mode" "$script" "$mode.pgveil_nopolicy_plain"
+      latency "$VEIL_PORT" enc "$mode" "$script" "$mode.pgveil_encrypted"
+    done
+    local d n v
+    d=$(percentiles "$mode.direct_plain"); n=$(percentiles "$mode.pgveil_nopolicy_plain"); v=$(percentiles "$mode.pgveil_encrypted")
+    for t in "direct_plain $d" "pgveil_nopolicy_plain $n" "pgveil_encrypted $v"; do
+      # shellcheck disable=SC2086
+      printf '%-9s %-22s %9s %9s\n' "$mode" $t
+    done
+    python3 -c "
+d=[float(x) for x in '$d'.split()]; n=[float(x) for x in '$n'.split()]; v=[float(x) for x in '$v'.split()]
+print(f'$mode ratio pgveil/direct: p50 {v[0]/d[0]:.2f}x  p99 {v[1]/d[1]:.2f}x  (target p50 <= ${target}x); the proxy hop alone: p50 {n[0]/d[0]:.2f}x')"
+  done
+}

@@ -44,42 +44,8 @@ SELECT id, first_name, last_name, ssn FROM patients WHERE ssn = :k;
 SQL
 [ "$(id -u)" = 0 ] && chown -R postgres: "$work"
 
-latency() { # port db mode tag
-  rm -f "$work"/pgbench_log.*
-  (cd "$work" && as_pg "$bindir/pgbench" -h 127.0.0.1 -p "$1" -U postgres -n -c 1 -t "$ITER" -M "$3" \
-     -f "$work/lookup.sql" -l --log-prefix="$work/pgbench_log" "$2" >"$work/pgbench.out" 2>&1) \
-    || { cat "$work/pgbench.out" >&2; exit 1; }
-  grep -q "number of failed transactions: 0" "$work/pgbench.out" \
-    || { cat "$work/pgbench.out" >&2; exit 1; }
-  awk '{print $3}' "$work"/pgbench_log.* >> "$work/lat.$4"
-}
-percentiles() {
-  python3 - "$work/lat.$1" <<'PY'
-import sys
-lat = sorted(int(l) for l in open(sys.argv[1]))
-q = lambda p: lat[min(len(lat) - 1, int(p * len(lat)))] / 1000
-print(f"{q(0.50):.3f} {q(0.99):.3f}")
-PY
-}
-
 echo "== look-up by SSN (UNIQUE index, 100,000 rows), 3 x $ITER iterations per target, interleaved, 1 client"
-printf '%-9s %-22s %9s %9s\n' mode target p50_ms p99_ms
-declare -A lat
-for mode in prepared extended; do
-  for rep in 1 2 3; do
-    latency "$PG_PORT" plain $mode "$mode.direct_plain"
-    latency "$BARE_PORT" plain $mode "$mode.pgveil_nopolicy_plain"
-    latency "$VEIL_PORT" enc $mode "$mode.pgveil_encrypted"
-  done
-  for target in direct_plain pgveil_nopolicy_plain pgveil_encrypted; do
-    lat[$mode,$target]=$(percentiles "$mode.$target")
-    printf '%-9s %-22s %9s %9s\n' $mode $target ${lat[$mode,$target]}
-  done
-  python3 -c "
-d=[float(x) for x in '${lat[$mode,direct_plain]}'.split()]; v=[float(x) for x in '${lat[$mode,pgveil_encrypted]}'.split()]
-n=[float(x) for x in '${lat[$mode,pgveil_nopolicy_plain]}'.split()]
-print(f'$mode ratio pgveil/direct: p50 {v[0]/d[0]:.2f}x  p99 {v[1]/d[1]:.2f}x  (target p50 <= 1.3x); the proxy hop alone: p50 {n[0]/d[0]:.2f}x')"
-done
+latency_table "$work/lookup.sql" 1.3 prepared extended
 # The look-up used the index on ciphertext.
 PSQL -p "$PG_PORT" -U postgres -d enc -At -c "EXPLAIN SELECT id FROM patients WHERE ssn = 'pgv1:x'" | grep -q "Index" \
   || { echo "no index scan on enc.patients.ssn" >&2; exit 1; }
