@@ -208,7 +208,9 @@ impl Engine {
         let catalog = Catalog::resolve(&self.policy, &self.keys, rows);
         let opts = pgveil_sql::AnalyzeOptions {
             column_order: Some(Arc::new(CatalogOrder(catalog.column_order()))),
-            dependent_views: Arc::new(catalog.dependent_views().to_vec()),
+            dependent_views: Arc::new(pgveil_sql::DependentViews::new(
+                catalog.dependent_views().to_vec(),
+            )),
             ..Default::default()
         };
         Arc::new(DbContext {

@@ -145,20 +145,52 @@ pub struct AnalyzeOptions {
     pub column_order: Option<Arc<dyn ColumnOrder>>,
     /// Views (and materialized views) that read protected tables, directly
     /// or through other views: any statement naming one is refused.
-    pub dependent_views: Arc<Vec<QualifiedTable>>,
+    pub dependent_views: Arc<DependentViews>,
+}
+
+/// Views that read protected tables, with a pre-filter for their names.
+#[derive(Debug, Default)]
+pub struct DependentViews {
+    views: Vec<QualifiedTable>,
+    scanner: Option<aho_corasick::AhoCorasick>,
+}
+
+impl DependentViews {
+    /// The views, and a case-insensitive scanner for their names.
+    pub fn new(views: Vec<QualifiedTable>) -> Self {
+        let scanner = aho_corasick::AhoCorasick::builder()
+            .ascii_case_insensitive(true)
+            .build(views.iter().map(|v| v.table.as_str()))
+            .ok()
+            .filter(|_| !views.is_empty());
+        DependentViews { views, scanner }
+    }
+
+    /// No view depends on a protected table.
+    pub fn is_empty(&self) -> bool {
+        self.views.is_empty()
+    }
+
+    /// The views.
+    pub fn iter(&self) -> impl Iterator<Item = &QualifiedTable> {
+        self.views.iter()
+    }
+
+    /// Whether `sql` may name one of the views (text match, like the
+    /// policy's own pre-filter).
+    fn mentioned(&self, sql: &str) -> bool {
+        match &self.scanner {
+            Some(s) => s.is_match(sql),
+            // Building the scanner failed: assume every statement may.
+            None => !self.views.is_empty(),
+        }
+    }
 }
 
 impl AnalyzeOptions {
-    /// Whether `sql` may name a dependent view (case-insensitive text match,
-    /// like the policy's own pre-filter).
+    /// Whether `sql` may name a dependent view.
     fn mentions_view(&self, sql: &str) -> bool {
-        if self.dependent_views.is_empty() {
-            return false;
-        }
-        let lower = sql.to_ascii_lowercase();
-        self.dependent_views
-            .iter()
-            .any(|v| lower.contains(&v.table.as_str().to_ascii_lowercase()))
+        self.dependent_views.mentioned(sql)
     }
 }
 
@@ -169,7 +201,7 @@ impl Default for AnalyzeOptions {
                 Ident::from_normalized(pgveil_policy::ident::DEFAULT_SCHEMA).expect("valid")
             ],
             column_order: None,
-            dependent_views: Arc::new(Vec::new()),
+            dependent_views: Arc::new(DependentViews::default()),
         }
     }
 }
