@@ -284,7 +284,7 @@ fn copy_in_at(e: &Arc<Engine>, sql: &str, input: &[u8], cut: usize) -> Vec<u8> {
     }
     let (o, out) = client(&mut s, &Frame::new(frontend::tag::COPY_DONE, b""));
     assert!(o.error.is_none());
-    assert_eq!(out.last_n_tag(), Some(frontend::tag::COPY_DONE));
+    assert_eq!(last_tag(&out), Some(frontend::tag::COPY_DONE));
     sent.extend(copy_payloads(&out));
     sent
 }
@@ -314,34 +314,16 @@ fn copy_out_at(e: &Arc<Engine>, sql: &str, width: i16, stored: &[u8], cut: usize
 
 /// The payloads of the CopyData messages in `bytes`.
 fn copy_payloads(bytes: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut pos = 0;
-    while pos + 5 <= bytes.len() {
-        let len = u32::from_be_bytes(bytes[pos + 1..pos + 5].try_into().unwrap()) as usize;
-        if bytes[pos] == b'd' {
-            out.extend_from_slice(&bytes[pos + 5..pos + 1 + len]);
-        }
-        pos += 1 + len;
-    }
-    out
+    frames(bytes)
+        .iter()
+        .filter(|f| f.tag() == b'd')
+        .flat_map(|f| f.body().to_vec())
+        .collect()
 }
 
-trait LastTag {
-    fn last_n_tag(&self) -> Option<u8>;
-}
-
-impl LastTag for Vec<u8> {
-    fn last_n_tag(&self) -> Option<u8> {
-        // The last message of a buffer of whole messages.
-        let mut pos = 0;
-        let mut last = None;
-        while pos + 5 <= self.len() {
-            last = Some(self[pos]);
-            let len = u32::from_be_bytes(self[pos + 1..pos + 5].try_into().unwrap()) as usize;
-            pos += 1 + len;
-        }
-        last
-    }
+/// The tag of the last message in `bytes`.
+fn last_tag(bytes: &[u8]) -> Option<u8> {
+    frames(bytes).last().map(Frame::tag)
 }
 
 #[test]
@@ -386,7 +368,7 @@ fn copy_in_result(s: &mut Session, sql: &str, data: &[u8]) -> Result<Vec<u8>, Re
     }
     let (o, out) = client(s, &Frame::new(frontend::tag::COPY_DATA, data));
     if let Some(e) = o.error {
-        assert_eq!(out.last_n_tag(), Some(frontend::tag::COPY_FAIL));
+        assert_eq!(last_tag(&out), Some(frontend::tag::COPY_FAIL));
         assert!(!contains(&out, b"CANARY"));
         return Err(e);
     }
