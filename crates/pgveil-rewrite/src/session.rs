@@ -10,7 +10,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use pgveil_crypto::canonical::{LogicalType, SessionTimeZone};
 use pgveil_sql::{
-    Analysis, Comparison, LiteralForm, LiteralTarget, PreparedStatements, StatementPlan, Unwrap,
+    Analysis, Comparison, LiteralForm, LiteralTarget, PreparedStatements, StatementPlan, TextEdit,
 };
 use pgveil_wire::backend::{self, ErrorFields, FieldDescription};
 use pgveil_wire::frontend::{self, Format};
@@ -262,21 +262,6 @@ fn too_many(what: &str) -> RewriteError {
         ),
     }
     .into()
-}
-
-/// The replacement texts of cast removals.
-fn unwrap_texts(
-    sql: &str,
-    unwraps: &[Unwrap],
-) -> Result<Vec<(std::ops::Range<usize>, String)>, RewriteError> {
-    unwraps
-        .iter()
-        .map(|u| {
-            sql.get(u.keep.clone())
-                .map(|k| (u.span.clone(), k.to_owned()))
-                .ok_or(RewriteError::Malformed("statement (cast span)"))
-        })
-        .collect()
 }
 
 /// Sets the format of one parameter of a `Bind`, spelling out the
@@ -642,7 +627,7 @@ impl Session {
         &self,
         sql: &str,
         literals: &[LiteralTarget],
-        replacements: &[(std::ops::Range<usize>, String)],
+        replacements: &[TextEdit],
     ) -> Result<String, RewriteError> {
         enum Edit<'a> {
             Literal(&'a LiteralTarget),
@@ -655,7 +640,7 @@ impl Session {
             .chain(
                 replacements
                     .iter()
-                    .map(|(span, text)| (span.clone(), Edit::Replace(text))),
+                    .map(|e| (e.span.clone(), Edit::Replace(&e.text))),
             )
             .collect();
         edits.sort_by_key(|e| e.0.start);
@@ -776,7 +761,6 @@ impl Session {
         // earlier in the string binds an EXECUTE later in it. The registry
         // changes only if the whole string is accepted.
         let mut literals: Vec<LiteralTarget> = Vec::new();
-        let mut unwraps: Vec<Unwrap> = Vec::new();
         let mut prepared = self.prepared.clone();
         let mut copy = None;
         for st in &plan.statements {
@@ -800,7 +784,6 @@ impl Session {
                 }
             }
             literals.extend(st.literals.iter().cloned());
-            unwraps.extend(st.unwraps.iter().cloned());
             match prepared.bind_execute(st) {
                 Ok(l) => literals.extend(l),
                 Err(r) => return self.refuse_query(r.into(), out),
@@ -814,10 +797,10 @@ impl Session {
                 self.stmt_shapes.clear();
             }
         }
-        let edits: Vec<(std::ops::Range<usize>, String)> = plan
+        let edits: Vec<TextEdit> = plan
             .statements
             .iter()
-            .flat_map(|st| st.edits.iter().map(|e| (e.span.clone(), e.text.clone())))
+            .flat_map(|st| st.edits.iter().cloned())
             .collect();
         let mut copy_out = None;
         let mut copy_in = None;
@@ -828,7 +811,7 @@ impl Session {
                 copy_out = Some(codec);
             }
         }
-        if literals.is_empty() && unwraps.is_empty() && edits.is_empty() {
+        if literals.is_empty() && edits.is_empty() {
             self.copy_in = copy_in;
             self.expect.push_back(Expect::Query {
                 refusal: false,
@@ -840,12 +823,7 @@ impl Session {
                 error: None,
             };
         }
-        let mut replacements = match unwrap_texts(sql, &unwraps) {
-            Ok(r) => r,
-            Err(e) => return self.refuse_query(e, out),
-        };
-        replacements.extend(edits);
-        match self.splice(sql, &literals, &replacements) {
+        match self.splice(sql, &literals, &edits) {
             Ok(new_sql) => {
                 self.copy_in = copy_in;
                 self.expect.push_back(Expect::Query {
@@ -979,7 +957,10 @@ impl Session {
             if expand {
                 for site in &p.sites {
                     let op = if site.negated { "ALL" } else { "ANY" };
-                    expansions.push((site.span.clone(), format!("{op}(${n})")));
+                    expansions.push(TextEdit {
+                        span: site.span.clone(),
+                        text: format!("{op}(${n})"),
+                    });
                 }
             } else if p.list_only() && versions > 1 && next_param < 60_000 {
                 // `IN ($n)` → `IN ($n, $m…)`: parameters appended after the
@@ -991,7 +972,10 @@ impl Session {
                     text.push_str(&format!(", ${next_param}"));
                 }
                 for site in &p.sites {
-                    expansions.push((site.span.clone(), text.clone()));
+                    expansions.push(TextEdit {
+                        span: site.span.clone(),
+                        text: text.clone(),
+                    });
                 }
             }
             for &e in &extras {
@@ -1023,15 +1007,11 @@ impl Session {
                 extras,
             });
         }
-        let mut replacements = match unwrap_texts(sql, &st.unwraps) {
-            Ok(r) => r,
-            Err(e) => return self.refuse_extended(e, out),
-        };
-        replacements.extend(st.edits.iter().map(|e| (e.span.clone(), e.text.clone())));
-        for (span, text) in expansions {
+        let mut replacements = st.edits.clone();
+        for e in expansions {
             // `col = $n` → `col = ANY($n)`: replaces the cast removal too.
-            replacements.retain(|(s, _)| *s != span);
-            replacements.push((span, text));
+            replacements.retain(|r| r.span != e.span);
+            replacements.push(e);
         }
         if !literals.is_empty() || !replacements.is_empty() {
             match self.splice(sql, &literals, &replacements) {

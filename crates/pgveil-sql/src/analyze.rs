@@ -547,9 +547,9 @@ where
                 // pgveil binds the parameter with the storage type: the cast
                 // (meant for the logical type) goes; the value is
                 // canonicalised for the column's logical type instead.
-                self.plan.unwraps.push(Unwrap {
+                self.plan.edits.push(TextEdit {
                     span: self.abs(outer.clone()),
-                    keep: self.abs(tok.clone()),
+                    text: self.text[tok.clone()].to_owned(),
                 });
             }
             ParamSite {
@@ -1358,9 +1358,9 @@ where
                 _ => None,
             };
             match keep.and_then(|k| Some((self.cast_span(e, k.clone())?, k))) {
-                Some((outer, keep)) => self.plan.unwraps.push(Unwrap {
+                Some((outer, keep)) => self.plan.edits.push(TextEdit {
                     span: self.abs(outer),
-                    keep: self.abs(keep),
+                    text: self.text[keep].to_owned(),
                 }),
                 None => return self.refuse(t, "a cast pgveil cannot delimit around the source of"),
             }

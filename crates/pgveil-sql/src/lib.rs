@@ -86,7 +86,7 @@ use sqlparser::parser::Parser;
 pub use plan::{
     Analysis, ColumnCopy, Comparison, CopyDirection, CopyField, CopyFormat, CopyPlan, ExecuteArg,
     LiteralForm, LiteralTarget, NullWrite, ParamSite, ParamTarget, Plan, PreparedOp,
-    PreparedStatements, StatementKind, StatementPlan, Target, TextEdit, Unwrap,
+    PreparedStatements, StatementKind, StatementPlan, Target, TextEdit,
 };
 
 /// SQLSTATE `feature_not_supported`.

@@ -170,23 +170,13 @@ pub struct ParamSite {
     pub negated: bool,
 }
 
-/// Text inserted (or replacing `span`).
+/// Text replacing `span` (an insertion when `span` is empty).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TextEdit {
     /// Byte span in the query string (empty for an insertion).
     pub span: Range<usize>,
     /// The new text.
     pub text: String,
-}
-
-/// Text to replace by a part of itself: `$1::varchar` → `$1` when `$1`
-/// now carries ciphertext of the storage type.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Unwrap {
-    /// The whole expression's byte span in the query string.
-    pub span: Range<usize>,
-    /// The part to keep (inside `span`).
-    pub keep: Range<usize>,
 }
 
 /// A `NULL` written to a protected column: never encrypted.
@@ -310,11 +300,11 @@ pub struct StatementPlan {
     pub literals: Vec<LiteralTarget>,
     /// Parameters (1-based `$n`) that target protected columns.
     pub params: BTreeMap<u32, ParamTarget>,
-    /// Casts (and other wrappers) to remove, keeping only their operand.
-    pub unwraps: Vec<Unwrap>,
-    /// Text to insert: the column list pgveil relied on for `INSERT`/`COPY`
-    /// without one, so PostgreSQL maps values by name even if the table
-    /// changed behind pgveil's back.
+    /// Text edits besides the literals: casts around protected parameters
+    /// removed (`$1::varchar` → `$1`, the value now being ciphertext of the
+    /// storage type), and the column list pgveil relied on for `INSERT`/
+    /// `COPY` without one (so PostgreSQL maps values by name even if the
+    /// table changed behind pgveil's back).
     pub edits: Vec<TextEdit>,
     /// `NULL`s written to protected columns (left as is).
     pub nulls: Vec<NullWrite>,
@@ -341,7 +331,6 @@ impl StatementPlan {
             kind,
             literals: Vec::new(),
             params: BTreeMap::new(),
-            unwraps: Vec::new(),
             edits: Vec::new(),
             nulls: Vec::new(),
             copies: Vec::new(),

@@ -453,10 +453,10 @@ fn unqualified_names_of_protected_tables_outside_the_search_path_are_refused() {
 fn casts_on_protected_parameters_are_removed() {
     let sql = "SELECT id FROM patients WHERE ssn = $1::VARCHAR";
     let s = &plan_of(sql).statements[0];
-    assert_eq!(s.unwraps.len(), 1);
-    let u = &s.unwraps[0];
+    assert_eq!(s.edits.len(), 1);
+    let u = &s.edits[0];
     assert_eq!(&sql[u.span.clone()], "$1::VARCHAR");
-    assert_eq!(&sql[u.keep.clone()], "$1");
+    assert_eq!(u.text, "$1");
     // SQLAlchemy's insertmanyvalues: values of a VALUES derived table.
     let sql = "INSERT INTO patients (first_name, ssn) SELECT p0::VARCHAR, p1 FROM \
                (VALUES ($1, $2, 0), ($3::VARCHAR, 'CANARY-9', 1)) AS imp_sen(p0, p1, sen_counter) \
@@ -465,6 +465,6 @@ fn casts_on_protected_parameters_are_removed() {
     assert_eq!(s.params.len(), 3, "{s:?}");
     assert_eq!(s.literals.len(), 1);
     assert_eq!(s.literals[0].value, "CANARY-9");
-    let kept: Vec<&str> = s.unwraps.iter().map(|u| &sql[u.keep.clone()]).collect();
+    let kept: Vec<&str> = s.edits.iter().map(|u| u.text.as_str()).collect();
     assert!(kept.contains(&"p0") && kept.contains(&"$3"), "{kept:?}");
 }
