@@ -25,9 +25,14 @@ pub const CLEARTEXT_USER: (&str, &str) = ("cleartext_user", "clear-secret-3");
 pub fn cluster() -> &'static Cluster {
     static CLUSTER: OnceLock<Cluster> = OnceLock::new();
     CLUSTER.get_or_init(|| {
+        // Every statement the server receives is logged: tests grep the log
+        // for canaries (the server must never see a protected value).
         let opts = pgtemp::Options {
             max_connections: 400,
-            ..Default::default()
+            settings: vec![
+                "log_statement = 'all'".into(),
+                "log_min_error_statement = error".into(),
+            ],
         };
         let mut c = match Cluster::start(&opts) {
             Ok(c) => c,
@@ -500,7 +505,11 @@ pub fn assert_only_ciphertext(db: &str) {
     let dump = String::from_utf8_lossy(&dump.stdout).to_lowercase();
     assert!(dump.contains("pgv1:"), "dump holds the ciphertext");
     for canary in ["canary", "43414e415259", "zoë", "123-45-6789", "1990-01-02"] {
-        assert!(!dump.contains(canary), "pg_dump output contains {canary:?}");
+        if let Some(at) = dump.find(canary) {
+            let start = dump[..at].rfind('\n').map_or(0, |i| i + 1);
+            let end = dump[at..].find('\n').map_or(dump.len(), |i| at + i);
+            panic!("pg_dump output contains {canary:?}: {}", &dump[start..end]);
+        }
     }
 }
 
@@ -517,4 +526,229 @@ pub async fn simple_rows(c: &tokio_postgres::Client, sql: &str) -> Vec<Vec<Optio
         }
     }
     out
+}
+
+/// A client speaking the wire protocol message by message (no driver in
+/// between), for pipelines and statement-name sequences drivers never send.
+/// Logs in as [`CLEARTEXT_USER`] over plain TCP.
+pub struct RawClient {
+    stream: tokio::net::TcpStream,
+    buf: bytes::BytesMut,
+    reader: pgveil_wire::FrameReader,
+}
+
+/// One server message as the raw client saw it.
+#[derive(Debug, Clone)]
+pub struct RawMessage {
+    pub tag: u8,
+    pub body: bytes::Bytes,
+}
+
+impl RawMessage {
+    /// The SQLSTATE of an ErrorResponse.
+    pub fn sqlstate(&self) -> Option<String> {
+        if self.tag != b'E' {
+            return None;
+        }
+        let e = pgveil_wire::backend::ErrorFields::decode_body(&self.body).ok()?;
+        e.code().map(|c| String::from_utf8_lossy(c).into_owned())
+    }
+
+    /// The message text of an ErrorResponse.
+    pub fn message(&self) -> String {
+        pgveil_wire::backend::ErrorFields::decode_body(&self.body)
+            .ok()
+            .and_then(|e| e.get(b'M').map(|m| String::from_utf8_lossy(m).into_owned()))
+            .unwrap_or_default()
+    }
+}
+
+impl RawClient {
+    /// Connects to pgveil at `port` and authenticates.
+    pub async fn connect(port: u16, database: &str) -> RawClient {
+        use tokio::io::AsyncWriteExt;
+        let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("connect");
+        let mut c = RawClient {
+            stream,
+            buf: bytes::BytesMut::new(),
+            reader: pgveil_wire::FrameReader::new(1 << 26),
+        };
+        let startup = pgveil_wire::startup::StartupMessage {
+            protocol: 196_608,
+            params: vec![
+                ("user".into(), CLEARTEXT_USER.0.into()),
+                ("database".into(), database.into()),
+            ],
+        };
+        c.stream.write_all(&startup.encode()).await.unwrap();
+        let auth = c.next().await;
+        assert_eq!(auth.tag, b'R', "authentication request: {auth:?}");
+        let mut pw = CLEARTEXT_USER.1.as_bytes().to_vec();
+        pw.push(0);
+        c.send(&[pgveil_wire::Frame::new(b'p', &pw)]).await;
+        let msgs = c.until_ready().await;
+        assert!(
+            msgs.iter().all(|m| m.tag != b'E'),
+            "login failed: {:?}",
+            msgs.iter().map(RawMessage::message).collect::<Vec<_>>()
+        );
+        c
+    }
+
+    /// Sends frames in one write.
+    pub async fn send(&mut self, frames: &[pgveil_wire::Frame]) {
+        use tokio::io::AsyncWriteExt;
+        let mut out = Vec::new();
+        for f in frames {
+            out.extend_from_slice(f.raw());
+        }
+        self.stream.write_all(&out).await.unwrap();
+    }
+
+    /// The next server message (10 s limit).
+    pub async fn next(&mut self) -> RawMessage {
+        use tokio::io::AsyncReadExt;
+        loop {
+            if let Some(f) = self.reader.parse(&mut self.buf).expect("framing") {
+                return RawMessage {
+                    tag: f.tag(),
+                    body: f.body_bytes(),
+                };
+            }
+            let n = tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                self.stream.read_buf(&mut self.buf),
+            )
+            .await
+            .expect("server answered in time")
+            .expect("read");
+            assert!(n > 0, "connection closed");
+        }
+    }
+
+    /// Messages up to and including the next ReadyForQuery.
+    pub async fn until_ready(&mut self) -> Vec<RawMessage> {
+        let mut out = Vec::new();
+        loop {
+            let m = self.next().await;
+            let done = m.tag == b'Z';
+            out.push(m);
+            if done {
+                return out;
+            }
+        }
+    }
+
+    /// A simple query; the messages up to ReadyForQuery.
+    pub async fn query(&mut self, sql: &str) -> Vec<RawMessage> {
+        self.send(&[pgveil_wire::frontend::query(sql.as_bytes())])
+            .await;
+        self.until_ready().await
+    }
+}
+
+/// Frame builders for [`RawClient`] pipelines.
+pub mod raw {
+    use bytes::Bytes;
+    use pgveil_wire::frontend::{self, Format, Target};
+    use pgveil_wire::Frame;
+
+    pub fn parse(name: &str, sql: &str) -> Frame {
+        frontend::Parse {
+            name: Bytes::copy_from_slice(name.as_bytes()),
+            query: Bytes::copy_from_slice(sql.as_bytes()),
+            param_types: Vec::new(),
+        }
+        .encode()
+    }
+
+    /// Bind with text parameters (`None` = NULL), text results.
+    pub fn bind(portal: &str, statement: &str, params: &[Option<&str>]) -> Frame {
+        frontend::Bind {
+            portal: Bytes::copy_from_slice(portal.as_bytes()),
+            statement: Bytes::copy_from_slice(statement.as_bytes()),
+            param_formats: vec![Format::Text],
+            params: params
+                .iter()
+                .map(|p| p.map(|v| Bytes::copy_from_slice(v.as_bytes())))
+                .collect(),
+            result_formats: vec![Format::Text],
+        }
+        .encode()
+    }
+
+    pub fn execute(portal: &str) -> Frame {
+        frontend::Execute {
+            portal: Bytes::copy_from_slice(portal.as_bytes()),
+            max_rows: 0,
+        }
+        .encode()
+    }
+
+    pub fn describe_statement(name: &str) -> Frame {
+        frontend::Describe {
+            target: Target::Statement,
+            name: Bytes::copy_from_slice(name.as_bytes()),
+        }
+        .encode()
+    }
+
+    pub fn close_statement(name: &str) -> Frame {
+        frontend::Close {
+            target: Target::Statement,
+            name: Bytes::copy_from_slice(name.as_bytes()),
+        }
+        .encode()
+    }
+
+    pub fn close_portal(name: &str) -> Frame {
+        frontend::Close {
+            target: Target::Portal,
+            name: Bytes::copy_from_slice(name.as_bytes()),
+        }
+        .encode()
+    }
+
+    pub fn sync() -> Frame {
+        Frame::new(b'S', &[])
+    }
+
+    pub fn flush() -> Frame {
+        Frame::new(b'H', &[])
+    }
+}
+
+/// The server log (every statement, `log_statement = all`) holds none of
+/// these markers.
+pub fn assert_server_log_lacks(markers: &[&str]) {
+    let log = cluster().log();
+    assert!(
+        log.contains("statement:"),
+        "the server log records statements"
+    );
+    for m in markers {
+        if let Some(at) = log.find(m) {
+            let start = log[..at].rfind('\n').map_or(0, |i| i + 1);
+            let end = log[at..].find('\n').map_or(log.len(), |i| at + i);
+            panic!("server log contains {m:?}: {}", &log[start..end]);
+        }
+    }
+}
+
+/// A clinic database reachable by [`RawClient`] (privileges for
+/// [`CLEARTEXT_USER`]).
+pub fn clinic_database_for_raw(prefix: &str) -> String {
+    let db = clinic_database(prefix);
+    cluster()
+        .psql(
+            &db,
+            &format!(
+                "GRANT ALL ON ALL TABLES IN SCHEMA public TO {u}; GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {u};",
+                u = CLEARTEXT_USER.0
+            ),
+        )
+        .unwrap();
+    db
 }

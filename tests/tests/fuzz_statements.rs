@@ -4,7 +4,7 @@
 //! may ever be stored in plaintext. Afterwards the database is dumped
 //! directly and scanned.
 //!
-//! `PGVEIL_FUZZ_STATEMENTS` (default 10 000) and `PGVEIL_FUZZ_SEED` change
+//! `PGVEIL_FUZZ_STATEMENTS` (default 20 000) and `PGVEIL_FUZZ_SEED` change
 //! the run; a failure prints the seed and the statement count.
 
 use pgveil_tests::*;
@@ -101,7 +101,80 @@ impl Gen {
         }
     }
 
+    /// Shapes added for issue 11: INSERT sources other than VALUES, set
+    /// operations, comments ended by \r, settings that change how text is
+    /// read, whole-row references, DDL on protected tables, prepared
+    /// statement names reused, Unicode-escaped identifiers.
+    fn statement_v2(&mut self) -> String {
+        let (a, b) = (self.value(), self.value());
+        let t = self.table();
+        match self.rng.below(24) {
+            0 => format!("INSERT INTO {t} (first_name, last_name) (VALUES ({a}, {b}))"),
+            1 => format!("INSERT INTO {t} (first_name, last_name) VALUES ({a}, 'x') UNION ALL VALUES ({b}, 'y')"),
+            2 => format!("INSERT INTO {t} (first_name, last_name) VALUES ({a}, 'x') UNION VALUES ({b}, 'y')"),
+            3 => format!("INSERT INTO {t} (first_name, last_name) WITH w AS (SELECT 1) VALUES ({a}, {b})"),
+            4 => format!("INSERT INTO {t} (first_name, last_name) TABLE notes_public"),
+            5 => format!("SELECT 1 -- c\r; INSERT INTO {t} (first_name, last_name) VALUES ({a}, {b})"),
+            6 => format!("INSERT INTO {t} (first_name, last_name) VALUES ({a}, 'x') --\r, ({b}, 'y')"),
+            7 => format!("/* a /* nested */ comment */ INSERT INTO {t} (first_name, last_name) VALUES ({a}, {b})"),
+            8 => self
+                .rng
+                .pick(&[
+                    "SET standard_conforming_strings = off",
+                    "SET standard_conforming_strings = on",
+                    "RESET standard_conforming_strings",
+                    "SET search_path = app, public",
+                    "RESET search_path",
+                    "SELECT set_config('standard_conforming_strings', 'off', false)",
+                ])
+                .to_owned(),
+            9 => {
+                let c = self.canary();
+                format!("INSERT INTO {t} (first_name, last_name) VALUES ('{c}\\', 'x')")
+            }
+            10 => {
+                let c = self.canary();
+                format!("INSERT INTO {t} (first_name, last_name) VALUES ('a\\', '{c}')")
+            }
+            11 => format!("SELECT id FROM {t} WHERE ssn IN (VALUES ({a}))"),
+            12 => self
+                .rng
+                .pick(&[
+                    "SELECT p FROM patients p",
+                    "SELECT row_to_json(p) FROM patients p",
+                    "SELECT to_jsonb(p.*) FROM patients p",
+                    "SELECT * INTO TEMP fz_copy FROM patients",
+                    "CREATE TABLE fz_copy2 AS SELECT first_name FROM patients",
+                ])
+                .to_owned(),
+            13 => self
+                .rng
+                .pick(&[
+                    "ALTER TABLE patients RENAME COLUMN first_name TO fname",
+                    "ALTER TABLE patients RENAME TO people",
+                    "CREATE TEMP TABLE patients (first_name text, last_name text)",
+                    "CREATE TABLE fz_kid () INHERITS (patients)",
+                    "CREATE TABLE app.patients (first_name text, last_name text)",
+                ])
+                .to_owned(),
+            14 => format!("ALTER TABLE {t} ALTER COLUMN ssn SET DEFAULT {a}"),
+            15 => format!("ALTER TABLE {t} ALTER COLUMN first_name SET DEFAULT {a}"),
+            16 => "PREPARE fzp AS INSERT INTO patients (first_name, last_name) VALUES ($1, 'fzp')".to_owned(),
+            17 => "PREPARE fzp AS SELECT $1::text".to_owned(),
+            18 => "DEALLOCATE fzp".to_owned(),
+            19 => format!("EXECUTE fzp({a})"),
+            20 => format!("INSERT INTO U&\"patients\" (first_name, last_name) VALUES ({a}, {b})"),
+            21 => format!("INSERT INTO {t} (first_name, last_name) VALUES ({a}::varchar(4), {b})"),
+            22 => format!("SELECT id FROM {t} WHERE ssn = ANY(ARRAY[{a}, {b}]) OR ssn IN (SELECT {a})"),
+            _ => format!("WITH x AS (INSERT INTO {t} (first_name, last_name) VALUES ({a}, {b}) RETURNING id) SELECT id FROM x"),
+        }
+    }
+
     fn statement(&mut self) -> String {
+        if self.rng.chance(35) {
+            let s = self.statement_v2();
+            return self.noise(s);
+        }
         let s = match self.rng.below(16) {
             0..=3 => {
                 // INSERT … VALUES, possibly several rows, ON CONFLICT, RETURNING.
@@ -218,11 +291,11 @@ impl Gen {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ten_thousand_generated_statements_never_store_a_canary_in_plaintext() {
+async fn twenty_thousand_generated_statements_never_store_a_canary_in_plaintext() {
     let count: usize = std::env::var("PGVEIL_FUZZ_STATEMENTS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(10_000);
+        .unwrap_or(20_000);
     let seed: u64 = std::env::var("PGVEIL_FUZZ_SEED")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -233,7 +306,8 @@ async fn ten_thousand_generated_statements_never_store_a_canary_in_plaintext() {
         .psql(
             &db,
             "CREATE TABLE notes_public (id int, body text); INSERT INTO notes_public VALUES (1, 'plain');
-             CREATE VIEW patients_v AS SELECT id, first_name, last_name, ssn FROM patients",
+             CREATE VIEW patients_v AS SELECT id, first_name, last_name, ssn FROM patients;
+             CREATE SCHEMA app; CREATE TABLE app.insurance (member_id text)",
         )
         .unwrap();
     let proxy = clinic_proxy(dir.path()).await;
@@ -294,4 +368,28 @@ async fn ten_thousand_generated_statements_never_store_a_canary_in_plaintext() {
         "rows stored: {stored}"
     );
     assert_only_ciphertext(&db);
+    // The server log: no canary in any statement (or its parameters) on a
+    // protected table.
+    let log = cluster().log();
+    let mut last = "";
+    for line in log.lines() {
+        if line.contains("statement:") || line.contains("execute ") || line.contains("STATEMENT:") {
+            last = line;
+        }
+        // Names a protected table: lower case (quoted or not), or upper
+        // case unquoted ("PATIENTS" in quotes is another relation).
+        let names = |l: &str| {
+            l.contains("patients")
+                || l.contains("visits")
+                || ["PATIENTS", "VISITS"].iter().any(|t| {
+                    l.match_indices(t)
+                        .any(|(i, _)| i == 0 || l.as_bytes()[i - 1] != b'"')
+                })
+        };
+        let protected = names(line) || names(last);
+        assert!(
+            !(protected && line.contains("CANARY-")),
+            "seed {seed}: server log: {last} | {line}"
+        );
+    }
 }

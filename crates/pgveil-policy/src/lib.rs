@@ -145,6 +145,7 @@
 
 pub mod check;
 pub mod error;
+pub mod guard;
 pub mod ident;
 mod load;
 pub mod prefilter;

@@ -23,6 +23,13 @@ pub struct Catalog {
     order: HashMap<QualifiedTable, Vec<Ident>>,
     missing: Vec<QualifiedTable>,
     views: Vec<QualifiedTable>,
+    /// Inheritance children and partitions, with their protected ancestor.
+    children: Vec<(QualifiedTable, QualifiedTable)>,
+    /// Policy columns that a present protected table lacks (renamed or
+    /// dropped).
+    missing_columns: Vec<(QualifiedTable, Ident)>,
+    /// Policy table name → schemas holding a relation of that name.
+    relation_schemas: HashMap<String, Vec<String>>,
 }
 
 fn sql_literal(s: &str) -> String {
@@ -32,12 +39,18 @@ fn sql_literal(s: &str) -> String {
 /// The catalog query: every column of every policy table, in order, with
 /// its storage type (domains resolved to their base type). Names are
 /// compared exactly: the policy holds them normalised as the catalog does.
+///
+/// It runs in the client's own session, whose `search_path` the client
+/// controls: every operator, function and type is schema-qualified, so a
+/// user-defined `=` or `text` earlier in the path cannot change what pgveil
+/// learns.
 pub fn catalog_query(policy: &Policy) -> String {
+    let eq = "OPERATOR(pg_catalog.=)";
     let wanted: Vec<String> = policy
         .tables()
         .map(|t| {
             format!(
-                "({}, {})",
+                "(n.nspname {eq} {} AND c.relname {eq} {})",
                 sql_literal(t.table().schema.as_str()),
                 sql_literal(t.table().table.as_str())
             )
@@ -46,32 +59,58 @@ pub fn catalog_query(policy: &Policy) -> String {
     let filter = if wanted.is_empty() {
         "false".to_owned()
     } else {
-        format!(
-            "(n.nspname::text, c.relname::text) IN (VALUES {})",
-            wanted.join(", ")
-        )
+        format!("({})", wanted.join(" OR "))
     };
-    // Views reading protected tables (transitively) come back as rows with
-    // attnum 0: statements naming them are refused.
+    let mut names: Vec<String> = policy
+        .tables()
+        .map(|t| sql_literal(t.table().table.as_str()))
+        .collect();
+    names.sort();
+    names.dedup();
+    let names = if names.is_empty() {
+        "false".to_owned()
+    } else {
+        names
+            .iter()
+            .map(|n| format!("c.relname {eq} {n}"))
+            .collect::<Vec<_>>()
+            .join(" OR ")
+    };
+    // Rows with attnum 0: views reading protected tables (transitively);
+    // -1: inheritance children and partitions (storage column: the
+    // protected ancestor's OID); -2: every relation named like a policy
+    // table, in any schema but the temporary and system ones.
     format!(
         "/* pgveil catalog */ WITH RECURSIVE prot AS (SELECT c.oid FROM pg_catalog.pg_class AS c \
-         JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace \
-         WHERE c.relkind IN ('r', 'p', 'f') AND {filter}), \
+         JOIN pg_catalog.pg_namespace AS n ON n.oid {eq} c.relnamespace \
+         WHERE c.relkind OPERATOR(pg_catalog.=) ANY (ARRAY['r', 'p', 'f']::pg_catalog.\"char\"[]) AND {filter}), \
          dep(oid) AS (SELECT oid FROM prot UNION SELECT r.ev_class FROM dep \
-         JOIN pg_catalog.pg_depend AS d ON d.refobjid = dep.oid \
-         AND d.classid = 'pg_catalog.pg_rewrite'::regclass AND d.refclassid = 'pg_catalog.pg_class'::regclass \
-         JOIN pg_catalog.pg_rewrite AS r ON r.oid = d.objid WHERE r.ev_class <> dep.oid) \
-         SELECT c.oid::int8, n.nspname::text, c.relname::text, a.attnum::int4, a.attname::text, \
-         (CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE a.atttypid END)::int8 \
+         JOIN pg_catalog.pg_depend AS d ON d.refobjid {eq} dep.oid \
+         AND d.classid {eq} 'pg_catalog.pg_rewrite'::pg_catalog.regclass AND d.refclassid {eq} 'pg_catalog.pg_class'::pg_catalog.regclass \
+         JOIN pg_catalog.pg_rewrite AS r ON r.oid {eq} d.objid WHERE r.ev_class OPERATOR(pg_catalog.<>) dep.oid), \
+         kids(oid, top) AS (SELECT i.inhrelid, i.inhparent FROM pg_catalog.pg_inherits AS i \
+         JOIN prot ON prot.oid {eq} i.inhparent \
+         UNION SELECT i.inhrelid, kids.top FROM kids JOIN pg_catalog.pg_inherits AS i ON i.inhparent {eq} kids.oid) \
+         SELECT c.oid::pg_catalog.int8, n.nspname::pg_catalog.text, c.relname::pg_catalog.text, a.attnum::pg_catalog.int4, a.attname::pg_catalog.text, \
+         (CASE WHEN t.typtype {eq} 'd' THEN t.typbasetype ELSE a.atttypid END)::pg_catalog.int8 \
          FROM pg_catalog.pg_attribute AS a \
-         JOIN pg_catalog.pg_class AS c ON c.oid = a.attrelid \
-         JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace \
-         JOIN pg_catalog.pg_type AS t ON t.oid = a.atttypid \
-         WHERE a.attnum > 0 AND NOT a.attisdropped AND c.oid IN (SELECT oid FROM prot) \
-         UNION ALL SELECT c.oid::int8, n.nspname::text, c.relname::text, 0, '', 0 \
-         FROM dep JOIN pg_catalog.pg_class AS c ON c.oid = dep.oid \
-         JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace \
-         WHERE dep.oid NOT IN (SELECT oid FROM prot) \
+         JOIN prot ON prot.oid {eq} a.attrelid \
+         JOIN pg_catalog.pg_class AS c ON c.oid {eq} a.attrelid \
+         JOIN pg_catalog.pg_namespace AS n ON n.oid {eq} c.relnamespace \
+         JOIN pg_catalog.pg_type AS t ON t.oid {eq} a.atttypid \
+         WHERE a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped \
+         UNION ALL SELECT c.oid::pg_catalog.int8, n.nspname::pg_catalog.text, c.relname::pg_catalog.text, 0, '', 0 \
+         FROM dep JOIN pg_catalog.pg_class AS c ON c.oid {eq} dep.oid \
+         JOIN pg_catalog.pg_namespace AS n ON n.oid {eq} c.relnamespace \
+         WHERE NOT EXISTS (SELECT FROM prot WHERE prot.oid {eq} dep.oid) \
+         UNION ALL SELECT c.oid::pg_catalog.int8, n.nspname::pg_catalog.text, c.relname::pg_catalog.text, -1, '', kids.top::pg_catalog.int8 \
+         FROM kids JOIN pg_catalog.pg_class AS c ON c.oid {eq} kids.oid \
+         JOIN pg_catalog.pg_namespace AS n ON n.oid {eq} c.relnamespace \
+         WHERE NOT EXISTS (SELECT FROM prot WHERE prot.oid {eq} kids.oid) \
+         UNION ALL SELECT c.oid::pg_catalog.int8, n.nspname::pg_catalog.text, c.relname::pg_catalog.text, -2, '', 0 \
+         FROM pg_catalog.pg_class AS c JOIN pg_catalog.pg_namespace AS n ON n.oid {eq} c.relnamespace \
+         WHERE ({names}) AND c.relkind OPERATOR(pg_catalog.=) ANY (ARRAY['r', 'p', 'f', 'v', 'm']::pg_catalog.\"char\"[]) \
+         AND NOT pg_catalog.starts_with(n.nspname::pg_catalog.text, 'pg_') AND n.nspname OPERATOR(pg_catalog.<>) 'information_schema' \
          ORDER BY 1, 4"
     )
 }
@@ -148,13 +187,27 @@ impl Catalog {
     /// Resolves the policy against catalog rows.
     pub fn resolve(policy: &Policy, keys: &KeySet, rows: &[CatalogRow]) -> Catalog {
         let mut cat = Catalog::default();
+        let mut oids: HashMap<u32, QualifiedTable> = HashMap::new();
+        let mut kids: Vec<(QualifiedTable, u32)> = Vec::new();
         for row in rows {
-            if row.attnum == 0 {
+            if row.attnum <= 0 {
+                if row.attnum == -2 {
+                    cat.relation_schemas
+                        .entry(row.table.clone())
+                        .or_default()
+                        .push(row.schema.clone());
+                    continue;
+                }
                 if let (Ok(schema), Ok(table)) = (
                     Ident::from_normalized(row.schema.clone()),
                     Ident::from_normalized(row.table.clone()),
                 ) {
-                    cat.views.push(QualifiedTable::new(schema, table));
+                    let qt = QualifiedTable::new(schema, table);
+                    match row.attnum {
+                        0 => cat.views.push(qt),
+                        -1 => kids.push((qt, row.storage_oid)),
+                        _ => {}
+                    }
                 }
                 continue;
             }
@@ -166,6 +219,7 @@ impl Catalog {
                 continue;
             };
             let qt = QualifiedTable::new(schema, table);
+            oids.entry(row.table_oid).or_insert_with(|| qt.clone());
             cat.order
                 .entry(qt.clone())
                 .or_default()
@@ -191,11 +245,57 @@ impl Catalog {
             cat.by_ref.insert(pc.column.clone(), idx);
         }
         for t in policy.tables() {
-            if !cat.order.contains_key(t.table()) {
-                cat.missing.push(t.table().clone());
+            match cat.order.get(t.table()) {
+                None => cat.missing.push(t.table().clone()),
+                Some(cols) => {
+                    for c in t.columns() {
+                        if !cols.contains(&c.column.column) {
+                            cat.missing_columns
+                                .push((t.table().clone(), c.column.column.clone()));
+                        }
+                    }
+                }
             }
         }
+        for (kid, top) in kids {
+            // A child whose ancestor's columns were not returned (cannot
+            // happen with one query) is refused under its own name.
+            let parent = oids.get(&top).cloned().unwrap_or_else(|| kid.clone());
+            cat.children.push((kid, parent));
+        }
         cat
+    }
+
+    /// Relations statements may not name, and why: views over protected
+    /// tables, children and partitions of them, protected tables lacking a
+    /// policy column.
+    pub fn guarded(&self) -> Vec<(QualifiedTable, pgveil_sql::Guarded)> {
+        let mut out: Vec<(QualifiedTable, pgveil_sql::Guarded)> = self
+            .views
+            .iter()
+            .map(|v| (v.clone(), pgveil_sql::Guarded::View))
+            .collect();
+        out.extend(
+            self.children
+                .iter()
+                .map(|(k, p)| (k.clone(), pgveil_sql::Guarded::Child(p.clone()))),
+        );
+        out.extend(
+            self.missing_columns
+                .iter()
+                .map(|(t, c)| (t.clone(), pgveil_sql::Guarded::MissingColumn(c.clone()))),
+        );
+        out
+    }
+
+    /// Policy table name → schemas that have a relation of that name.
+    pub fn relation_schemas(&self) -> &HashMap<String, Vec<String>> {
+        &self.relation_schemas
+    }
+
+    /// Protected tables lacking a policy column: `(table, column)`.
+    pub fn missing_columns(&self) -> &[(QualifiedTable, Ident)] {
+        &self.missing_columns
     }
 
     /// Policy tables this database does not have.

@@ -38,6 +38,7 @@ mod array;
 mod catalog;
 mod copy;
 mod error;
+mod registry;
 mod session;
 mod values;
 
@@ -73,6 +74,23 @@ impl KeySet {
     /// An empty set (every protected column then lacks a key).
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Fresh random version-1 keys for every key of `policy` (tests,
+    /// fuzzing and benchmarks; never persisted).
+    pub fn generated(policy: &Policy) -> Result<Self, pgveil_crypto::CryptoError> {
+        let mut keys = KeySet::new();
+        for k in policy.keys() {
+            let mut ck = ColumnKeys::new(&k.name.to_string())?;
+            let mode = match k.mode {
+                pgveil_policy::Mode::Randomized => pgveil_crypto::EncryptionMode::Randomized,
+                pgveil_policy::Mode::Deterministic => pgveil_crypto::EncryptionMode::Deterministic,
+            };
+            ck.add_version(1, mode, &pgveil_crypto::DataKey::generate()?)?;
+            ck.set_active(1)?;
+            keys.insert(k.name.clone(), Ok(ck));
+        }
+        Ok(keys)
     }
 
     /// Adds the keys of key owner `owner`, or why they are unavailable.
@@ -208,9 +226,8 @@ impl Engine {
         let catalog = Catalog::resolve(&self.policy, &self.keys, rows);
         let opts = pgveil_sql::AnalyzeOptions {
             column_order: Some(Arc::new(CatalogOrder(catalog.column_order()))),
-            dependent_views: Arc::new(pgveil_sql::DependentViews::new(
-                catalog.dependent_views().to_vec(),
-            )),
+            dependent_views: Arc::new(pgveil_sql::DependentViews::with_reasons(catalog.guarded())),
+            relation_schemas: Some(Arc::new(catalog.relation_schemas().clone())),
             ..Default::default()
         };
         Arc::new(DbContext {

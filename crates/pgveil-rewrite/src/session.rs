@@ -9,15 +9,14 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use pgveil_crypto::canonical::{LogicalType, SessionTimeZone};
-use pgveil_sql::{
-    Analysis, Comparison, LiteralForm, LiteralTarget, PreparedStatements, StatementPlan, TextEdit,
-};
+use pgveil_sql::{Analysis, Comparison, LiteralForm, LiteralTarget, StatementPlan, TextEdit};
 use pgveil_wire::backend::{self, ErrorFields, FieldDescription};
 use pgveil_wire::frontend::{self, Format};
 use pgveil_wire::Frame;
 
 use crate::copy::{CopyCodec, CopyStream};
 use crate::error::RewriteError;
+use crate::registry::{Entry, Registry};
 use crate::values::ColumnCrypto;
 use crate::{CatalogReader, DbContext, Engine};
 
@@ -108,6 +107,9 @@ struct StmtInfo {
     described: bool,
     /// A `COPY` on a protected table.
     copy: Option<Arc<CopyCodec>>,
+    /// SQL `PREPARE`/`DEALLOCATE`/`DISCARD ALL` sent through `Parse`: its
+    /// effect on the registry happens at each `Execute`.
+    sql_op: Option<Arc<StatementPlan>>,
 }
 
 /// How to correct a statement's `ParameterDescription`.
@@ -143,6 +145,7 @@ struct PortalInfo {
     statement: Bytes,
     described: bool,
     copy: Option<Arc<CopyCodec>>,
+    sql_op: Option<Arc<StatementPlan>>,
 }
 
 #[derive(Debug)]
@@ -186,15 +189,51 @@ enum Expect {
     Refresh,
 }
 
+type Reg = Registry<StmtInfo, PortalInfo>;
+
+/// An expected server answer with the number of registry changes made by
+/// the message that asked for it (resolved when the answer comes).
+#[derive(Debug)]
+struct Pending {
+    expect: Expect,
+    /// Changes confirmed by the answer, dropped if the server rejects or
+    /// skips the message.
+    ops: usize,
+    /// A simple query: the changes of each statement not completed yet, in
+    /// order (each `CommandComplete` confirms the first).
+    statements: VecDeque<usize>,
+}
+
+impl Pending {
+    fn all_ops(&self) -> usize {
+        self.ops + self.statements.iter().sum::<usize>()
+    }
+}
+
+/// The expectations in protocol order.
+#[derive(Debug, Default)]
+struct ExpectQueue {
+    q: VecDeque<Pending>,
+}
+
+impl ExpectQueue {
+    fn front(&self) -> Option<&Expect> {
+        self.q.front().map(|p| &p.expect)
+    }
+
+    fn len(&self) -> usize {
+        self.q.len()
+    }
+}
+
 /// One client session's rewriting state.
 pub struct Session {
     engine: Arc<Engine>,
     database: String,
     ctx: Arc<DbContext>,
-    prepared: PreparedStatements,
-    statements: HashMap<Bytes, StmtInfo>,
-    portals: HashMap<Bytes, PortalInfo>,
-    expect: VecDeque<Expect>,
+    /// Prepared statements and portals, confirmed by the server.
+    reg: Reg,
+    expect: ExpectQueue,
     // Server side.
     stmt_shapes: HashMap<Bytes, Arc<Shape>>,
     portal_shapes: HashMap<Bytes, Arc<Shape>>,
@@ -217,8 +256,14 @@ pub struct Session {
     copy_failed: Option<RewriteError>,
     /// `COPY … TO STDOUT` data being decrypted.
     copy_out: Option<CopyStream>,
-    /// The session's client_encoding when COPY data cannot be split in it.
-    copy_unsafe_encoding: Option<String>,
+    /// The session's client_encoding when it is not UTF-8: pgveil reads
+    /// statement text, parameters and COPY data as UTF-8, so protected
+    /// values in another encoding would be encrypted unconverted (and COPY
+    /// could not be split byte by byte).
+    unsafe_encoding: Option<String>,
+    /// Statements that may change how the server reads text (see
+    /// [`pgveil_sql::mentions_text_setting`]) were sent and not all answered.
+    text_settings_in_flight: bool,
     /// Between the `Execute` of a `COPY … FROM STDIN` and its end, where the
     /// server ignores `Sync`.
     copy_in_mode: bool,
@@ -333,10 +378,8 @@ impl Session {
             engine,
             database: database.to_owned(),
             ctx,
-            prepared: PreparedStatements::new(),
-            statements: HashMap::new(),
-            portals: HashMap::new(),
-            expect: VecDeque::new(),
+            reg: Reg::default(),
+            expect: ExpectQueue::default(),
             stmt_shapes: HashMap::new(),
             portal_shapes: HashMap::new(),
             current: None,
@@ -354,12 +397,74 @@ impl Session {
             copy_discard: false,
             copy_failed: None,
             copy_out: None,
-            copy_unsafe_encoding: None,
+            unsafe_encoding: None,
+            text_settings_in_flight: false,
             copy_in_mode: false,
             copy_in_started: false,
             copy_statements: HashSet::new(),
             copy_portals: HashSet::new(),
         }
+    }
+
+    /// Queues an expectation with the registry changes made for it.
+    fn push(&mut self, expect: Expect) {
+        let ops = self.reg.take_fresh();
+        self.expect.q.push_back(Pending {
+            expect,
+            ops,
+            statements: VecDeque::new(),
+        });
+    }
+
+    /// The server answered the front message: its changes stand.
+    fn pop_done(&mut self) -> Option<Expect> {
+        let p = self.expect.q.pop_front()?;
+        self.reg.confirm(p.all_ops());
+        Some(p.expect)
+    }
+
+    /// The front message failed or was skipped: its changes never happened.
+    fn pop_skipped(&mut self) -> Option<Expect> {
+        let p = self.expect.q.pop_front()?;
+        self.reg.discard(p.all_ops());
+        Some(p.expect)
+    }
+
+    /// Whether `name` (a statement, or a portal) could hold a protected
+    /// statement other than the expected one when the server gets to the
+    /// message about to be sent: see [`Registry::unsettled`]. Changes of
+    /// batches before the current one (up to the last Sync or Query sent)
+    /// may still fail independently.
+    fn unsettled(&self, name: &[u8], portal: bool) -> bool {
+        let Some(end) = self.expect.q.iter().rposition(|p| {
+            matches!(
+                p.expect,
+                Expect::Sync | Expect::Query { .. } | Expect::FunctionCall | Expect::CopySync
+            )
+        }) else {
+            return false;
+        };
+        let earlier: usize = self
+            .expect
+            .q
+            .iter()
+            .take(end + 1)
+            .map(Pending::all_ops)
+            .sum();
+        self.reg.unsettled(name, portal, earlier)
+    }
+
+    /// The refusal for a name whose state is [`Self::unsettled`].
+    fn unsettled_error(name: &[u8]) -> RewriteError {
+        pgveil_sql::Refusal {
+            sqlstate: crate::error::FEATURE_NOT_SUPPORTED,
+            column: None,
+            reason: format!(
+                "\"{}\" held a statement on protected columns and was redefined or closed in a pipeline the server has not answered yet; pgveil cannot tell which statement the server will use: wait for that result (or use a new name)",
+                String::from_utf8_lossy(name)
+            ),
+        }
+        .into()
     }
 
     /// Records a `ParameterStatus` seen during startup.
@@ -370,21 +475,8 @@ impl Session {
             }
             b"standard_conforming_strings" => self.standard_strings = value == b"on",
             b"client_encoding" => {
-                // Encodings whose multibyte characters may contain the bytes
-                // of `\`, tab, newline, quote or comma: COPY cannot be split
-                // byte by byte in them.
                 let v = String::from_utf8_lossy(value).to_ascii_uppercase();
-                self.copy_unsafe_encoding = [
-                    "SJIS",
-                    "SHIFT_JIS_2004",
-                    "BIG5",
-                    "GBK",
-                    "GB18030",
-                    "UHC",
-                    "JOHAB",
-                ]
-                .contains(&v.as_str())
-                .then_some(v);
+                self.unsafe_encoding = (v != "UTF8").then_some(v);
             }
             _ => {}
         }
@@ -413,7 +505,7 @@ impl Session {
             // The server ignores Sync in copy-in mode, but only once the
             // copy has started: decided when its answer comes.
             frontend::tag::SYNC if self.copy_in_mode => {
-                self.expect.push_back(Expect::CopySync);
+                self.push(Expect::CopySync);
                 return ClientOutcome::forward();
             }
             frontend::tag::SYNC | frontend::tag::FLUSH => {}
@@ -458,22 +550,23 @@ impl Session {
                 self.batch_open = true;
                 let mut pos = 6;
                 if let Some(name) = cstr(msg, &mut pos) {
+                    // Journaled: a Close skipped after an error keeps the name.
                     if msg.get(5) == Some(&b'S') {
-                        self.statements.remove(name);
-                    } else {
-                        self.portals.remove(name);
+                        self.reg.close_statement(name);
+                    } else if self.reg.portal(name).is_some() {
+                        self.reg.set_portal(Bytes::copy_from_slice(name), None);
                     }
                 }
-                self.expect.push_back(Expect::Close);
+                self.push(Expect::Close);
                 ClientOutcome::forward()
             }
             frontend::tag::SYNC => {
                 self.batch_open = false;
-                self.expect.push_back(Expect::Sync);
+                self.push(Expect::Sync);
                 ClientOutcome::forward()
             }
             frontend::tag::FUNCTION_CALL => {
-                self.expect.push_back(Expect::FunctionCall);
+                self.push(Expect::FunctionCall);
                 ClientOutcome::forward()
             }
             _ => ClientOutcome::forward(),
@@ -557,12 +650,12 @@ impl Session {
         }
         self.refresh_attempted = true;
         self.refresh = Some((CatalogReader::default(), self.engine.generation()));
-        self.expect.push_back(Expect::Refresh);
+        self.push(Expect::Refresh);
         Some(frontend::query(self.engine.catalog_query().as_bytes()))
     }
 
     fn refuse_query(&mut self, err: RewriteError, out: &mut Vec<u8>) -> ClientOutcome {
-        self.expect.push_back(Expect::Query {
+        self.push(Expect::Query {
             refusal: true,
             copy: None,
         });
@@ -599,17 +692,19 @@ impl Session {
             .encode()
             .raw(),
         );
-        self.statements.remove(&b""[..]);
-        self.portals.remove(&b""[..]);
-        self.expect.push_back(Expect::Parse { internal: true });
-        self.expect.push_back(Expect::Bind {
+        self.reg.parse(Bytes::new(), None);
+        if self.reg.portal(b"").is_some() {
+            self.reg.set_portal(Bytes::new(), None);
+        }
+        self.push(Expect::Parse { internal: true });
+        self.push(Expect::Bind {
             portal: Bytes::new(),
             statement: Bytes::new(),
             formats: Vec::new(),
             internal: true,
             tracked: false,
         });
-        self.expect.push_back(Expect::Execute {
+        self.push(Expect::Execute {
             portal: Bytes::new(),
             refusal: true,
             copy: None,
@@ -698,16 +793,47 @@ impl Session {
 
     /// The codec of a COPY on a protected table, if its data can be split.
     fn copy_codec(&self, plan: &pgveil_sql::CopyPlan) -> Result<Arc<CopyCodec>, RewriteError> {
-        if let Some(enc) = &self.copy_unsafe_encoding {
+        if let Some(enc) = &self.unsafe_encoding {
             return Err(RewriteError::CopyFormat {
                 table: plan.table.to_string(),
                 line: 0,
                 reason: format!(
-                    "client_encoding {enc} can hide delimiters inside multibyte characters; pgveil splits COPY data byte by byte: SET client_encoding TO 'UTF8' first"
+                    "client_encoding {enc}: pgveil reads COPY data as UTF-8 (other encodings can hide delimiters inside multibyte characters and would be encrypted unconverted); SET client_encoding TO 'UTF8' first"
                 ),
             });
         }
         CopyCodec::new(plan, &self.ctx.catalog)
+    }
+
+    /// Whether the server will read the text of a statement touching
+    /// protected columns as pgveil did: UTF-8, and standard strings (a
+    /// backslash in a plain literal is an escape otherwise).
+    fn check_text(&self, sql: &str) -> Result<(), RewriteError> {
+        let refuse = |reason: String| -> Result<(), RewriteError> {
+            Err(pgveil_sql::Refusal {
+                sqlstate: crate::error::FEATURE_NOT_SUPPORTED,
+                column: None,
+                reason,
+            }
+            .into())
+        };
+        if let Some(enc) = &self.unsafe_encoding {
+            return refuse(format!(
+                "client_encoding is {enc}: pgveil reads and encrypts protected values as UTF-8; SET client_encoding TO 'UTF8'"
+            ));
+        }
+        let unsure = self.text_settings_in_flight;
+        if (!self.standard_strings || unsure) && pgveil_sql::has_backslash_in_plain_string(sql) {
+            return refuse(
+                "a backslash in a '...' literal is read differently when standard_conforming_strings is off (or while it may be changing); use E'...' or a parameter".to_owned(),
+            );
+        }
+        if unsure && !sql.is_ascii() {
+            return refuse(
+                "the client encoding may be changing (a statement setting it is still running); send this statement after its answer".to_owned(),
+            );
+        }
+        Ok(())
     }
 
     fn check_statement(&self, st: &StatementPlan) -> Result<(), RewriteError> {
@@ -739,16 +865,22 @@ impl Session {
                     out,
                 );
             }
-            self.expect.push_back(Expect::Query {
+            self.push(Expect::Query {
                 refusal: false,
                 copy: None,
             });
             return ClientOutcome::forward();
         };
-        let analysis = self.ctx.analyzer.analyze(sql, Some(&self.prepared));
+        if pgveil_sql::mentions_text_setting(sql) {
+            self.text_settings_in_flight = true;
+        }
+        let analysis = self
+            .ctx
+            .analyzer
+            .analyze_session(sql, self.reg.has_statements());
         let plan = match analysis {
             Ok(Analysis::Passthrough) => {
-                self.expect.push_back(Expect::Query {
+                self.push(Expect::Query {
                     refusal: false,
                     copy: None,
                 });
@@ -757,45 +889,57 @@ impl Session {
             Err(r) => return self.refuse_query(r.into(), out),
             Ok(Analysis::Planned(p)) => p,
         };
+        if let Err(e) = self.check_text(sql) {
+            return self.refuse_query(e, out);
+        }
         // Statement by statement, as the server will run them: a PREPARE
-        // earlier in the string binds an EXECUTE later in it. The registry
-        // changes only if the whole string is accepted.
+        // earlier in the string binds an EXECUTE later in it. Each
+        // statement's registry changes are confirmed by its CommandComplete.
         let mut literals: Vec<LiteralTarget> = Vec::new();
-        let mut prepared = self.prepared.clone();
+        let mut changes: VecDeque<usize> = VecDeque::new();
         let mut copy = None;
+        let mut refused = None;
         for st in &plan.statements {
             if let Err(e) = self.check_statement(st) {
-                return self.refuse_query(e, out);
+                refused = Some(e);
+                break;
             }
             if let Some(p) = &st.copy {
                 if plan.statements.len() > 1 {
-                    return self.refuse_query(
-                        RewriteError::CopyFormat {
-                            table: p.table.to_string(),
-                            line: 0,
-                            reason: "a COPY on a protected table must be the only statement of its query string".to_owned(),
-                        },
-                        out,
-                    );
+                    refused = Some(RewriteError::CopyFormat {
+                        table: p.table.to_string(),
+                        line: 0,
+                        reason: "a COPY on a protected table must be the only statement of its query string".to_owned(),
+                    });
+                    break;
                 }
                 match self.copy_codec(p) {
                     Ok(c) => copy = Some(c),
-                    Err(e) => return self.refuse_query(e, out),
+                    Err(e) => {
+                        refused = Some(e);
+                        break;
+                    }
                 }
             }
             literals.extend(st.literals.iter().cloned());
-            match prepared.bind_execute(st) {
+            match self.bind_execute(st) {
                 Ok(l) => literals.extend(l),
-                Err(r) => return self.refuse_query(r.into(), out),
+                Err(e) => {
+                    refused = Some(e);
+                    break;
+                }
             }
-            prepared.apply(st);
-        }
-        self.prepared = prepared;
-        for st in &plan.statements {
+            self.reg.apply_sql(st);
             if matches!(st.prepared, Some(pgveil_sql::PreparedOp::DeallocateAll)) {
-                self.statements.clear();
                 self.stmt_shapes.clear();
             }
+            changes.push_back(self.reg.take_fresh());
+        }
+        if let Some(e) = refused {
+            // Nothing of the string runs: none of its changes stand.
+            let fresh = self.reg.take_fresh();
+            self.reg.withdraw(changes.iter().sum::<usize>() + fresh);
+            return self.refuse_query(e, out);
         }
         let edits: Vec<TextEdit> = plan
             .statements
@@ -811,41 +955,72 @@ impl Session {
                 copy_out = Some(codec);
             }
         }
-        if literals.is_empty() && edits.is_empty() {
-            self.copy_in = copy_in;
-            self.expect.push_back(Expect::Query {
+        let spliced = if literals.is_empty() && edits.is_empty() {
+            None
+        } else {
+            match self.splice(sql, &literals, &edits) {
+                Ok(new_sql) => Some(new_sql),
+                Err(e) => {
+                    self.reg.withdraw(changes.iter().sum::<usize>());
+                    return self.refuse_query(e, out);
+                }
+            }
+        };
+        self.copy_in = copy_in;
+        self.expect.q.push_back(Pending {
+            expect: Expect::Query {
                 refusal: false,
                 copy: copy_out,
-            });
+            },
+            ops: 0,
+            statements: changes,
+        });
+        if let Some(new_sql) = spliced {
+            out.extend_from_slice(frontend::query(new_sql.as_bytes()).raw());
             return ClientOutcome {
-                action: ClientAction::Forward,
+                action: ClientAction::Replace,
                 path: Path::Rewritten,
                 error: None,
             };
         }
-        match self.splice(sql, &literals, &edits) {
-            Ok(new_sql) => {
-                self.copy_in = copy_in;
-                self.expect.push_back(Expect::Query {
-                    refusal: false,
-                    copy: copy_out,
-                });
-                out.extend_from_slice(frontend::query(new_sql.as_bytes()).raw());
-                ClientOutcome {
-                    action: ClientAction::Replace,
-                    path: Path::Rewritten,
-                    error: None,
-                }
-            }
-            Err(e) => self.refuse_query(e, out),
+        ClientOutcome {
+            action: ClientAction::Forward,
+            path: Path::Rewritten,
+            error: None,
         }
+    }
+
+    /// The literals of an `EXECUTE`, refusing one whose statement was
+    /// created by a protocol `Parse` with protected parameters (pgveil binds
+    /// those in `Bind`, not in SQL text).
+    fn bind_execute(&self, st: &StatementPlan) -> Result<Vec<LiteralTarget>, RewriteError> {
+        if let Some(pgveil_sql::PreparedOp::Execute { name, .. }) = &st.prepared {
+            if self.unsettled(name.as_bytes(), false) {
+                return Err(Self::unsettled_error(name.as_bytes()));
+            }
+            if self
+                .reg
+                .statement(name.as_bytes())
+                .is_some_and(|i| !i.params.is_empty())
+            {
+                return Err(pgveil_sql::Refusal {
+                    sqlstate: crate::error::FEATURE_NOT_SUPPORTED,
+                    column: None,
+                    reason: format!(
+                        "prepared statement {name} was created with the extended protocol and has protected parameters: run it with Bind/Execute, not SQL EXECUTE"
+                    ),
+                }
+                .into());
+            }
+        }
+        Ok(self.reg.sql().bind_execute(st)?)
     }
 
     fn on_parse(&mut self, msg: &[u8], out: &mut Vec<u8>) -> ClientOutcome {
         let mut pos = 5;
         let (Some(name), Some(query)) = (cstr(msg, &mut pos), cstr(msg, &mut pos)) else {
             // Malformed: the server reports it.
-            self.expect.push_back(Expect::Parse { internal: false });
+            self.push(Expect::Parse { internal: false });
             return ClientOutcome::forward();
         };
         let name = Bytes::copy_from_slice(name);
@@ -856,8 +1031,8 @@ impl Session {
                     out,
                 );
             }
-            self.statements.remove(&name);
-            self.expect.push_back(Expect::Parse { internal: false });
+            self.reg.parse(name, None);
+            self.push(Expect::Parse { internal: false });
             return ClientOutcome::forward();
         };
         if looks_like_copy_in(sql) {
@@ -868,10 +1043,17 @@ impl Session {
         } else if !self.copy_statements.is_empty() {
             self.copy_statements.remove(&name);
         }
-        let plan = match self.ctx.analyzer.analyze(sql, Some(&self.prepared)) {
+        if pgveil_sql::mentions_text_setting(sql) {
+            self.text_settings_in_flight = true;
+        }
+        let plan = match self
+            .ctx
+            .analyzer
+            .analyze_session(sql, self.reg.has_statements())
+        {
             Ok(Analysis::Passthrough) => {
-                self.statements.remove(&name);
-                self.expect.push_back(Expect::Parse { internal: false });
+                self.reg.parse(name, None);
+                self.push(Expect::Parse { internal: false });
                 return ClientOutcome::forward();
             }
             Err(r) => return self.refuse_extended(r.into(), out),
@@ -888,15 +1070,17 @@ impl Session {
                 out,
             );
         }
+        if let Err(e) = self.check_text(sql) {
+            return self.refuse_extended(e, out);
+        }
         let Ok(frontend::FrontendMessage::Parse(mut parse)) =
             frontend::FrontendMessage::decode(&frame_of(msg))
         else {
-            self.expect.push_back(Expect::Parse { internal: false });
-            return ClientOutcome::forward();
+            return self.refuse_extended(RewriteError::Malformed("Parse"), out);
         };
         let Some(st) = plan.statements.first() else {
-            self.statements.remove(&name);
-            self.expect.push_back(Expect::Parse { internal: false });
+            self.reg.parse(name, None);
+            self.push(Expect::Parse { internal: false });
             return ClientOutcome::forward();
         };
         if let Err(e) = self.check_statement(st) {
@@ -910,9 +1094,9 @@ impl Session {
             None => None,
         };
         let mut literals = st.literals.clone();
-        match self.prepared.bind_execute(st) {
+        match self.bind_execute(st) {
             Ok(l) => literals.extend(l),
-            Err(r) => return self.refuse_extended(r.into(), out),
+            Err(e) => return self.refuse_extended(e, out),
         }
         let mut params = Vec::new();
         let mut describe = Vec::new();
@@ -1019,15 +1203,14 @@ impl Session {
                 Err(e) => return self.refuse_extended(e, out),
             }
         }
-        if self.statements.len() >= MAX_TRACKED && !self.statements.contains_key(&name) {
+        if self.reg.statement_count() >= MAX_TRACKED && self.reg.statement(&name).is_none() {
             // Bounded, and never by forgetting one: a forgotten statement's
             // parameters would reach the server unencrypted.
             return self.refuse_extended(too_many("prepared statements"), out);
         }
-        self.prepared.apply(st);
-        self.statements.insert(
+        self.reg.parse(
             name.clone(),
-            StmtInfo {
+            Some(StmtInfo {
                 params,
                 describe: Arc::new(ParamFix {
                     oids: describe,
@@ -1035,9 +1218,10 @@ impl Session {
                 }),
                 described: false,
                 copy,
-            },
+                sql_op: st.prepared.is_some().then(|| Arc::new(st.clone())),
+            }),
         );
-        self.expect.push_back(Expect::Parse { internal: false });
+        self.push(Expect::Parse { internal: false });
         out.extend_from_slice(parse.encode().raw());
         ClientOutcome {
             action: ClientAction::Replace,
@@ -1049,7 +1233,7 @@ impl Session {
     fn on_bind(&mut self, msg: &[u8], out: &mut Vec<u8>) -> ClientOutcome {
         let mut pos = 5;
         let (Some(portal), Some(stmt)) = (cstr(msg, &mut pos), cstr(msg, &mut pos)) else {
-            self.expect.push_back(Expect::Bind {
+            self.push(Expect::Bind {
                 portal: Bytes::new(),
                 statement: Bytes::new(),
                 formats: Vec::new(),
@@ -1067,9 +1251,31 @@ impl Session {
         } else if !self.copy_portals.is_empty() {
             self.copy_portals.remove(&portal);
         }
-        let Some(info) = self.statements.get(stmt) else {
-            self.portals.remove(&portal);
-            self.expect.push_back(Expect::Bind {
+        if self.unsettled(stmt, false) {
+            let e = Self::unsettled_error(stmt);
+            return self.refuse_extended(e, out);
+        }
+        if matches!(self.reg.entry(stmt), Some(Entry::Sql(_))) {
+            // The name holds a protected statement made by SQL PREPARE:
+            // pgveil binds its arguments in EXECUTE text, not in Bind.
+            let name = String::from_utf8_lossy(stmt).into_owned();
+            return self.refuse_extended(
+                pgveil_sql::Refusal {
+                    sqlstate: crate::error::FEATURE_NOT_SUPPORTED,
+                    column: None,
+                    reason: format!(
+                        "prepared statement {name} was created by SQL PREPARE on a protected table: run it with SQL EXECUTE, not a protocol Bind"
+                    ),
+                }
+                .into(),
+                out,
+            );
+        }
+        let Some(info) = self.reg.statement(stmt) else {
+            if self.reg.portal(&portal).is_some() {
+                self.reg.set_portal(portal.clone(), None);
+            }
+            self.push(Expect::Bind {
                 portal,
                 statement: Bytes::new(),
                 formats: Vec::new(),
@@ -1078,6 +1284,19 @@ impl Session {
             });
             return ClientOutcome::forward();
         };
+        if let (false, Some(enc)) = (info.params.is_empty(), self.unsafe_encoding.clone()) {
+            return self.refuse_extended(
+                pgveil_sql::Refusal {
+                    sqlstate: crate::error::FEATURE_NOT_SUPPORTED,
+                    column: info.params.first().map(|p| p.col.column.clone()),
+                    reason: format!(
+                        "client_encoding is {enc}: pgveil reads and encrypts protected values as UTF-8; SET client_encoding TO 'UTF8'"
+                    ),
+                }
+                .into(),
+                out,
+            );
+        }
         let statement = Bytes::copy_from_slice(stmt);
         let Ok(frontend::FrontendMessage::Bind(mut bind)) =
             frontend::FrontendMessage::decode(&frame_of(msg))
@@ -1162,18 +1381,20 @@ impl Session {
             }
             changed = true;
         }
-        if self.portals.len() >= MAX_TRACKED && !self.portals.contains_key(&portal) {
+        let (copy, sql_op) = (info.copy.clone(), info.sql_op.clone());
+        if self.reg.portal_count() >= MAX_TRACKED && self.reg.portal(&portal).is_none() {
             return self.refuse_extended(too_many("open portals"), out);
         }
-        self.portals.insert(
+        self.reg.set_portal(
             portal.clone(),
-            PortalInfo {
+            Some(PortalInfo {
                 statement: statement.clone(),
                 described: false,
-                copy: info.copy.clone(),
-            },
+                copy,
+                sql_op,
+            }),
         );
-        self.expect.push_back(Expect::Bind {
+        self.push(Expect::Bind {
             portal,
             statement,
             formats: bind.result_formats.clone(),
@@ -1243,27 +1464,27 @@ impl Session {
         let mut pos = 6;
         let name = cstr(msg, &mut pos).unwrap_or_default();
         if msg.get(5) == Some(&b'S') {
-            let (params, tracked) = match self.statements.get_mut(name) {
+            let (params, tracked) = match self.reg.statement_mut(name) {
                 Some(info) => {
                     info.described = true;
                     (Some(info.describe.clone()), true)
                 }
                 None => (None, false),
             };
-            self.expect.push_back(Expect::DescribeStatement {
+            self.push(Expect::DescribeStatement {
                 name: Bytes::copy_from_slice(name),
                 params,
                 tracked,
             });
         } else {
-            let tracked = match self.portals.get_mut(name) {
+            let tracked = match self.reg.portal_mut(name) {
                 Some(p) => {
                     p.described = true;
                     true
                 }
                 None => false,
             };
-            self.expect.push_back(Expect::DescribePortal {
+            self.push(Expect::DescribePortal {
                 name: Bytes::copy_from_slice(name),
                 internal: false,
                 tracked,
@@ -1277,16 +1498,29 @@ impl Session {
         if self.copy_portals.contains(name) {
             self.copy_in_mode = true;
         }
-        let Some(portal) = self.portals.get_mut(name) else {
-            self.expect.push_back(Expect::Execute {
+        if self.unsettled(name, true) {
+            let e = Self::unsettled_error(name);
+            return self.refuse_extended(e, out);
+        }
+        let Some(portal) = self.reg.portal(name) else {
+            self.push(Expect::Execute {
                 portal: Bytes::copy_from_slice(name),
                 refusal: false,
                 copy: None,
             });
             return ClientOutcome::forward();
         };
+        let (codec, sql_op, described) = (
+            portal.copy.clone(),
+            portal.sql_op.clone(),
+            portal.described
+                || self
+                    .reg
+                    .statement(&portal.statement)
+                    .is_some_and(|s| s.described),
+        );
         let mut copy_out = None;
-        if let Some(codec) = portal.copy.clone() {
+        if let Some(codec) = codec {
             if codec.is_copy_in() {
                 self.copy_in = Some(CopyStream::new(codec, self.tz));
                 self.copy_in_mode = true;
@@ -1294,28 +1528,31 @@ impl Session {
                 copy_out = Some(codec);
             }
         }
-        let stmt_described = self
-            .statements
-            .get(&portal.statement)
-            .is_some_and(|s| s.described);
         let name = Bytes::copy_from_slice(name);
         let mut action = ClientAction::Forward;
-        if !portal.described && !stmt_described {
+        if !described {
             // The result shape is unknown: ask the server, keep the answer.
-            portal.described = true;
+            if let Some(p) = self.reg.portal_mut(&name) {
+                p.described = true;
+            }
             let mut body = vec![b'P'];
             body.extend_from_slice(&name);
             body.push(0);
             out.extend_from_slice(Frame::new(frontend::tag::DESCRIBE, &body).raw());
             out.extend_from_slice(msg);
-            self.expect.push_back(Expect::DescribePortal {
+            self.push(Expect::DescribePortal {
                 name: name.clone(),
                 internal: true,
                 tracked: true,
             });
             action = ClientAction::Replace;
         }
-        self.expect.push_back(Expect::Execute {
+        // PREPARE/DEALLOCATE run through the extended protocol: their effect,
+        // confirmed by this Execute's CommandComplete.
+        if let Some(op) = sql_op {
+            self.reg.apply_sql(&op);
+        }
+        self.push(Expect::Execute {
             portal: name,
             refusal: false,
             copy: copy_out,
@@ -1373,7 +1610,7 @@ impl Session {
 
     fn refresh_message(&mut self, msg: &[u8]) -> ServerAction {
         let Some((reader, _)) = self.refresh.as_mut() else {
-            self.expect.pop_front();
+            self.pop_done();
             return ServerAction::Drop;
         };
         let frame = frame_of(msg);
@@ -1381,7 +1618,7 @@ impl Session {
         if !done {
             return ServerAction::Drop;
         }
-        self.expect.pop_front();
+        self.pop_done();
         let idle = backend::TransactionStatus::decode(&frame)
             .map(|s| s == backend::TransactionStatus::Idle)
             .unwrap_or(false);
@@ -1517,11 +1754,11 @@ impl Session {
                     ServerAction::Replace
                 }
             }
-            backend::tag::PARSE_COMPLETE => match self.expect.pop_front() {
+            backend::tag::PARSE_COMPLETE => match self.pop_done() {
                 Some(Expect::Parse { internal: true }) => ServerAction::Drop,
                 _ => ServerAction::Forward,
             },
-            backend::tag::BIND_COMPLETE => match self.expect.pop_front() {
+            backend::tag::BIND_COMPLETE => match self.pop_done() {
                 Some(Expect::Bind {
                     portal,
                     statement,
@@ -1552,7 +1789,7 @@ impl Session {
             },
             backend::tag::CLOSE_COMPLETE => {
                 if matches!(self.expect.front(), Some(Expect::Close)) {
-                    self.expect.pop_front();
+                    self.pop_done();
                 }
                 ServerAction::Forward
             }
@@ -1585,7 +1822,7 @@ impl Session {
                 }
             }
             backend::tag::ROW_DESCRIPTION => self.on_row_description(msg, out),
-            backend::tag::NO_DATA => match self.expect.pop_front() {
+            backend::tag::NO_DATA => match self.pop_done() {
                 Some(Expect::DescribeStatement { name, tracked, .. }) => {
                     if tracked {
                         self.stmt_shapes.insert(
@@ -1627,9 +1864,20 @@ impl Session {
             backend::tag::COMMAND_COMPLETE => {
                 self.note_ddl(msg);
                 match self.expect.front() {
-                    Some(Expect::Query { .. }) => self.current = None,
+                    Some(Expect::Query { .. }) => {
+                        self.current = None;
+                        // This statement of the string ran: its changes stand.
+                        if let Some(n) = self
+                            .expect
+                            .q
+                            .front_mut()
+                            .and_then(|p| p.statements.pop_front())
+                        {
+                            self.reg.confirm(n);
+                        }
+                    }
                     Some(Expect::Execute { .. }) => {
-                        self.expect.pop_front();
+                        self.pop_done();
                         self.drop_copy_syncs();
                     }
                     _ => {}
@@ -1644,13 +1892,13 @@ impl Session {
             }
             backend::tag::EMPTY_QUERY | backend::tag::PORTAL_SUSPENDED => {
                 if matches!(self.expect.front(), Some(Expect::Execute { .. })) {
-                    self.expect.pop_front();
+                    self.pop_done();
                 }
                 ServerAction::Forward
             }
             backend::tag::READY_FOR_QUERY => {
                 // Whatever is still expected before this point was skipped.
-                while let Some(e) = self.expect.pop_front() {
+                while let Some(e) = self.expect.front() {
                     if matches!(
                         e,
                         Expect::Sync
@@ -1658,8 +1906,17 @@ impl Session {
                             | Expect::Query { .. }
                             | Expect::FunctionCall
                     ) {
+                        // The cycle's end: it ran (a failed statement of a
+                        // query string was dropped at its ErrorResponse).
+                        self.pop_done();
                         break;
                     }
+                    self.pop_skipped();
+                }
+                if self.expect.len() == 0 {
+                    // Every statement sent has been answered, and with it any
+                    // ParameterStatus that changed how text is read.
+                    self.text_settings_in_flight = false;
                 }
                 self.copy_in_started = false;
                 self.current = None;
@@ -1686,7 +1943,7 @@ impl Session {
     fn drop_copy_syncs(&mut self) {
         if std::mem::take(&mut self.copy_in_started) {
             while matches!(self.expect.front(), Some(Expect::CopySync)) {
-                self.expect.pop_front();
+                self.pop_done();
             }
         }
     }
@@ -1729,9 +1986,7 @@ impl Session {
         match self.expect.front() {
             Some(Expect::Query { .. }) => self.current = shape,
             Some(Expect::DescribeStatement { .. }) => {
-                if let Some(Expect::DescribeStatement { name, tracked, .. }) =
-                    self.expect.pop_front()
-                {
+                if let Some(Expect::DescribeStatement { name, tracked, .. }) = self.pop_done() {
                     if tracked {
                         let s = shape.unwrap_or_else(|| {
                             Arc::new(Shape {
@@ -1748,7 +2003,7 @@ impl Session {
                     name,
                     internal: i,
                     tracked,
-                }) = self.expect.pop_front()
+                }) = self.pop_done()
                 {
                     internal = i;
                     match shape {
@@ -1788,22 +2043,33 @@ impl Session {
                 | Some(Expect::CopySync)
         );
         if extended {
-            // The server skips everything up to a Sync it does not ignore.
+            // The server skips everything up to a Sync it does not ignore —
+            // simple Queries and FunctionCalls sent before that Sync too
+            // (postgres.c discards every message while ignore_till_sync is
+            // set): the failed message and those after it change nothing.
             while let Some(e) = self.expect.front() {
                 let stop = match e {
-                    Expect::Sync | Expect::Query { .. } | Expect::FunctionCall => true,
+                    Expect::Sync => true,
                     Expect::CopySync => !self.copy_in_started,
                     _ => false,
                 };
                 if stop {
                     break;
                 }
-                self.expect.pop_front();
+                self.pop_skipped();
             }
             self.copy_in_started = false;
         }
         if matches!(self.expect.front(), Some(Expect::Query { .. })) {
             self.current = None;
+            // The failed statement and the rest of the string did not run.
+            let rest: usize = self
+                .expect
+                .q
+                .front_mut()
+                .map(|p| std::mem::take(&mut p.statements).into_iter().sum())
+                .unwrap_or(0);
+            self.reg.discard(rest);
         }
         self.scrub_error(msg, refusal, out)
     }

@@ -2,7 +2,6 @@
 
 use super::*;
 use bytes::Bytes;
-use pgveil_crypto::{DataKey, EncryptionMode};
 use pgveil_wire::backend::{self, FieldDescription};
 use pgveil_wire::frontend::{self, Format};
 use pgveil_wire::Frame;
@@ -12,18 +11,7 @@ const PATIENTS_OID: u32 = 16_400;
 
 fn engine() -> Arc<Engine> {
     let policy = Arc::new(Policy::from_toml_str(CLINIC, "clinic").unwrap());
-    let mut keys = KeySet::new();
-    for k in policy.keys() {
-        let mut ck = ColumnKeys::new(&k.name.to_string()).unwrap();
-        let mode = match k.mode {
-            pgveil_policy::Mode::Randomized => EncryptionMode::Randomized,
-            pgveil_policy::Mode::Deterministic => EncryptionMode::Deterministic,
-        };
-        ck.add_version(1, mode, &DataKey::generate().unwrap())
-            .unwrap();
-        ck.set_active(1).unwrap();
-        keys.insert(k.name.clone(), Ok(ck));
-    }
+    let keys = KeySet::generated(&policy).unwrap();
     Arc::new(Engine::new(policy, keys))
 }
 
@@ -428,7 +416,7 @@ fn copy_data_pgveil_cannot_split_safely_is_refused() {
     let mut s = session();
     s.parameter_status(b"client_encoding", b"SJIS");
     let e = copy_in_result(&mut s, sql, b"x\ty\n").unwrap_err();
-    assert!(e.to_string().contains("client_encoding SJIS"), "{e}");
+    assert!(e.to_string().contains("client_encoding is SJIS"), "{e}");
     let mut s = session();
     let e = copy_in_result(
         &mut s,

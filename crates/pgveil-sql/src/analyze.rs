@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::ops::Range;
 use std::sync::Arc;
 
-use pgveil_policy::{Ident, Policy, ProtectedColumn, QualifiedTable};
+use pgveil_policy::{ColumnType, Ident, Policy, ProtectedColumn, QualifiedTable, TypeSpec};
 use sqlparser::ast::Spanned;
 use sqlparser::ast::{
     self as ast, AssignmentTarget, BinaryOperator, CopyLegacyCsvOption, CopyLegacyOption,
@@ -179,35 +179,7 @@ where
                 if self.ctes.iter().any(|s| s.contains(t)) {
                     return None;
                 }
-                let table = ident(t)?;
-                let found = self.opts.search_path.iter().find_map(|s| {
-                    let q = QualifiedTable::new(s.clone(), table.clone());
-                    self.policy.table(&q).map(|_| q)
-                });
-                if found.is_none() && self.ambiguous.is_none() {
-                    // The session may have another search_path (pgveil does
-                    // not see SET search_path): refuse rather than guess.
-                    if let Some(other) = self
-                        .policy
-                        .tables()
-                        .map(|tp| tp.table())
-                        .find(|q| q.table == table)
-                    {
-                        self.ambiguous = Some(Refusal::unsupported(
-                            None,
-                            format!(
-                                "unqualified table name {table} may refer to protected table {other}, which is outside pgveil's search path ({}); qualify the name as {other}",
-                                self.opts
-                                    .search_path
-                                    .iter()
-                                    .map(|s| s.to_string())
-                                    .collect::<Vec<_>>()
-                                    .join(", ")
-                            ),
-                        ));
-                    }
-                }
-                return found;
+                return self.resolve_unqualified(&ident(t)?);
             }
             [s, t] | [_, s, t] => (s, t),
             _ => return None,
@@ -216,32 +188,102 @@ where
         self.policy.table(&q).map(|_| q)
     }
 
-    /// A view over protected tables: its columns carry ciphertext under the
-    /// view's own table OID, and writes through it would not be encrypted.
+    /// An unqualified table name. pgveil does not see the session's
+    /// `search_path` (`SET`, `ALTER ROLE … SET`, startup options, functions
+    /// with `SET`), so it does not use it: from the catalog it knows every
+    /// schema holding a relation of that name. One relation, a protected
+    /// table: that table. Several: refused as ambiguous (qualify the name).
+    /// Without the catalog: the configured search path, refusing a name
+    /// that matches a protected table outside it.
+    fn resolve_unqualified(&mut self, table: &Ident) -> Option<QualifiedTable> {
+        let protected: Vec<QualifiedTable> = self
+            .policy
+            .tables()
+            .map(|tp| tp.table().clone())
+            .filter(|q| q.table == *table)
+            .collect();
+        let first = protected.first()?.clone();
+        if let Some(names) = &self.opts.relation_schemas {
+            match names.get(table.as_str()).map(Vec::as_slice).unwrap_or(&[]) {
+                [] => {}
+                [only] => {
+                    if let Some(q) = protected.iter().find(|q| q.schema.as_str() == only) {
+                        return Some(q.clone());
+                    }
+                    self.defer(Refusal::unsupported(
+                        None,
+                        format!(
+                            "the only relation named {table} is in schema {only}, but the policy protects {first}, which this database does not have; qualify the name or fix the policy"
+                        ),
+                    ));
+                    return None;
+                }
+                many => {
+                    self.defer(Refusal::unsupported(
+                        None,
+                        format!(
+                            "unqualified table name {table} is ambiguous: schemas {} each have one and {first} is protected; pgveil does not follow search_path, so qualify the name (e.g. {first})",
+                            many.join(", ")
+                        ),
+                    ));
+                    return None;
+                }
+            }
+        }
+        let found = self.opts.search_path.iter().find_map(|s| {
+            let q = QualifiedTable::new(s.clone(), table.clone());
+            self.policy.table(&q).map(|_| q)
+        });
+        if found.is_none() {
+            self.defer(Refusal::unsupported(
+                None,
+                format!(
+                    "unqualified table name {table} may refer to protected table {first}, which is outside pgveil's search path ({}); qualify the name as {first}",
+                    self.opts
+                        .search_path
+                        .iter()
+                        .map(|s| s.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        }
+        found
+    }
+
+    /// Records a refusal found while resolving names (the first one wins).
+    fn defer(&mut self, r: Refusal) {
+        if self.ambiguous.is_none() {
+            self.ambiguous = Some(r);
+        }
+    }
+
+    /// A relation that reaches protected data under another name (a view, a
+    /// child or partition) or a protected table that no longer matches the
+    /// policy: refused whatever the statement does with it.
     fn check_view(&mut self, parts: &[String]) {
         if self.opts.dependent_views.is_empty() || self.ambiguous.is_some() {
             return;
         }
-        let hit = self.opts.dependent_views.iter().find(|v| match parts {
-            [t] => {
-                v.table.as_str() == t
-                    && self
-                        .opts
-                        .search_path
-                        .iter()
-                        .any(|s| s.as_str() == v.schema.as_str())
-            }
+        let hit = self.opts.dependent_views.iter().find(|(v, _)| match parts {
+            // Unqualified: any schema (pgveil does not follow search_path).
+            [t] => v.table.as_str() == t,
             [s, t] | [_, s, t] => v.schema.as_str() == s && v.table.as_str() == t,
             _ => false,
         });
-        if let Some(v) = hit {
-            self.ambiguous = Some(Refusal::unsupported(
-                None,
-                format!(
-                    "{v} is a view over protected tables: pgveil cannot decrypt its columns or encrypt writes through it; query or write the tables themselves"
-                ),
-            ));
-        }
+        let Some((v, why)) = hit else { return };
+        let reason = match why {
+            crate::Guarded::View => format!(
+                "{v} is a view over protected tables: pgveil cannot decrypt its columns or encrypt writes through it; query or write the tables themselves"
+            ),
+            crate::Guarded::Child(parent) => format!(
+                "{v} inherits from protected table {parent} (a child or partition): its copies of the protected columns are not in the policy; write and read through {parent}, or add {v} to the policy"
+            ),
+            crate::Guarded::MissingColumn(c) => format!(
+                "protected table {v} has no column {c} any more (renamed or dropped): pgveil cannot tell which column now holds it; rename it back or update the policy"
+            ),
+        };
+        self.ambiguous = Some(Refusal::unsupported(None, reason));
     }
 
     fn rel_for(&mut self, name: &ObjectName, alias: Option<&ast::Ident>) -> Rel {
@@ -351,6 +393,80 @@ where
     /// The protected column `e` directly is, if any.
     fn direct(&self, e: &Expr) -> R<Option<&'p ProtectedColumn>> {
         Ok(self.column_of(e)?.flatten())
+    }
+
+    /// `p` / `schema.patients` naming a protected relation in scope rather
+    /// than a column: a whole-row value (`SELECT p FROM patients p`,
+    /// `row_to_json(p)`) that would carry the protected columns as
+    /// ciphertext with no table OID to decrypt them by.
+    fn whole_row(&self, e: &Expr) -> R {
+        let parts: Vec<String> = match e {
+            Expr::Identifier(i) => vec![norm(i)],
+            Expr::CompoundIdentifier(v) if v.len() == 2 => v.iter().map(norm).collect(),
+            _ => return Ok(()),
+        };
+        let name = parts.last().map(String::as_str).unwrap_or_default();
+        for rel in self.scopes.iter().rev().flatten() {
+            let Some(t) = &rel.table else { continue };
+            let matches = match parts.as_slice() {
+                [_] => rel.name == name,
+                [s, _] => {
+                    rel.name == name
+                        && (rel.schema.as_deref() == Some(s.as_str())
+                            || (rel.schema.is_none() && t.schema.as_str() == s))
+                }
+                _ => false,
+            };
+            if !matches {
+                continue;
+            }
+            if parts.len() == 1 {
+                // A column of that name wins over the relation (PostgreSQL
+                // resolves columns first).
+                let is_column = self
+                    .opts
+                    .column_order
+                    .as_ref()
+                    .and_then(|o| o.column_order(t))
+                    .is_some_and(|cols| cols.iter().any(|c| c.as_str() == name));
+                if is_column {
+                    return Ok(());
+                }
+            }
+            return Err(Refusal::unsupported(
+                None,
+                format!(
+                    "{} is a whole-row reference to protected table {t}: its protected columns would travel as ciphertext without their table; select the columns by name",
+                    parts.join(".")
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// `p.*` / `*` as a function argument (`row_to_json(p.*)`, `ROW(p.*)`):
+    /// refused when it covers a protected relation.
+    fn wildcard_arg(&self, qual: Option<&ObjectName>, fname: &str) -> R {
+        let qual = qual.and_then(object_parts).and_then(|p| p.last().cloned());
+        if qual.is_none() && fname == "count" {
+            return Ok(());
+        }
+        let hit = self
+            .scopes
+            .iter()
+            .rev()
+            .flatten()
+            .filter(|r| qual.as_ref().is_none_or(|q| &r.name == q))
+            .find_map(|r| r.table.clone());
+        match hit {
+            Some(t) => Err(Refusal::unsupported(
+                None,
+                format!(
+                    "{fname}() over a whole row of protected table {t} would see ciphertext; pass the columns by name"
+                ),
+            )),
+            None => Ok(()),
+        }
     }
 
     // ----- literals -----
@@ -513,6 +629,55 @@ where
 
     // ----- recording -----
 
+    /// A cast written around a value for a protected column (`'x'::date`,
+    /// `CAST($1 AS varchar)`) must name the column's logical type: pgveil
+    /// removes it and canonicalises the value for the column's type, so a
+    /// cast that would convert the value (`'01'::int4` into a text column,
+    /// `'abcdef'::varchar(3)`) would be silently ignored.
+    fn check_cast(&self, pc: &ProtectedColumn, span: &Range<usize>, array: bool) -> R {
+        let text = &self.text[span.clone()];
+        let Ok(mut parser) = Parser::new(&PostgreSqlDialect {}).try_with_sql(text) else {
+            return self.refuse(pc, "a value pgveil cannot re-read is given for");
+        };
+        let Ok(mut e) = parser.parse_expr() else {
+            return self.refuse(pc, "a value pgveil cannot re-read is given for");
+        };
+        let want = pc.type_spec();
+        while let Expr::Cast {
+            expr, data_type, ..
+        } = e
+        {
+            let mut name = data_type.to_string().to_ascii_lowercase();
+            if array {
+                match name.strip_suffix("[]") {
+                    Some(n) => name = n.trim_end().to_owned(),
+                    None => {
+                        return self.refuse(
+                            pc,
+                            "an array parameter must be cast to an array of the logical type of",
+                        )
+                    }
+                }
+            }
+            let fits = TypeSpec::parse(&name).is_ok_and(|c| {
+                let family = |t: ColumnType| matches!(t, ColumnType::Text | ColumnType::Varchar);
+                (c.ty == want.ty || (family(c.ty) && family(want.ty)))
+                    && (c.typmod == -1 || c.typmod == want.typmod)
+            });
+            if !fits {
+                return Err(Refusal::unsupported(
+                    Some(&pc.column),
+                    format!(
+                        "a cast to {name} would convert the value for protected column {} (logical type {}), which pgveil cannot do on ciphertext; cast to {} or remove the cast",
+                        pc.column, pc.type_spec(), pc.type_spec()
+                    ),
+                ));
+            }
+            e = *expr;
+        }
+        Ok(())
+    }
+
     fn add_literal(
         &mut self,
         pc: &ProtectedColumn,
@@ -521,7 +686,8 @@ where
         usage: Comparison,
         negated: bool,
         form: LiteralForm,
-    ) {
+    ) -> R {
+        self.check_cast(pc, &span, false)?;
         let span = self.abs(span);
         self.plan.literals.push(LiteralTarget {
             span,
@@ -531,6 +697,7 @@ where
             negated,
             form,
         });
+        Ok(())
     }
 
     fn add_param(
@@ -542,6 +709,11 @@ where
         array: bool,
         site: Site,
     ) -> R {
+        if let Some((outer, tok)) = &cast {
+            if outer != tok {
+                self.check_cast(pc, outer, array)?;
+            }
+        }
         let site = cast.map(|(outer, tok)| {
             if outer != tok {
                 // pgveil binds the parameter with the storage type: the cast
@@ -592,6 +764,40 @@ where
         ))
     }
 
+    /// Every occurrence of a protected parameter must be a position the
+    /// walk accounted for: `$1` used for a protected column and also for an
+    /// unprotected one (`VALUES ($1, $1)`, `RETURNING $1`, `LIMIT $1`) would
+    /// carry ciphertext there, or be compared as plaintext.
+    pub fn check_param_uses(&self) -> R {
+        let plan = match &self.plan.prepared {
+            Some(PreparedOp::Prepare { plan, .. }) => plan.as_ref(),
+            _ => &self.plan,
+        };
+        if plan.params.is_empty() {
+            return Ok(());
+        }
+        let mut uses: std::collections::HashMap<u32, usize> = std::collections::HashMap::new();
+        for t in lex::tokens(self.text) {
+            if t.kind == Kind::Param {
+                if let Ok(n) = self.text[t.start + 1..t.end].parse::<u32>() {
+                    *uses.entry(n).or_default() += 1;
+                }
+            }
+        }
+        for (n, p) in &plan.params {
+            if uses.get(n).copied().unwrap_or(0) != p.sites.len() {
+                return Err(Refusal::unsupported(
+                    Some(&p.target.column),
+                    format!(
+                        "parameter ${n} is used for protected column {} and elsewhere in the statement, where it would be ciphertext; use a separate parameter for each place",
+                        p.target.column
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     // ----- statements -----
 
     pub fn statement(&mut self, s: &Statement) -> R {
@@ -630,6 +836,9 @@ where
             } => {
                 let mut inner = Walker::new(self.policy, self.opts, self.text, self.base);
                 inner.statement(statement)?;
+                if let Some(r) = inner.ambiguous.take() {
+                    return Err(r);
+                }
                 for (n, p) in &inner.plan.params {
                     if data_types
                         .get(usize::try_from(*n).unwrap_or(usize::MAX) - 1)
@@ -715,15 +924,13 @@ where
             Statement::Merge(_) => self.refuse_stmt("MERGE"),
             Statement::Call(_) => self.refuse_stmt("CALL"),
             Statement::CreateView(v) => {
+                self.new_relation_name(&v.name, false)?;
                 self.query(&v.query, Proj::Nested)?;
                 Ok(())
             }
-            Statement::CreateTable(ct) => {
-                if let Some(q) = &ct.query {
-                    self.query(q, Proj::Nested)?;
-                }
-                Ok(())
-            }
+            Statement::CreateTable(ct) => self.create_table(ct),
+            Statement::AlterTable(at) => self.alter_table(at),
+            Statement::CreateIndex(ci) => self.create_index(ci),
             // Utility and DDL statements carry no values for protected columns.
             Statement::StartTransaction { .. }
             | Statement::Commit { .. }
@@ -732,8 +939,6 @@ where
             | Statement::ReleaseSavepoint { .. }
             | Statement::Set(_)
             | Statement::ShowVariable { .. }
-            | Statement::AlterTable(_)
-            | Statement::CreateIndex(_)
             | Statement::Drop { .. }
             | Statement::Truncate(_)
             | Statement::Grant(_)
@@ -757,6 +962,254 @@ where
                 }
             }
         }
+    }
+
+    // ----- DDL -----
+
+    /// A relation about to be created under `name`: refused when it would
+    /// share a protected table's name in another schema (or as a temporary
+    /// table, which comes first in every search path) — afterwards an
+    /// unqualified name could mean either. Returns the protected table when
+    /// `name` is that table itself.
+    fn new_relation_name(
+        &mut self,
+        name: &ObjectName,
+        temporary: bool,
+    ) -> R<Option<QualifiedTable>> {
+        let Some(parts) = object_parts(name) else {
+            return Ok(None);
+        };
+        let Some(last) = parts.last() else {
+            return Ok(None);
+        };
+        let Some(protected) = self
+            .policy
+            .tables()
+            .map(|t| t.table())
+            .find(|t| t.table.as_str() == last)
+            .cloned()
+        else {
+            return Ok(None);
+        };
+        let itself = !temporary && self.resolve_table(name).is_some();
+        if itself {
+            self.plan.touches_protected = true;
+            return Ok(self.resolve_table(name));
+        }
+        Err(Refusal::unsupported(
+            None,
+            format!(
+                "a {}relation named {} would share the name of protected table {protected}, and unqualified names could then mean either; choose another name",
+                if temporary { "temporary " } else { "" },
+                parts.join(".")
+            ),
+        ))
+    }
+
+    fn create_table(&mut self, ct: &ast::CreateTable) -> R {
+        let table = self.new_relation_name(&ct.name, ct.temporary)?;
+        let mut parents: Vec<&ObjectName> = ct.inherits.iter().flatten().collect();
+        parents.extend(ct.partition_of.as_ref());
+        for parent in parents {
+            if let Some(p) = self.resolve_table(parent) {
+                return Err(Refusal::unsupported(
+                    None,
+                    format!(
+                        "{} would inherit the protected columns of {p} (a child or partition), which the policy does not cover; add the child to the policy and create it outside pgveil, or write to {p}",
+                        ct.name
+                    ),
+                ));
+            }
+            if let Some(t) = &table {
+                return Err(Refusal::unsupported(
+                    None,
+                    format!("protected table {t} cannot be a child or partition of {parent}: writes through {parent} would not be encrypted"),
+                ));
+            }
+        }
+        if let Some(t) = &table {
+            if ct.query.is_some() {
+                return Err(Refusal::unsupported(
+                    None,
+                    format!("CREATE TABLE {t} AS … would fill protected columns with values pgveil does not encrypt; create the table, then INSERT through pgveil"),
+                ));
+            }
+            for c in &ct.columns {
+                let Some(pc) = ident(&norm(&c.name)).and_then(|n| self.policy.lookup(t, &n)) else {
+                    continue;
+                };
+                for o in &c.options {
+                    use ast::ColumnOption as O;
+                    match &o.option {
+                        O::Null
+                        | O::NotNull
+                        | O::PrimaryKey(_)
+                        | O::Unique(_)
+                        | O::ForeignKey(_)
+                        | O::Comment(_)
+                        | O::Collation(_) => {}
+                        _ => {
+                            return self.refuse(
+                                pc,
+                                "a column DEFAULT, CHECK or generated expression would compute or compare plaintext values of",
+                            )
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(q) = &ct.query {
+            self.query(q, Proj::Nested)?;
+        }
+        Ok(())
+    }
+
+    fn alter_table(&mut self, at: &ast::AlterTable) -> R {
+        use ast::AlterColumnOperation as C;
+        use ast::AlterTableOperation as Op;
+        let rel = self.rel_for(&at.name, None);
+        let table = rel.table.clone();
+        let lookup = |w: &Self, c: &ast::Ident| -> Option<&'p ProtectedColumn> {
+            w.protected_in(&rel, &norm(c))
+        };
+        for op in &at.operations {
+            match op {
+                Op::RenameTable { table_name } => {
+                    let (ast::RenameTableNameKind::As(new) | ast::RenameTableNameKind::To(new)) =
+                        table_name;
+                    if let Some(t) = &table {
+                        return Err(Refusal::unsupported(
+                            None,
+                            format!("renaming protected table {t} would leave its ciphertext under a name the policy does not protect; change the policy and rename outside pgveil"),
+                        ));
+                    }
+                    self.new_relation_name(new, false)?;
+                    if self.resolve_table(new).is_some() {
+                        return Err(Refusal::unsupported(
+                            None,
+                            format!("renaming {} to the name of a protected table would make pgveil treat its plaintext as ciphertext", at.name),
+                        ));
+                    }
+                }
+                Op::AttachPartition { .. } | Op::AttachPartitionOf { .. } => {
+                    if table.is_some() || self.policy.mentions_protected_table(&op.to_string()) {
+                        return self.refuse_stmt("ATTACH PARTITION");
+                    }
+                }
+                _ if table.is_none() => {
+                    // Not a protected table: its DDL carries no protected
+                    // values, unless it names a protected table.
+                    if self.policy.mentions_protected_table(&op.to_string()) {
+                        return self.refuse_stmt("this ALTER TABLE");
+                    }
+                }
+                Op::RenameColumn {
+                    old_column_name,
+                    new_column_name,
+                } => {
+                    for c in [old_column_name, new_column_name] {
+                        if let Some(pc) = lookup(self, c) {
+                            return self.refuse(pc, "renaming would move the ciphertext away from the policy's name for (change the policy first):");
+                        }
+                    }
+                }
+                Op::AlterColumn { column_name, op } => {
+                    if let Some(pc) = lookup(self, column_name) {
+                        match op {
+                            C::SetNotNull | C::DropNotNull | C::DropDefault => {}
+                            C::SetDefault { .. } => {
+                                return self
+                                    .refuse(pc, "a DEFAULT would store a plaintext value in")
+                            }
+                            C::SetDataType { .. } => {
+                                return self.refuse(
+                                    pc,
+                                    "changing the type (and USING) would rewrite the ciphertext of",
+                                )
+                            }
+                            _ => return self.refuse(pc, "this ALTER COLUMN is not supported on"),
+                        }
+                    } else if let C::SetDataType { using: Some(u), .. }
+                    | C::SetDefault { value: u } = op
+                    {
+                        self.scopes.push(vec![rel.clone()]);
+                        let r = self.expr(u);
+                        self.scopes.pop();
+                        r?;
+                    }
+                }
+                Op::AddColumn { column_def, .. } => {
+                    if let Some(pc) = lookup(self, &column_def.name) {
+                        if !column_def.options.iter().all(|o| {
+                            matches!(
+                                o.option,
+                                ast::ColumnOption::Null
+                                    | ast::ColumnOption::NotNull
+                                    | ast::ColumnOption::Unique(_)
+                                    | ast::ColumnOption::Comment(_)
+                            )
+                        }) {
+                            return self.refuse(pc, "a DEFAULT, generated or checked new column would hold plaintext in");
+                        }
+                    }
+                }
+                Op::AddConstraint { constraint, .. } => {
+                    // UNIQUE, PRIMARY KEY, FOREIGN KEY compare ciphertext
+                    // (deterministic columns); CHECK expressions cannot
+                    // evaluate on it.
+                    if let ast::TableConstraint::Check(c) = constraint {
+                        self.scopes.push(vec![rel.clone()]);
+                        let r = self.fallback(&c.to_string(), None);
+                        self.scopes.pop();
+                        r?;
+                    }
+                }
+                Op::DropColumn { .. }
+                | Op::DropConstraint { .. }
+                | Op::RenameConstraint { .. }
+                | Op::DisableRowLevelSecurity
+                | Op::EnableRowLevelSecurity
+                | Op::ForceRowLevelSecurity
+                | Op::NoForceRowLevelSecurity
+                | Op::DisableRule { .. }
+                | Op::EnableRule { .. }
+                | Op::EnableAlwaysRule { .. }
+                | Op::EnableReplicaRule { .. }
+                | Op::DisableTrigger { .. }
+                | Op::EnableTrigger { .. }
+                | Op::EnableAlwaysTrigger { .. }
+                | Op::EnableReplicaTrigger { .. }
+                | Op::ReplicaIdentity { .. }
+                | Op::OwnerTo { .. }
+                | Op::SetLogged
+                | Op::SetUnlogged => {}
+                _ => return self.refuse_stmt("this ALTER TABLE operation"),
+            }
+        }
+        Ok(())
+    }
+
+    fn create_index(&mut self, ci: &ast::CreateIndex) -> R {
+        let rel = self.rel_for(&ci.table_name, None);
+        if rel.table.is_none() {
+            return Ok(());
+        }
+        self.scopes.push(vec![rel]);
+        let r = (|| {
+            for c in &ci.columns {
+                match self.direct(&c.column.expr)? {
+                    // An index on ciphertext: equality (deterministic) works.
+                    Some(_) => {}
+                    None => self.expr(&c.column.expr)?,
+                }
+            }
+            if let Some(p) = &ci.predicate {
+                self.expr(p)?;
+            }
+            Ok(())
+        })();
+        self.scopes.pop();
+        r
     }
 
     fn refuse_stmt(&self, what: &str) -> R {
@@ -821,7 +1274,27 @@ where
                 self.query(q, proj)?;
                 self.order_outside(order)
             }
-            SetExpr::SetOperation { left, right, .. } => {
+            SetExpr::SetOperation {
+                left,
+                right,
+                op,
+                set_quantifier,
+            } => {
+                // Rows combined by UNION/INTERSECT/EXCEPT are compared (and
+                // deduplicated) by value: only UNION ALL keeps each row, so
+                // only UNION ALL may feed protected columns.
+                if let Proj::Into(targets) = &proj {
+                    let all = *op == ast::SetOperator::Union
+                        && matches!(set_quantifier, ast::SetQuantifier::All);
+                    if let (false, Some(t)) = (all, targets.iter().flatten().next()) {
+                        return self.refuse(
+                            t,
+                            &format!(
+                                "{op} compares rows by value; only UNION ALL can supply values for"
+                            ),
+                        );
+                    }
+                }
                 let branch = match proj {
                     Proj::Top | Proj::CopyOut => Proj::Nested,
                     p => p,
@@ -831,9 +1304,43 @@ where
                 self.order_outside(order)
             }
             SetExpr::Values(v) => {
-                for row in &v.rows {
-                    for e in row.content.iter() {
-                        self.expr(e)?;
+                match &proj {
+                    // VALUES that are an INSERT's rows (in parentheses, in a
+                    // UNION ALL, after WITH): every value is written.
+                    Proj::Into(targets) => {
+                        let targets = targets.clone();
+                        self.scopes.push(Vec::new());
+                        let r = (|| {
+                            for row in &v.rows {
+                                for (i, e) in row.content.iter().enumerate() {
+                                    self.write_value_as(
+                                        targets.get(i).copied().flatten(),
+                                        e,
+                                        LiteralForm::ListElement,
+                                    )?;
+                                }
+                            }
+                            Ok(())
+                        })();
+                        self.scopes.pop();
+                        r?;
+                    }
+                    Proj::InSub(Some(pc)) => {
+                        return self.refuse(
+                            pc,
+                            "IN (VALUES ...) is not rewritten; list the values directly, IN ('a', 'b'), for",
+                        );
+                    }
+                    Proj::Top
+                    | Proj::Nested
+                    | Proj::Discard
+                    | Proj::CopyOut
+                    | Proj::InSub(None) => {
+                        for row in &v.rows {
+                            for e in row.content.iter() {
+                                self.expr(e)?;
+                            }
+                        }
                     }
                 }
                 self.order_outside(order)
@@ -853,6 +1360,20 @@ where
                         .cloned()
                         .collect::<Vec<_>>(),
                 );
+                match &proj {
+                    Proj::Into(targets) => {
+                        if let Some(t) = targets.iter().flatten().next() {
+                            return self.refuse(
+                                t,
+                                "TABLE as a source supplies values pgveil cannot encrypt for",
+                            );
+                        }
+                    }
+                    Proj::InSub(Some(pc)) => {
+                        return self.refuse(pc, "IN (TABLE ...) cannot be compared with");
+                    }
+                    _ => {}
+                }
                 if let Some(tq) = self.resolve_table(&name) {
                     self.plan.touches_protected = true;
                     if !matches!(proj, Proj::Top | Proj::Discard) {
@@ -1020,6 +1541,9 @@ where
         for twj in &s.from {
             self.join_tree(twj, &mut rels)?;
         }
+        // `SELECT … INTO new_table`: the rows go into a table pgveil does
+        // not protect, as ciphertext: like CREATE TABLE AS.
+        let proj = if s.into.is_some() { Proj::Nested } else { proj };
         self.scopes.push(rels);
         let r = self.select_body(s, proj, order);
         self.scopes.pop();
@@ -1358,10 +1882,13 @@ where
                 _ => None,
             };
             match keep.and_then(|k| Some((self.cast_span(e, k.clone())?, k))) {
-                Some((outer, keep)) => self.plan.edits.push(TextEdit {
-                    span: self.abs(outer),
-                    text: self.text[keep].to_owned(),
-                }),
+                Some((outer, keep)) => {
+                    self.check_cast(t, &outer, false)?;
+                    self.plan.edits.push(TextEdit {
+                        span: self.abs(outer),
+                        text: self.text[keep].to_owned(),
+                    })
+                }
                 None => return self.refuse(t, "a cast pgveil cannot delimit around the source of"),
             }
         }
@@ -1375,7 +1902,7 @@ where
                     Comparison::Write,
                     false,
                     LiteralForm::ListElement,
-                ),
+                )?,
                 Elem::Param(n, cast) => {
                     self.add_param(t, n, cast, Comparison::Write, false, Site::Other)?
                 }
@@ -1395,6 +1922,17 @@ where
     // ----- writes -----
 
     fn write_value(&mut self, target: Option<&'p ProtectedColumn>, e: &Expr) -> R {
+        self.write_value_as(target, e, LiteralForm::Value)
+    }
+
+    /// [`Self::write_value`] with the literal form: `ListElement` where the
+    /// literal must carry the storage type (VALUES inside a set operation).
+    fn write_value_as(
+        &mut self,
+        target: Option<&'p ProtectedColumn>,
+        e: &Expr,
+        form: LiteralForm,
+    ) -> R {
         let Some(pc) = target else {
             if let Some(src) = self.direct(e)? {
                 return self.refuse(
@@ -1407,8 +1945,7 @@ where
         self.plan.writes.insert(pc.column.clone());
         match self.operand(e)? {
             Operand::Literal(span, value) => {
-                self.add_literal(pc, span, value, Comparison::Write, false, LiteralForm::Value);
-                Ok(())
+                self.add_literal(pc, span, value, Comparison::Write, false, form)
             }
             Operand::Param(n, cast) => {
                 self.add_param(pc, n, cast, Comparison::Write, false, Site::Other)
@@ -1895,8 +2432,7 @@ where
         self.plan.reads.insert(pc.column.clone());
         match other {
             Operand::Literal(span, value) => {
-                self.add_literal(pc, span, value, Comparison::Equality, negated, form);
-                Ok(())
+                self.add_literal(pc, span, value, Comparison::Equality, negated, form)
             }
             Operand::Param(n, cast) => {
                 let site = if form == LiteralForm::EqRight {
@@ -1926,7 +2462,7 @@ where
         match e {
             Expr::Identifier(_) | Expr::CompoundIdentifier(_) => match self.direct(e)? {
                 Some(c) => self.refuse(c, "this use of"),
-                None => Ok(()),
+                None => self.whole_row(e),
             },
             Expr::Nested(inner) => self.expr(inner),
             Expr::Value(_) | Expr::TypedString(_) | Expr::Interval(_) | Expr::Wildcard(_) => Ok(()),
@@ -2132,8 +2668,7 @@ where
         };
         match self.operand(el)? {
             Operand::Literal(span, value) => {
-                self.add_literal(c, span, value, Comparison::Equality, negated, form);
-                Ok(())
+                self.add_literal(c, span, value, Comparison::Equality, negated, form)
             }
             Operand::Param(n, cast) => {
                 self.add_param(c, n, cast, Comparison::Equality, false, site)
@@ -2215,7 +2750,31 @@ where
                     arg: FunctionArgExpr::Expr(e),
                     ..
                 } => e,
-                _ => continue,
+                FunctionArg::Unnamed(FunctionArgExpr::QualifiedWildcard(q))
+                | FunctionArg::Named {
+                    arg: FunctionArgExpr::QualifiedWildcard(q),
+                    ..
+                }
+                | FunctionArg::ExprNamed {
+                    arg: FunctionArgExpr::QualifiedWildcard(q),
+                    ..
+                } => {
+                    self.wildcard_arg(Some(q), &fname)?;
+                    continue;
+                }
+                FunctionArg::Unnamed(FunctionArgExpr::Wildcard)
+                | FunctionArg::Named {
+                    arg: FunctionArgExpr::Wildcard,
+                    ..
+                }
+                | FunctionArg::ExprNamed {
+                    arg: FunctionArgExpr::Wildcard,
+                    ..
+                } => {
+                    self.wildcard_arg(None, &fname)?;
+                    continue;
+                }
+                _ => return self.fallback(&a.to_string(), None),
             };
             if let Some(c) = self.direct(e)? {
                 if fname == "count" && args.len() == 1 && f.over.is_none() {

@@ -62,7 +62,8 @@ pub(crate) fn tokens(sql: &str) -> Vec<Tok> {
             }
             Kind::Space
         } else if b[i..].starts_with(b"--") {
-            i = sql[i..].find('\n').map_or(b.len(), |n| i + n);
+            // PostgreSQL's scanner ends a `--` comment at \n or \r.
+            i = sql[i..].find(['\n', '\r']).map_or(b.len(), |n| i + n);
             Kind::Comment
         } else if b[i..].starts_with(b"/*") {
             // PostgreSQL block comments nest.
@@ -250,6 +251,15 @@ fn dollar_tag(sql: &str, i: usize) -> Option<usize> {
     None
 }
 
+/// Whether `sql` has a `U&"…"` identifier (Unicode escapes can spell any
+/// name, so no text pre-filter can see which table or column it is).
+pub(crate) fn has_unicode_ident(sql: &str) -> bool {
+    memchr::memmem::find(sql.as_bytes(), b"&\"").is_some()
+        && tokens(sql)
+            .iter()
+            .any(|t| t.kind == Kind::QuotedIdent && sql.as_bytes()[t.start] != b'"')
+}
+
 /// Split a query string on top-level `;`: the byte span of each statement,
 /// trimmed of surrounding white space and comments, skipping empty ones.
 pub(crate) fn split_statements(sql: &str) -> Vec<Range<usize>> {
@@ -395,6 +405,14 @@ pub(crate) fn decode_string(tok: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn line_comments_end_at_carriage_return() {
+        let sql = "SELECT 1 -- note\r; INSERT INTO t VALUES ('x')";
+        assert_eq!(split_statements(sql).len(), 2);
+        assert!(has_unicode_ident("SELECT U&\"s\\0073n\" FROM t"));
+        assert!(!has_unicode_ident("SELECT \"a&\" FROM t"));
+    }
 
     #[test]
     fn splits_and_skips_quotes() {

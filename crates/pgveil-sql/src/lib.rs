@@ -139,44 +139,71 @@ pub trait ColumnOrder: Send + Sync {
 /// Analysis settings.
 #[derive(Clone)]
 pub struct AnalyzeOptions {
-    /// Schemas for unqualified table names, in order (default `public`).
+    /// Schemas for unqualified table names, in order (default `public`),
+    /// used only when [`AnalyzeOptions::relation_schemas`] is unknown.
     pub search_path: Vec<Ident>,
     /// Column order lookups, if the proxy has the catalog.
     pub column_order: Option<Arc<dyn ColumnOrder>>,
-    /// Views (and materialized views) that read protected tables, directly
-    /// or through other views: any statement naming one is refused.
+    /// Relations that reach protected data under another name (views over
+    /// protected tables, inheritance children and partitions) or protected
+    /// tables that no longer match the policy: any statement naming one is
+    /// refused.
     pub dependent_views: Arc<DependentViews>,
+    /// For each policy table name, the schemas in which the database has a
+    /// relation of that name (from the catalog). With it, an unqualified
+    /// name is resolved without knowing the session's `search_path`: it is
+    /// the protected table when that is the only relation of that name, and
+    /// refused as ambiguous when there are several.
+    pub relation_schemas: Option<Arc<HashMap<String, Vec<String>>>>,
 }
 
-/// Views that read protected tables, with a pre-filter for their names.
+/// Why a relation in [`DependentViews`] is refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Guarded {
+    /// A view (or materialized view) reading protected tables.
+    View,
+    /// An inheritance child or partition of a protected table.
+    Child(QualifiedTable),
+    /// A protected table lacking a policy column (renamed or dropped).
+    MissingColumn(Ident),
+}
+
+/// Relations statements may not name (see [`AnalyzeOptions::dependent_views`]),
+/// with a pre-filter for their names.
 #[derive(Debug, Default)]
 pub struct DependentViews {
-    views: Vec<QualifiedTable>,
+    views: Vec<(QualifiedTable, Guarded)>,
     scanner: Option<aho_corasick::AhoCorasick>,
 }
 
 impl DependentViews {
-    /// The views, and a case-insensitive scanner for their names.
+    /// Views over protected tables, and a case-insensitive scanner for
+    /// their names.
     pub fn new(views: Vec<QualifiedTable>) -> Self {
+        Self::with_reasons(views.into_iter().map(|v| (v, Guarded::View)).collect())
+    }
+
+    /// Relations with the reason each is refused.
+    pub fn with_reasons(views: Vec<(QualifiedTable, Guarded)>) -> Self {
         let scanner = aho_corasick::AhoCorasick::builder()
             .ascii_case_insensitive(true)
-            .build(views.iter().map(|v| v.table.as_str()))
+            .build(views.iter().map(|v| v.0.table.as_str()))
             .ok()
             .filter(|_| !views.is_empty());
         DependentViews { views, scanner }
     }
 
-    /// No view depends on a protected table.
+    /// No relation is refused.
     pub fn is_empty(&self) -> bool {
         self.views.is_empty()
     }
 
-    /// The views.
-    pub fn iter(&self) -> impl Iterator<Item = &QualifiedTable> {
+    /// The relations and why each is refused.
+    pub fn iter(&self) -> impl Iterator<Item = &(QualifiedTable, Guarded)> {
         self.views.iter()
     }
 
-    /// Whether `sql` may name one of the views (text match, like the
+    /// Whether `sql` may name one of the relations (text match, like the
     /// policy's own pre-filter).
     fn mentioned(&self, sql: &str) -> bool {
         match &self.scanner {
@@ -202,6 +229,7 @@ impl Default for AnalyzeOptions {
             ],
             column_order: None,
             dependent_views: Arc::new(DependentViews::default()),
+            relation_schemas: None,
         }
     }
 }
@@ -239,7 +267,9 @@ pub fn analyze_with(
     opts: &AnalyzeOptions,
     session: Option<&PreparedStatements>,
 ) -> Result<Analysis, Refusal> {
-    let mentions = policy.mentions_protected_table(sql) || opts.mentions_view(sql);
+    let mentions = policy.mentions_protected_table(sql)
+        || opts.mentions_view(sql)
+        || lex::has_unicode_ident(sql);
     let session_relevant = session.is_some_and(|s| !s.is_empty()) && mentions_session_word(sql);
     // PREPARE of a protected statement always mentions its table; but a
     // re-PREPARE under a registered name must be seen too (session_relevant).
@@ -253,6 +283,12 @@ fn plan(sql: &str, policy: &Policy, opts: &AnalyzeOptions) -> Result<Plan, Refus
     let mut statements = Vec::new();
     for span in lex::split_statements(sql) {
         let text = &sql[span.clone()];
+        if lex::has_unicode_ident(text) {
+            return Err(Refusal::unsupported(
+                None,
+                "U&\"…\" identifiers are refused: Unicode escapes can spell a protected table or column under a name pgveil cannot match; write the identifier plainly".to_owned(),
+            ));
+        }
         let parsed = Parser::parse_sql(&PostgreSqlDialect {}, text);
         let stmt = match parsed {
             Ok(mut v) if v.len() == 1 => v.remove(0),
@@ -287,6 +323,7 @@ fn plan(sql: &str, policy: &Policy, opts: &AnalyzeOptions) -> Result<Plan, Refus
         if let Some(r) = w.ambiguous.take() {
             return Err(r);
         }
+        w.check_param_uses()?;
         let mut p = w.plan;
         p.literals.sort_by_key(|l| l.span.start);
         p.max_param = lex::tokens(text)
@@ -298,6 +335,46 @@ fn plan(sql: &str, policy: &Policy, opts: &AnalyzeOptions) -> Result<Plan, Refus
         statements.push(p);
     }
     Ok(Plan { statements })
+}
+
+/// Whether `sql` has a backslash inside a plain `'…'` string. With
+/// `standard_conforming_strings = off` PostgreSQL reads such a backslash as
+/// an escape: literal boundaries and values would differ from pgveil's
+/// reading. Up to the first such backslash both readings agree, so this
+/// finds every place where they could diverge.
+pub fn has_backslash_in_plain_string(sql: &str) -> bool {
+    memchr::memchr(b'\\', sql.as_bytes()).is_some()
+        && lex::tokens(sql).iter().any(|t| {
+            matches!(t.kind, lex::Kind::String | lex::Kind::Unterminated)
+                && sql.as_bytes()[t.start] == b'\''
+                && sql[t.start..t.end].contains('\\')
+        })
+}
+
+/// Whether `sql` may change a setting that decides how PostgreSQL reads
+/// statement text (`standard_conforming_strings`, `client_encoding`,
+/// `SET NAMES`, `set_config`, `RESET`, `DISCARD`): until the server has
+/// answered it, pgveil cannot know the session's reading.
+pub fn mentions_text_setting(sql: &str) -> bool {
+    static WORDS: std::sync::OnceLock<Option<aho_corasick::AhoCorasick>> =
+        std::sync::OnceLock::new();
+    let scanner = WORDS.get_or_init(|| {
+        aho_corasick::AhoCorasick::builder()
+            .ascii_case_insensitive(true)
+            .build([
+                "standard_conforming_strings",
+                "client_encoding",
+                "names",
+                "set_config",
+                "reset",
+                "discard",
+            ])
+            .ok()
+    });
+    match scanner {
+        Some(s) => s.is_match(sql),
+        None => true,
+    }
 }
 
 /// The statement with every literal (strings, numbers, dollar-quoted text)
@@ -356,8 +433,18 @@ impl Analyzer {
         sql: &str,
         session: Option<&PreparedStatements>,
     ) -> Result<Analysis, Refusal> {
-        let mentions = self.policy.mentions_protected_table(sql) || self.opts.mentions_view(sql);
-        let session_relevant = session.is_some_and(|s| !s.is_empty()) && mentions_session_word(sql);
+        self.analyze_session(sql, session.is_some_and(|s| !s.is_empty()))
+    }
+
+    /// [`Analyzer::analyze`] for a session that has (`prepared`) or has not
+    /// protected prepared statements of any kind: with them, `EXECUTE`,
+    /// `PREPARE`, `DEALLOCATE` and `DISCARD` are analysed although their
+    /// text names no protected table.
+    pub fn analyze_session(&self, sql: &str, prepared: bool) -> Result<Analysis, Refusal> {
+        let mentions = self.policy.mentions_protected_table(sql)
+            || self.opts.mentions_view(sql)
+            || lex::has_unicode_ident(sql);
+        let session_relevant = prepared && mentions_session_word(sql);
         if !mentions && !session_relevant {
             return Ok(Analysis::Passthrough);
         }

@@ -368,22 +368,23 @@ impl PreparedStatements {
         self.plans.get(name)
     }
 
-    /// Record the effect of a successfully executed statement.
-    pub fn apply(&mut self, plan: &StatementPlan) {
-        match &plan.prepared {
-            Some(PreparedOp::Prepare { name, plan }) => {
-                if plan.touches_protected {
-                    self.plans.insert(name.clone(), Arc::clone(plan));
-                } else {
-                    self.plans.remove(name);
-                }
-            }
-            Some(PreparedOp::Deallocate(name)) => {
-                self.plans.remove(name);
-            }
-            Some(PreparedOp::DeallocateAll) => self.plans.clear(),
-            Some(PreparedOp::Execute { .. }) | None => {}
+    /// Sets (or with `None` removes) the plan under `name`; returns the
+    /// previous one, so the caller can undo the change if the server
+    /// rejects the statement that made it.
+    pub fn set(
+        &mut self,
+        name: &str,
+        plan: Option<Arc<StatementPlan>>,
+    ) -> Option<Arc<StatementPlan>> {
+        match plan {
+            Some(p) => self.plans.insert(name.to_owned(), p),
+            None => self.plans.remove(name),
         }
+    }
+
+    /// The registered names.
+    pub fn names(&self) -> Vec<String> {
+        self.plans.keys().cloned().collect()
     }
 
     /// The literal targets of an `EXECUTE`: argument *i* maps to parameter

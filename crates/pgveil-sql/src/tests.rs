@@ -342,7 +342,11 @@ fn sql_prepare_execute() {
     let p = policy();
     let prep = plan_of("PREPARE ins AS INSERT INTO patients (ssn, email) VALUES ($1, $2)");
     let mut reg = PreparedStatements::new();
-    reg.apply(&prep.statements[0]);
+    let Some(PreparedOp::Prepare { name, plan }) = &prep.statements[0].prepared else {
+        panic!()
+    };
+    assert_eq!(name, "ins");
+    reg.set(name, Some(plan.clone()));
     let sql = "EXECUTE ins('123-45-6789', NULL)";
     // The text names no protected table, but the session has `ins`.
     assert!(matches!(analyze(sql, &p), Ok(Analysis::Passthrough)));
@@ -360,8 +364,10 @@ fn sql_prepare_execute() {
     else {
         panic!()
     };
-    reg.apply(&d.statements[0]);
-    assert!(reg.is_empty());
+    assert_eq!(
+        d.statements[0].prepared,
+        Some(PreparedOp::Deallocate("ins".into()))
+    );
 }
 
 #[test]
@@ -467,4 +473,218 @@ fn casts_on_protected_parameters_are_removed() {
     assert_eq!(s.literals[0].value, "CANARY-9");
     let kept: Vec<&str> = s.edits.iter().map(|u| u.text.as_str()).collect();
     assert!(kept.contains(&"p0") && kept.contains(&"$3"), "{kept:?}");
+}
+
+/// Every literal of `sql` that the analyser will replace, as text.
+fn rewritten(sql: &str) -> Vec<String> {
+    plan_of(sql)
+        .statements
+        .iter()
+        .flat_map(|s| s.literals.iter().map(|l| sql[l.span.clone()].to_owned()))
+        .collect()
+}
+
+#[test]
+fn insert_sources_other_than_a_bare_values_list_encrypt_every_value() {
+    // Parenthesised VALUES, UNION ALL of VALUES, WITH … VALUES: each value
+    // written to a protected column is encrypted, none is forwarded.
+    for sql in [
+        "INSERT INTO patients (first_name, last_name, ssn) (VALUES ('CANARY-a', 'x', '111-11-1111'))",
+        "INSERT INTO patients (first_name, last_name, ssn) ((VALUES ('CANARY-a', 'x', '111-11-1111')))",
+        "INSERT INTO patients (first_name, last_name, ssn) VALUES ('CANARY-a', 'x', '111-11-1111') UNION ALL VALUES ('CANARY-b', 'y', '333-33-3333')",
+        "INSERT INTO patients (first_name, last_name, ssn) WITH q AS (SELECT 1) VALUES ('CANARY-a', 'x', '111-11-1111')",
+    ] {
+        let lits = rewritten(sql);
+        assert!(lits.iter().any(|l| l.contains("CANARY-a")), "{sql}: {lits:?}");
+        assert!(lits.iter().any(|l| l.contains("111-11-1111")), "{sql}: {lits:?}");
+        if sql.contains("CANARY-b") {
+            assert!(lits.iter().any(|l| l.contains("CANARY-b")), "{sql}");
+        }
+    }
+    // Set operations that compare values, TABLE as a source, and rows whose
+    // values pgveil cannot encrypt are refused.
+    for sql in [
+        "INSERT INTO patients (first_name, last_name) VALUES ('a', 'b') UNION VALUES ('c', 'd')",
+        "INSERT INTO patients (first_name, last_name) VALUES ('a', 'b') EXCEPT VALUES ('c', 'd')",
+        "INSERT INTO patients (first_name, last_name) TABLE staging",
+        "INSERT INTO patients (first_name, last_name) (VALUES (lower('a'), 'b'))",
+        "INSERT INTO patients (first_name, last_name) SELECT * FROM (VALUES ('a', 'b')) v",
+    ] {
+        let r = refusal(sql);
+        assert_eq!(r.sqlstate, "0A000", "{sql}");
+        assert!(
+            r.column.is_some() || r.reason.contains("patients"),
+            "{sql}: {r:?}"
+        );
+    }
+}
+
+#[test]
+fn in_values_and_subqueries_never_carry_plaintext_to_a_protected_comparison() {
+    for sql in [
+        "SELECT id FROM patients WHERE ssn IN (VALUES ('123-45-6789'))",
+        "SELECT id FROM patients WHERE ssn NOT IN (VALUES ('123-45-6789'))",
+        "SELECT id FROM patients WHERE ssn IN (SELECT '123-45-6789')",
+        "SELECT id FROM patients WHERE ssn IN (TABLE staging)",
+        "SELECT id FROM patients WHERE ssn = (SELECT '123-45-6789')",
+    ] {
+        let r = refusal(sql);
+        assert!(r.column.is_some(), "{sql}: {r:?}");
+        assert!(!r.reason.contains("123-45"), "{sql}");
+    }
+}
+
+#[test]
+fn whole_row_references_and_select_into_are_refused() {
+    for sql in [
+        "SELECT p FROM patients p",
+        "SELECT row_to_json(p) FROM patients p",
+        "SELECT row_to_json(p.*) FROM patients p",
+        "SELECT to_jsonb(patients) FROM patients",
+        "SELECT public.patients FROM public.patients",
+        "SELECT ssn, first_name INTO TEMP t FROM patients",
+        "SELECT * INTO t FROM patients",
+        "CREATE TABLE t AS SELECT ssn FROM patients",
+    ] {
+        let r = refusal(sql);
+        assert_eq!(r.sqlstate, "0A000", "{sql}");
+    }
+    // count(*) and qualified columns stay fine.
+    plan_of("SELECT count(*), p.ssn FROM patients p GROUP BY p.ssn");
+}
+
+#[test]
+fn a_parameter_used_for_a_protected_and_another_place_is_refused() {
+    for sql in [
+        "INSERT INTO patients (first_name, last_name) VALUES ($1, $1)",
+        "INSERT INTO patients (first_name, created_at) VALUES ($1, now()) RETURNING $1",
+        "SELECT id FROM patients WHERE ssn = $1 OR last_name IS NULL LIMIT $1",
+        "UPDATE patients SET first_name = $1 WHERE id::text = $1",
+    ] {
+        let r = refusal(sql);
+        assert!(r.reason.contains("$1"), "{sql}: {r:?}");
+    }
+    // The same parameter for two protected places under one key is fine.
+    let s = &plan_of("SELECT v.id FROM visits v WHERE v.patient_ssn = $1 OR v.patient_ssn = $1")
+        .statements[0];
+    assert_eq!(s.params[&1].sites.len(), 2);
+}
+
+#[test]
+fn casts_must_name_the_logical_type() {
+    plan_of(
+        "INSERT INTO patients (first_name, date_of_birth) VALUES ($1::varchar, '1990-01-01'::date)",
+    );
+    plan_of("INSERT INTO patients (first_name, last_name) VALUES (CAST('a' AS text), $2::TEXT)");
+    plan_of("SELECT id FROM patients WHERE ssn = ANY($1::text[])");
+    for sql in [
+        "INSERT INTO patients (first_name, last_name) VALUES ('abcdef'::varchar(3), 'x')",
+        "INSERT INTO patients (first_name, last_name) VALUES ($1::varchar(3), 'x')",
+        "INSERT INTO patients (first_name, last_name) VALUES ('01'::int4, 'x')",
+        "INSERT INTO patients (first_name, date_of_birth) VALUES ('a', '2024-01-01 10:00'::timestamp)",
+        "SELECT id FROM patients WHERE ssn = $1::int8",
+        "SELECT id FROM patients WHERE ssn = ANY($1::int4[])",
+    ] {
+        let r = refusal(sql);
+        assert!(r.reason.contains("cast"), "{sql}: {r:?}");
+    }
+}
+
+#[test]
+fn ddl_on_protected_tables_is_refused_where_it_carries_values_or_moves_columns() {
+    for sql in [
+        "ALTER TABLE patients RENAME COLUMN first_name TO fname",
+        "ALTER TABLE patients RENAME COLUMN phone TO ssn",
+        "ALTER TABLE patients RENAME TO people",
+        "ALTER TABLE staging RENAME TO patients",
+        "ALTER TABLE patients ALTER COLUMN ssn SET DEFAULT '123-45-6789'",
+        "ALTER TABLE patients ALTER COLUMN ssn TYPE text USING 'x'",
+        "ALTER TABLE patients ADD COLUMN email text DEFAULT 'a@b.c'",
+        "ALTER TABLE patients ADD CONSTRAINT c CHECK (ssn <> '123-45-6789')",
+        "ALTER TABLE patients ALTER COLUMN created_at SET DEFAULT ssn",
+        "ALTER TABLE patients ATTACH PARTITION p2 FOR VALUES IN (1)",
+        "CREATE TABLE patients_2024 PARTITION OF patients FOR VALUES FROM (1) TO (2)",
+        "CREATE TABLE kids (x int) INHERITS (patients)",
+        "CREATE TEMP TABLE patients (ssn text)",
+        "CREATE TABLE archive.patients (ssn text)",
+        "CREATE VIEW billing.patients AS SELECT 1",
+        "CREATE TABLE patients (id int, ssn text DEFAULT '123-45-6789')",
+        "CREATE TABLE patients AS SELECT 'x' AS ssn",
+        "CREATE INDEX ON patients (lower(ssn))",
+    ] {
+        let r = refusal(sql);
+        assert_eq!(r.sqlstate, "0A000", "{sql}");
+        assert!(!r.reason.contains("123-45"), "{sql}");
+    }
+    // DDL that carries no protected values keeps working.
+    for sql in [
+        "ALTER TABLE patients ADD COLUMN nickname text DEFAULT 'x'",
+        "ALTER TABLE patients ALTER COLUMN ssn SET NOT NULL",
+        "ALTER TABLE patients DROP CONSTRAINT c",
+        "ALTER TABLE patients RENAME COLUMN created_at TO created",
+        "CREATE INDEX ON patients (ssn)",
+        "CREATE UNIQUE INDEX ON patients (ssn) WHERE ssn IS NOT NULL",
+        "CREATE TABLE patients (id int PRIMARY KEY, ssn text UNIQUE NOT NULL)",
+        "ALTER TABLE staging ADD COLUMN x int DEFAULT 1",
+    ] {
+        let r = analyze(sql, &policy());
+        assert!(r.is_ok(), "{sql}: {r:?}");
+    }
+    // A literal in a partial index predicate is encrypted like a look-up.
+    assert_eq!(
+        rewritten("CREATE INDEX ON patients (id) WHERE ssn = '123-45-6789'"),
+        ["'123-45-6789'"]
+    );
+}
+
+#[test]
+fn unqualified_names_resolve_by_the_relations_the_database_has() {
+    let p = policy();
+    let with = |names: &[(&str, &[&str])]| AnalyzeOptions {
+        relation_schemas: Some(Arc::new(
+            names
+                .iter()
+                .map(|(t, s)| (t.to_string(), s.iter().map(|x| x.to_string()).collect()))
+                .collect(),
+        )),
+        ..Default::default()
+    };
+    let sql = "INSERT INTO patients (ssn) VALUES ('123-45-6789')";
+    // Only public.patients: resolved whatever search_path the session has.
+    let a = analyze_with(sql, &p, &with(&[("patients", &["public"])]), None).unwrap();
+    assert!(matches!(a, Analysis::Planned(ref x) if x.statements[0].literals.len() == 1));
+    // Two schemas have a `patients`: refused until qualified.
+    let r = analyze_with(sql, &p, &with(&[("patients", &["app", "public"])]), None).unwrap_err();
+    assert!(r.reason.contains("ambiguous"), "{r:?}");
+    let q = "INSERT INTO public.patients (ssn) VALUES ('123-45-6789')";
+    analyze_with(q, &p, &with(&[("patients", &["app", "public"])]), None).unwrap();
+    // Only another schema's `patients` (the policy's table was moved): refused.
+    let r = analyze_with(sql, &p, &with(&[("patients", &["app"])]), None).unwrap_err();
+    assert!(r.reason.contains("app"), "{r:?}");
+}
+
+#[test]
+fn children_and_tables_missing_a_policy_column_are_refused() {
+    let opts = AnalyzeOptions {
+        dependent_views: Arc::new(DependentViews::with_reasons(vec![
+            (
+                QualifiedTable::parse("public.patients_2024").unwrap(),
+                Guarded::Child(QualifiedTable::parse("public.patients").unwrap()),
+            ),
+            (
+                QualifiedTable::parse("public.visits").unwrap(),
+                Guarded::MissingColumn(Ident::parse("subjective").unwrap()),
+            ),
+        ])),
+        ..Default::default()
+    };
+    for sql in [
+        "INSERT INTO patients_2024 (first_name) VALUES ('a')",
+        "COPY public.patients_2024 FROM STDIN",
+        "INSERT INTO visits (subj) VALUES ('a')",
+        "SELECT * FROM visits",
+    ] {
+        let r = analyze_with(sql, &policy(), &opts, None).unwrap_err();
+        assert_eq!(r.sqlstate, "0A000", "{sql}");
+    }
 }

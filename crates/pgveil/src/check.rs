@@ -138,6 +138,24 @@ async fn check_database(
             problems += 1;
         }
     }
+    // The second line of defence: report columns without a current,
+    // validated guard (a warning: pgveil works without them).
+    let guards = crate::guard::status(policy, &client)
+        .await
+        .map_err(|e| CheckError::Database(e.to_string()))?;
+    for (column, state) in guards {
+        use crate::guard::GuardState as G;
+        let what = match state {
+            G::Valid | G::NoStorage(_) => continue,
+            G::NotValidated => "guard not validated (rows written before it are unchecked)",
+            G::Outdated => "guard outdated",
+            G::Missing => "no guard constraint",
+        };
+        let _ = writeln!(
+            out,
+            "warning: {column}: {what}: run `pgveil guard install --database …` so PostgreSQL itself rejects plaintext"
+        );
+    }
     drop(client);
     Ok(problems)
 }

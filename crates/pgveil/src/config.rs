@@ -170,6 +170,13 @@ pub struct PolicyConfig {
     /// Policy TOML file (see `config/clinic.example.toml`). No file: nothing
     /// is protected and pgveil is a plain TLS-terminating proxy.
     pub file: Option<PathBuf>,
+    /// Allow a reload (SIGHUP) that removes protection from columns, or
+    /// changes their mode, type or key. Off: such a reload is rejected and
+    /// logged at ERROR, because the columns may hold ciphertext and would
+    /// start receiving plaintext. Set it for the one reload that means it,
+    /// then unset it.
+    #[serde(default)]
+    pub allow_unprotect: bool,
 }
 
 /// Where the key-encryption key comes from.

@@ -93,6 +93,10 @@ pub async fn run(listen_port: u16, shutdown: CancellationToken) -> anyhow::Resul
     let listener = tokio::net::TcpListener::bind(demo.config.listen).await?;
     let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let metrics_url = format!("http://{}/metrics", admin.local_addr()?);
+    // The second line of defence: PostgreSQL itself rejects plaintext in
+    // protected columns, whoever writes it.
+    let mut guard_log = Vec::new();
+    crate::guard::install(&demo.config, &demo.direct_url, &mut guard_log).await?;
     println!(
         "pgveil demo is running (PostgreSQL {} in {}).",
         pg_version(&demo),
@@ -101,6 +105,10 @@ pub async fn run(listen_port: u16, shutdown: CancellationToken) -> anyhow::Resul
     println!("DATABASE_URL={}", demo.database_url);
     println!("DIRECT_DATABASE_URL={}", demo.direct_url);
     println!("METRICS_URL={metrics_url}");
+    println!(
+        "Guard constraints installed on {} protected column(s): plaintext written directly fails with SQLSTATE 23514.",
+        guard_log.split(|&b| b == b'\n').filter(|l| l.starts_with(b"ok:")).count()
+    );
     println!("psql \"{}\"", demo.database_url);
     println!("Press Ctrl-C to stop; everything is removed on exit.");
     let state = crate::server::Reloadable::new(crate::server::Shared::new(demo.config.clone())?);

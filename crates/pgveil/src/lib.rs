@@ -10,6 +10,7 @@ pub mod cancel;
 pub mod check;
 pub mod config;
 pub mod error;
+pub mod guard;
 pub mod keys;
 pub mod reencrypt;
 pub mod server;

@@ -47,12 +47,45 @@ enum Command {
         #[arg(long)]
         database: Option<String>,
     },
+    /// Guard constraints inside PostgreSQL: every protected column accepts
+    /// only NULL or a pgveil envelope of its mode (SQLSTATE 23514 otherwise).
+    Guard {
+        /// Configuration file (TOML) naming the policy.
+        #[arg(long, short, global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        command: GuardCommand,
+    },
     /// Manage data keys (never prints key bytes).
     Keys {
         #[arg(long, short, global = true)]
         config: Option<PathBuf>,
         #[command(subcommand)]
         command: KeysCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum GuardCommand {
+    /// Add (online: NOT VALID, then VALIDATE) or update the guard of every
+    /// protected column; exits non-zero if rows still hold plaintext.
+    Install {
+        /// libpq URL of the database (a role that owns the tables).
+        #[arg(long)]
+        database: String,
+    },
+    /// Drop the guards.
+    Remove {
+        /// libpq URL of the database (a role that owns the tables).
+        #[arg(long)]
+        database: String,
+    },
+    /// Show each protected column's guard; exits non-zero unless all are
+    /// installed, current and validated.
+    Status {
+        /// libpq URL of the database.
+        #[arg(long)]
+        database: String,
     },
 }
 
@@ -225,6 +258,23 @@ fn main() -> anyhow::Result<()> {
             let mut out = std::io::stdout();
             runtime(1)?.block_on(pgveil::check::run(&cfg, database.as_deref(), &mut out))?;
             println!("check passed");
+            Ok(())
+        }
+        Command::Guard { config, command } => {
+            let cfg = load_config(config.as_deref())?;
+            let mut out = std::io::stdout();
+            let rt = runtime(1)?;
+            match command {
+                GuardCommand::Install { database } => {
+                    rt.block_on(pgveil::guard::install(&cfg, &database, &mut out))?
+                }
+                GuardCommand::Remove { database } => {
+                    rt.block_on(pgveil::guard::remove(&cfg, &database, &mut out))?
+                }
+                GuardCommand::Status { database } => {
+                    rt.block_on(pgveil::guard::print_status(&cfg, &database, &mut out))?
+                }
+            }
             Ok(())
         }
         Command::Keys { config, command } => {

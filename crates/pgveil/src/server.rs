@@ -25,6 +25,24 @@ pub enum ServerError {
     ServerName(String),
     #[error("keys: {0}")]
     Keys(#[from] crate::keys::KeysError),
+    #[error("the new policy would stop protecting {0} (removed, or mode, type or key changed); these columns may hold ciphertext and would receive plaintext. Set policy.allow_unprotect = true for this reload if that is intended")]
+    PolicyShrink(String),
+}
+
+/// Columns `old` protects that `new` does not protect in the same way
+/// (same mode, logical type and key).
+fn unprotected(old: &pgveil_policy::Policy, new: Option<&pgveil_policy::Policy>) -> Vec<String> {
+    old.columns()
+        .filter(|c| {
+            let same = new
+                .and_then(|n| n.lookup(&c.column.table_ref(), &c.column.column))
+                .is_some_and(|n| {
+                    n.mode == c.mode && n.type_spec() == c.type_spec() && n.key == c.key
+                });
+            !same
+        })
+        .map(|c| c.column.to_string())
+        .collect()
 }
 
 /// Creation time of one key, for `pgveil_key_age_seconds`.
@@ -102,18 +120,25 @@ impl Shared {
                 metrics.cert_expiry.with_label_values(&["server"]).set(t);
             }
         }
-        let (key_ages, engine) = if config.policy.file.is_some() {
-            let engine = Arc::new(crate::keys::engine(&config, &|c| metrics.column_stats(c))?);
-            if let Some(old) = previous.and_then(|p| p.engine.as_ref()) {
-                engine.restore_key_encryptions(&old.key_encryptions());
+        let (key_ages, engine): (Vec<KeyAge>, Option<Arc<pgveil_rewrite::Engine>>) =
+            if config.policy.file.is_some() {
+                let engine = Arc::new(crate::keys::engine(&config, &|c| metrics.column_stats(c))?);
+                if let Some(old) = previous.and_then(|p| p.engine.as_ref()) {
+                    engine.restore_key_encryptions(&old.key_encryptions());
+                }
+                for t in engine.policy().tables() {
+                    tracing::debug!(table = %t.table(), "protected table");
+                }
+                (crate::keys::key_ages(&config)?, Some(engine))
+            } else {
+                (Vec::new(), None)
+            };
+        if let Some(old) = previous.and_then(|p| p.engine.as_ref()) {
+            let lost = unprotected(old.policy(), engine.as_ref().map(|e| e.policy().as_ref()));
+            if !lost.is_empty() && !config.policy.allow_unprotect {
+                return Err(ServerError::PolicyShrink(lost.join(", ")));
             }
-            for t in engine.policy().tables() {
-                tracing::debug!(table = %t.table(), "protected table");
-            }
-            (crate::keys::key_ages(&config)?, Some(engine))
-        } else {
-            (Vec::new(), None)
-        };
+        }
         Ok(Self {
             metrics,
             key_ages,
@@ -167,7 +192,11 @@ impl Reloadable {
             }
             Err(e) => {
                 old.metrics.config_reload(false);
-                warn!(error = %e, "configuration reload rejected; the previous configuration stays active");
+                if matches!(e, ServerError::PolicyShrink(_)) {
+                    tracing::error!(error = %e, "configuration reload rejected; the previous configuration stays active");
+                } else {
+                    warn!(error = %e, "configuration reload rejected; the previous configuration stays active");
+                }
                 Err(e)
             }
         }

@@ -1,0 +1,620 @@
+//! Issue 11 against a real PostgreSQL: the statement shapes, driver
+//! sequences and settings that once stored plaintext in protected columns,
+//! each either rewritten (and read back equal) or refused with a SQLSTATE;
+//! and the guard constraints that make PostgreSQL itself reject plaintext
+//! written around pgveil. Oracles: the table data read directly, `pg_dump`,
+//! and the server log with `log_statement = all`.
+//!
+//! Canaries sent through pgveil start with `LEAK`; values written directly
+//! (around pgveil, to test the guards) start with `DIRECT`.
+
+use pgveil_tests::*;
+use tokio_postgres::SimpleQueryMessage;
+
+/// Rows of a simple query, or its SQLSTATE.
+async fn try_rows(
+    c: &tokio_postgres::Client,
+    sql: &str,
+) -> Result<Vec<Vec<Option<String>>>, (String, String)> {
+    match c.simple_query(sql).await {
+        Ok(msgs) => Ok(msgs
+            .into_iter()
+            .filter_map(|m| match m {
+                SimpleQueryMessage::Row(r) => {
+                    Some((0..r.len()).map(|i| r.get(i).map(str::to_owned)).collect())
+                }
+                _ => None,
+            })
+            .collect()),
+        Err(e) => {
+            let d = e.as_db_error().unwrap_or_else(|| panic!("{sql}: {e}"));
+            Err((d.code().code().to_owned(), d.message().to_owned()))
+        }
+    }
+}
+
+async fn refused(c: &tokio_postgres::Client, sql: &str, code: &str) -> String {
+    match try_rows(c, sql).await {
+        Ok(r) => panic!("not refused: {sql}: {r:?}"),
+        Err((got, msg)) => {
+            assert_eq!(got, code, "{sql}: {msg}");
+            assert!(
+                !msg.contains("LEAK"),
+                "{sql}: the message holds a value: {msg}"
+            );
+            msg
+        }
+    }
+}
+
+/// Same in the extended protocol (tokio-postgres: Parse/Bind/Execute).
+async fn refused_extended(c: &tokio_postgres::Client, sql: &str, code: &str) {
+    match c.query(sql, &[]).await {
+        Ok(r) => panic!("not refused (extended): {sql}: {} rows", r.len()),
+        Err(e) => {
+            let d = e.as_db_error().unwrap_or_else(|| panic!("{sql}: {e}"));
+            assert_eq!(d.code().code(), code, "{sql}: {}", d.message());
+            assert!(!d.message().contains("LEAK"));
+        }
+    }
+}
+
+/// No value of `column` in `db`, read directly, contains `LEAK`, and every
+/// non-NULL value is an envelope.
+fn assert_column_ciphertext(db: &str, table: &str, column: &str) {
+    let n = cluster()
+        .psql(
+            db,
+            &format!(
+                "SELECT count(*) FROM {table} WHERE {column}::text LIKE '%LEAK%' \
+                 OR ({column} IS NOT NULL AND {column}::text NOT LIKE 'pgv1:%')"
+            ),
+        )
+        .unwrap();
+    assert_eq!(n.trim(), "0", "{table}.{column} holds plaintext");
+}
+
+fn dump_lacks(db: &str, marker: &str) {
+    let dump = std::process::Command::new(pg_program("pg_dump"))
+        .arg(cluster().url(db))
+        .output()
+        .unwrap();
+    assert!(dump.status.success());
+    assert!(
+        !String::from_utf8_lossy(&dump.stdout).contains(marker),
+        "pg_dump of {db} contains {marker}"
+    );
+}
+
+/// The shapes of the report and family 1: INSERT sources other than a bare
+/// VALUES list are encrypted value by value (both protocols), set operations
+/// that compare values are refused, and a `--` comment ended by a carriage
+/// return hides nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn insert_sources_and_comment_tricks_store_only_ciphertext() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = clinic_database("fc_shapes");
+    let proxy = clinic_proxy(dir.path()).await;
+    let c = connect_tls(&proxy.pg_config(&db)).await;
+    let accepted = [
+        "INSERT INTO patients (first_name, last_name, ssn) (VALUES ('LEAKA-1', 'x', '111-11-1111'))",
+        "INSERT INTO patients (first_name, last_name, ssn) ((VALUES ('LEAKA-2', 'x', '222-22-2222')))",
+        "INSERT INTO patients (first_name, last_name, ssn) VALUES ('LEAKA-3', 'x', '333-33-3333') UNION ALL VALUES ('LEAKA-4', 'y', '444-44-4444')",
+        "INSERT INTO patients (first_name, last_name) WITH q AS (SELECT 1) VALUES ('LEAKA-5', 'x')",
+        "SELECT 1 -- a comment ended by a carriage return\r; INSERT INTO patients (first_name, last_name) VALUES ('LEAKA-6', 'x')",
+        "INSERT INTO patients (first_name, last_name) VALUES ('LEAKA-7', 'x') -- trailing\r, ('LEAKA-8', 'y')",
+    ];
+    for sql in accepted {
+        try_rows(&c, sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+    }
+    // The same shapes in the extended protocol.
+    c.execute(
+        "INSERT INTO patients (first_name, last_name) (VALUES ($1, $2))",
+        &[&"LEAKA-9", &"x"],
+    )
+    .await
+    .unwrap();
+    c.execute(
+        "INSERT INTO patients (first_name, last_name) VALUES ($1, 'a') UNION ALL VALUES ($2, 'b')",
+        &[&"LEAKA-10", &"LEAKA-11"],
+    )
+    .await
+    .unwrap();
+    // Read back through pgveil: the plaintext, in order of insertion.
+    let names: Vec<String> = c
+        .query("SELECT first_name FROM patients ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let want: Vec<String> = (1..=11).map(|i| format!("LEAKA-{i}")).collect();
+    assert_eq!(names, want);
+    let ssn: Vec<String> = c
+        .query(
+            "SELECT first_name FROM patients WHERE ssn = $1",
+            &[&"444-44-4444"],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(ssn, ["LEAKA-4"]);
+    // Shapes that compare or copy values pgveil cannot encrypt: refused.
+    for sql in [
+        "INSERT INTO patients (first_name, last_name) VALUES ('LEAKA-x', 'x') UNION VALUES ('LEAKA-y', 'y')",
+        "INSERT INTO patients (first_name, last_name) TABLE patients_staging",
+        "SELECT id FROM patients WHERE ssn IN (VALUES ('LEAKA-z'))",
+        "SELECT id FROM patients WHERE ssn NOT IN (VALUES ('LEAKA-z'))",
+        "SELECT p FROM patients p",
+        "SELECT row_to_json(p) FROM patients p",
+        "SELECT first_name INTO TEMP leak_copy FROM patients",
+        "INSERT INTO patients (first_name, last_name) VALUES ('LEAKA-z'::varchar(3), 'x')",
+    ] {
+        refused(&c, sql, "0A000").await;
+        if !sql.contains(';') {
+            refused_extended(&c, sql, "0A000").await;
+        }
+    }
+    // A parameter used for a protected and an unprotected place.
+    let e = c
+        .execute(
+            "INSERT INTO patients (first_name, last_name) VALUES ($1, 'x') RETURNING $1",
+            &[&"LEAKA-p"],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.as_db_error().unwrap().code().code(), "0A000");
+    assert_column_ciphertext(&db, "patients", "first_name");
+    assert_column_ciphertext(&db, "patients", "ssn");
+    dump_lacks(&db, "LEAKA");
+    assert_server_log_lacks(&["LEAKA"]);
+}
+
+/// Family 3 and 8: prepared statements change only when the server says
+/// so, in one namespace for SQL and the protocol.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepared_statements_follow_the_servers_confirmations() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = clinic_database_for_raw("fc_prepared");
+    let proxy = clinic_proxy(dir.path()).await;
+    let mut r = RawClient::connect(proxy.port(), &db).await;
+    let ok = |msgs: &[RawMessage], what: &str| {
+        let errors: Vec<String> = msgs
+            .iter()
+            .filter(|m| m.tag == b'E')
+            .map(|m| m.message())
+            .collect();
+        assert!(errors.is_empty(), "{what}: {errors:?}");
+    };
+    let error = |msgs: &[RawMessage], code: &str, what: &str| {
+        let e = msgs
+            .iter()
+            .find(|m| m.tag == b'E')
+            .unwrap_or_else(|| panic!("{what}: no error"));
+        assert_eq!(
+            e.sqlstate().as_deref(),
+            Some(code),
+            "{what}: {}",
+            e.message()
+        );
+    };
+
+    // The report: a failed re-PREPARE must not make pgveil forget q.
+    let m = r
+        .query("PREPARE q AS INSERT INTO patients (first_name, last_name, ssn) VALUES ($1, 'x', '777-77-7777')")
+        .await;
+    ok(&m, "prepare");
+    let m = r.query("PREPARE q AS SELECT $1::text").await;
+    error(&m, "42P05", "second prepare");
+    let m = r.query("EXECUTE q('LEAKB-1')").await;
+    ok(&m, "execute");
+    // DEALLOCATE in an aborted transaction fails: q stays.
+    let m = r.query("BEGIN; SELECT 1/0").await;
+    error(&m, "22012", "division");
+    let m = r.query("DEALLOCATE q").await;
+    error(&m, "25P02", "deallocate in failed transaction");
+    r.query("ROLLBACK").await;
+    let m = r.query("EXECUTE q('LEAKB-2')").await;
+    error(
+        &m,
+        "23505",
+        "same ssn again: the statement still inserts (encrypted)",
+    );
+
+    // Protocol: Parse of an existing name fails; the old statement stays.
+    r.send(&[
+        raw::parse(
+            "s1",
+            "INSERT INTO patients (first_name, last_name) VALUES ($1, 'p')",
+        ),
+        raw::sync(),
+    ])
+    .await;
+    ok(&r.until_ready().await, "parse s1");
+    r.send(&[raw::parse("s1", "SELECT $1::text"), raw::sync()])
+        .await;
+    error(&r.until_ready().await, "42P05", "parse s1 again");
+    r.send(&[
+        raw::bind("", "s1", &[Some("LEAKB-3")]),
+        raw::execute(""),
+        raw::sync(),
+    ])
+    .await;
+    ok(&r.until_ready().await, "bind s1");
+
+    // A Close skipped after an error: s1 stays protected.
+    r.send(&[
+        raw::parse("", "SELEC broken"),
+        raw::close_statement("s1"),
+        raw::sync(),
+    ])
+    .await;
+    error(&r.until_ready().await, "42601", "broken parse");
+    r.send(&[
+        raw::bind("", "s1", &[Some("LEAKB-4")]),
+        raw::execute(""),
+        raw::sync(),
+    ])
+    .await;
+    ok(&r.until_ready().await, "bind s1 after skipped close");
+
+    // A pipelined Parse that fails takes the Bind behind it down too; a
+    // Bind of the same name in the next batch, sent before the answer,
+    // cannot know which statement the server will use: refused.
+    r.send(&[
+        raw::parse("s1", "SELECT $1::text"),
+        raw::bind("", "s1", &[Some("LEAKB-x")]),
+        raw::execute(""),
+        raw::sync(),
+        raw::bind("", "s1", &[Some("LEAKB-y")]),
+        raw::execute(""),
+        raw::sync(),
+    ])
+    .await;
+    error(&r.until_ready().await, "42P05", "pipelined parse");
+    error(&r.until_ready().await, "0A000", "bind of an unsettled name");
+    // Once answered, the name is settled again: the old statement.
+    r.send(&[
+        raw::bind("", "s1", &[Some("LEAKB-5")]),
+        raw::execute(""),
+        raw::sync(),
+    ])
+    .await;
+    ok(&r.until_ready().await, "bind after the failed batch");
+    // A brand-new name used in the next batch before its answer is fine
+    // (psycopg's pipeline mode): if its Parse failed, the server has none.
+    r.send(&[
+        raw::parse(
+            "s9",
+            "INSERT INTO patients (first_name, last_name) VALUES ($1, 'n')",
+        ),
+        raw::sync(),
+        raw::bind("", "s9", &[Some("LEAKB-6")]),
+        raw::execute(""),
+        raw::sync(),
+    ])
+    .await;
+    ok(&r.until_ready().await, "parse s9");
+    ok(&r.until_ready().await, "bind s9 in the next batch");
+
+    // Closed for real (CloseComplete): the name may be reused unprotected.
+    r.send(&[raw::close_statement("s1"), raw::sync()]).await;
+    ok(&r.until_ready().await, "close");
+    r.send(&[
+        raw::parse("s1", "SELECT $1::text AS v"),
+        raw::bind("", "s1", &[Some("plain")]),
+        raw::execute(""),
+        raw::sync(),
+    ])
+    .await;
+    let m = r.until_ready().await;
+    ok(&m, "reuse");
+    assert!(m
+        .iter()
+        .any(|x| x.tag == b'D' && x.body.ends_with(b"plain")));
+
+    // One namespace: a SQL-prepared protected statement is not bound by
+    // the protocol, a protocol one is not run by SQL EXECUTE.
+    ok(
+        &r.query("PREPARE q2 AS INSERT INTO patients (first_name, last_name) VALUES ($1, 'y')")
+            .await,
+        "prepare q2",
+    );
+    r.send(&[
+        raw::bind("", "q2", &[Some("LEAKB-y")]),
+        raw::execute(""),
+        raw::sync(),
+    ])
+    .await;
+    error(
+        &r.until_ready().await,
+        "0A000",
+        "protocol bind of SQL statement",
+    );
+    r.send(&[
+        raw::parse(
+            "s3",
+            "INSERT INTO patients (first_name, last_name) VALUES ($1, 'z')",
+        ),
+        raw::sync(),
+    ])
+    .await;
+    ok(&r.until_ready().await, "parse s3");
+    error(
+        &r.query("EXECUTE s3('LEAKB-z')").await,
+        "0A000",
+        "SQL execute of protocol statement",
+    );
+
+    // Everything stored is ciphertext and reads back.
+    let c = connect_tls(&proxy.pg_config(&db)).await;
+    let mut names: Vec<String> = c
+        .query("SELECT first_name FROM patients", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["LEAKB-1", "LEAKB-3", "LEAKB-4", "LEAKB-5", "LEAKB-6"]
+    );
+    assert_column_ciphertext(&db, "patients", "first_name");
+    dump_lacks(&db, "LEAKB");
+    assert_server_log_lacks(&["LEAKB"]);
+}
+
+/// Family 4 and 5: settings that change how the server reads text, and
+/// names whose meaning pgveil cannot pin down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_and_names_that_change_parsing_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = clinic_database("fc_settings");
+    cluster()
+        .psql(
+            &db,
+            "CREATE SCHEMA app; CREATE TABLE app.insurance (member_id text, payer text)",
+        )
+        .unwrap();
+    let proxy = clinic_proxy(dir.path()).await;
+    let c = connect_tls(&proxy.pg_config(&db)).await;
+    // standard_conforming_strings = off (SET): a backslash in a plain
+    // literal is refused, in the same string and after it.
+    refused(
+        &c,
+        "SET standard_conforming_strings = off; INSERT INTO patients (first_name, last_name) VALUES ('x\\', 'LEAKC-1')",
+        "0A000",
+    )
+    .await;
+    try_rows(&c, "SET standard_conforming_strings = off")
+        .await
+        .unwrap();
+    refused(
+        &c,
+        "INSERT INTO patients (first_name, last_name) VALUES ('a\\', ''LEAKC-2'')",
+        "0A000",
+    )
+    .await;
+    // Without a backslash the statement is read the same either way.
+    try_rows(
+        &c,
+        "INSERT INTO patients (first_name, last_name) VALUES ('LEAKC-3', 'x')",
+    )
+    .await
+    .unwrap();
+    try_rows(&c, "RESET standard_conforming_strings")
+        .await
+        .unwrap();
+    // ... and as a startup option.
+    let mut cfg = proxy.pg_config(&db);
+    cfg.options("-c standard_conforming_strings=off");
+    let c2 = connect_tls(&cfg).await;
+    refused(
+        &c2,
+        "INSERT INTO patients (first_name, last_name) VALUES ('LEAKC-4\\', 'x')",
+        "0A000",
+    )
+    .await;
+    // client_encoding other than UTF8.
+    try_rows(&c, "SET client_encoding = 'LATIN1'")
+        .await
+        .unwrap();
+    refused(
+        &c,
+        "INSERT INTO patients (first_name, last_name) VALUES ('LEAKC-5', 'x')",
+        "0A000",
+    )
+    .await;
+    try_rows(&c, "SET client_encoding = 'UTF8'").await.unwrap();
+    // Unicode-escaped identifiers.
+    refused(
+        &c,
+        "INSERT INTO U&\"p\\0061tients\" (first_name, last_name) VALUES ('LEAKC-6', 'x')",
+        "0A000",
+    )
+    .await;
+    // An unqualified name two schemas share: whatever search_path says.
+    try_rows(&c, "SET search_path = app, public").await.unwrap();
+    let msg = refused(
+        &c,
+        "INSERT INTO insurance (patient_id, payer, member_id) VALUES (1, 'p', 'LEAKC-7')",
+        "0A000",
+    )
+    .await;
+    assert!(msg.contains("ambiguous"), "{msg}");
+    try_rows(&c, "RESET search_path").await.unwrap();
+    // Temporary tables that would shadow a protected table.
+    refused(&c, "CREATE TEMP TABLE patients (first_name text)", "0A000").await;
+    // Renames of protected columns and tables.
+    refused(
+        &c,
+        "ALTER TABLE patients RENAME COLUMN first_name TO fname",
+        "0A000",
+    )
+    .await;
+    refused(&c, "ALTER TABLE patients RENAME TO people", "0A000").await;
+    refused(
+        &c,
+        "ALTER TABLE patients ALTER COLUMN ssn SET DEFAULT 'LEAKC-8'",
+        "0A000",
+    )
+    .await;
+    refused(
+        &c,
+        "CREATE TABLE patients_kid () INHERITS (patients)",
+        "0A000",
+    )
+    .await;
+    let rows = try_rows(&c, "SELECT first_name FROM patients")
+        .await
+        .unwrap();
+    assert_eq!(rows, [[Some("LEAKC-3".to_owned())]]);
+    assert_column_ciphertext(&db, "patients", "first_name");
+    dump_lacks(&db, "LEAKC");
+    assert_server_log_lacks(&["LEAKC"]);
+}
+
+/// The second line of defence: with guards installed, plaintext written
+/// around pgveil — into a protected column, a child table, a renamed
+/// column — fails in PostgreSQL with 23514 naming the guard; pgveil's own
+/// writes pass; pgveil refuses statements on the renamed table and the
+/// child; `guard remove` undoes it all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guards_reject_plaintext_written_around_pgveil() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = clinic_database("fc_guard");
+    let cfg = clinic_config(dir.path());
+    let url = cluster().url(&db);
+    let mut out = Vec::new();
+    pgveil::guard::install(&cfg, &url, &mut out).await.unwrap();
+    let out = String::from_utf8(out).unwrap();
+    assert!(
+        out.contains("ok: public.patients.ssn: guard pgveil_guard_ssn installed and validated"),
+        "{out}"
+    );
+    // Installing again changes nothing.
+    let mut again = Vec::new();
+    pgveil::guard::install(&cfg, &url, &mut again)
+        .await
+        .unwrap();
+    assert!(String::from_utf8(again)
+        .unwrap()
+        .contains("already installed"));
+
+    // Through pgveil: every value type and storage passes the guard.
+    let proxy = Proxy::start_with(cfg.clone()).await;
+    let c = connect_tls(&proxy.pg_config(&db)).await;
+    c.batch_execute(
+        "INSERT INTO patients (first_name, last_name, ssn, date_of_birth, medical_history) VALUES ('LEAKD-1', 'x', '123-00-0001', '1990-01-01', 'hist');
+         INSERT INTO lab_results (lab, sample_id, result_value, abnormal, details, raw_report) VALUES ('l', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', 1.5, true, '{\"a\": 1}', '\\x00ff')",
+    )
+    .await
+    .unwrap();
+
+    // Directly: plaintext is rejected with the guard's name, not the value.
+    let direct = connect_plain(&direct_config(&db)).await;
+    let cases = [
+        "INSERT INTO patients (first_name, last_name) VALUES ('DIRECT-1', 'x')",
+        "UPDATE patients SET ssn = 'DIRECT-2'",
+        "INSERT INTO patients (first_name, last_name, medical_history) VALUES ('pgv1:AAAA', 'x', '\\x0011')",
+        "INSERT INTO lab_results (lab, panel) VALUES ('l', '{}')",
+        // An envelope of the other mode (deterministic byte in a randomized column).
+        "INSERT INTO patients (first_name, last_name) SELECT ssn, ssn FROM patients LIMIT 1",
+    ];
+    for sql in cases {
+        let e = direct.batch_execute(sql).await.unwrap_err();
+        let d = e.as_db_error().unwrap();
+        assert_eq!(d.code().code(), "23514", "{sql}: {}", d.message());
+        assert!(d.message().contains("pgveil_guard_"), "{}", d.message());
+        assert!(!d.message().contains("DIRECT"), "{}", d.message());
+    }
+    // Dynamic SQL the proxy cannot see: the guard still holds.
+    let e = c
+        .batch_execute(
+            "DO $$ BEGIN EXECUTE 'INSERT INTO pat' || 'ients (first_name, last_name) VALUES (''DYN'' || ''CANARY'', ''x'')'; END $$",
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.as_db_error().unwrap().code().code(), "23514");
+
+    // A child table (created around pgveil) inherits the guards; pgveil
+    // refuses statements naming it.
+    direct
+        .batch_execute("CREATE TABLE patients_kid () INHERITS (patients)")
+        .await
+        .unwrap();
+    let e = direct
+        .batch_execute(
+            "INSERT INTO patients_kid (id, first_name, last_name) VALUES (1000, 'DIRECT-3', 'x')",
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.as_db_error().unwrap().code().code(), "23514");
+    // A renamed column keeps its guard.
+    direct
+        .batch_execute("ALTER TABLE patients RENAME COLUMN phone TO phone_number")
+        .await
+        .unwrap();
+    let e = direct
+        .batch_execute("INSERT INTO patients (first_name, last_name, phone_number) VALUES ('pgv1:EQAAAAFtZXNzYWdlIGJ5dGVzIGhlcmUgYW5kIG1vcmUgdGV4dA==', 'pgv1:EQAAAAFtZXNzYWdlIGJ5dGVzIGhlcmUgYW5kIG1vcmUgdGV4dA==', 'DIRECT-4')")
+        .await
+        .unwrap_err();
+    assert_eq!(e.as_db_error().unwrap().code().code(), "23514");
+    // pgveil learns of both on its next catalog read (a new proxy here;
+    // DDL through pgveil or SIGHUP does the same) and refuses them.
+    let proxy2 = Proxy::start_with(cfg.clone()).await;
+    let c2 = connect_tls(&proxy2.pg_config(&db)).await;
+    for sql in [
+        "INSERT INTO patients_kid (first_name, last_name) VALUES ('LEAKD-2', 'x')",
+        "INSERT INTO patients (first_name, last_name, phone_number) VALUES ('LEAKD-3', 'x', 'LEAKD-4')",
+        "SELECT phone_number FROM patients",
+    ] {
+        let msg = refused(&c2, sql, "0A000").await;
+        assert!(msg.contains("patients"), "{msg}");
+    }
+    direct
+        .batch_execute(
+            "DROP TABLE patients_kid; ALTER TABLE patients RENAME COLUMN phone_number TO phone",
+        )
+        .await
+        .unwrap();
+
+    // `guard status` through the CLI library, then remove and re-install
+    // over a plaintext row: the guard is added but not validated.
+    let client = connect_plain(&direct_config(&db)).await;
+    let policy = pgveil_policy::Policy::from_toml_str(CLINIC_POLICY, "clinic").unwrap();
+    let states = pgveil::guard::status(&policy, &client).await.unwrap();
+    assert!(
+        states
+            .iter()
+            .all(|(_, s)| *s == pgveil::guard::GuardState::Valid),
+        "{states:?}"
+    );
+    pgveil::guard::remove(&cfg, &url, &mut Vec::new())
+        .await
+        .unwrap();
+    direct
+        .batch_execute("INSERT INTO patients (first_name, last_name) VALUES ('DIRECT-5', 'x')")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let r = pgveil::guard::install(&cfg, &url, &mut out).await;
+    assert!(r.is_err());
+    let out = String::from_utf8(out).unwrap();
+    assert!(
+        out.contains(
+            "public.patients.first_name: guard pgveil_guard_first_name installed but not validated"
+        ),
+        "{out}"
+    );
+    assert!(!out.contains("DIRECT"));
+    dump_lacks(&db, "LEAKD");
+    // (The server log does hold DYNCANARY: PostgreSQL logs a failing row's
+    // values in the guard violation's DETAIL; see the README.)
+    assert_server_log_lacks(&["LEAKD"]);
+}
