@@ -9,6 +9,7 @@
 //! (around pgveil, to test the guards) start with `DIRECT`.
 
 use pgveil_tests::*;
+use std::process::Command;
 use tokio_postgres::SimpleQueryMessage;
 
 /// Rows of a simple query, or its SQLSTATE.
@@ -617,4 +618,65 @@ async fn guards_reject_plaintext_written_around_pgveil() {
     // (The server log does hold DYNCANARY: PostgreSQL logs a failing row's
     // values in the guard violation's DETAIL; see the README.)
     assert_server_log_lacks(&["LEAKD"]);
+}
+
+/// Family 11: psql scripts with inline COPY data. On PostgreSQL ≤ 17 a `\.`
+/// line ends CSV data (psql ≤ 17 sends it): accepted and encrypted. A COPY
+/// pgveil refuses keeps psql in copy mode, so its data lines are never sent
+/// on as SQL statements (which would put them in the server log).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_scripts_with_inline_copy_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = clinic_database("fc_copy");
+    let proxy = clinic_proxy(dir.path()).await;
+    let url = proxy.url(SCRAM_USER, &db, "verify-full");
+    let script = dir.path().join("load.sql");
+    std::fs::write(
+        &script,
+        "COPY patients (first_name, last_name, ssn) FROM stdin WITH (FORMAT csv);\n\
+         LEAKE-1,x,LEAKE-2\n\
+         \"LEAKE-3, quoted\",y,\n\
+         \\.\n\
+         SELECT count(*) FROM patients;\n",
+    )
+    .unwrap();
+    let out = psql(&url, &["-f", script.to_str().unwrap()]);
+    assert_eq!(ok_stdout(&out).trim(), "COPY 2\n2");
+    assert_column_ciphertext(&db, "patients", "first_name");
+    assert_column_ciphertext(&db, "patients", "ssn");
+    // A refused COPY (FORCE_NOT_NULL is not supported on protected
+    // columns): the error, and the data lines are swallowed, not run.
+    std::fs::write(
+        &script,
+        "COPY patients (first_name, last_name, ssn) FROM stdin WITH (FORMAT csv, FORCE_NOT_NULL (ssn));\n\
+         LEAKE-4,x,LEAKE-5\n\
+         LEAKE-6; SELECT 'LEAKE-7';\n\
+         \\.\n\
+         SELECT 'after';\n",
+    )
+    .unwrap();
+    let out = Command::new(pg_program("psql"))
+        .args(["-X", "-A", "-t", "-d", &url, "-f", script.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("pgveil"), "{stderr}");
+    assert!(
+        !stderr.contains("syntax error"),
+        "data run as SQL: {stderr}"
+    );
+    assert_eq!(stdout.trim(), "after", "{stdout}");
+    let c = connect_tls(&proxy.pg_config(&db)).await;
+    let mut names: Vec<String> = c
+        .query("SELECT first_name FROM patients", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    names.sort();
+    assert_eq!(names, ["LEAKE-1", "LEAKE-3, quoted"]);
+    dump_lacks(&db, "LEAKE");
+    assert_server_log_lacks(&["LEAKE"]);
 }

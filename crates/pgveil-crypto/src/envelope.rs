@@ -218,7 +218,7 @@ fn decode_lower_hex(hex: &[u8]) -> Option<Vec<u8>> {
             _ => None,
         }
     }
-    if hex.len() % 2 != 0 {
+    if !hex.len().is_multiple_of(2) {
         return None;
     }
     hex.chunks_exact(2)

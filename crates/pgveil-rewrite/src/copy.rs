@@ -111,6 +111,9 @@ pub struct CopyStream {
     in_quotes: bool,
     header_pending: bool,
     ended: bool,
+    /// The server ends CSV data at a `\.` line too (PostgreSQL 17 and
+    /// older; 18 reads it as a value).
+    csv_end_marker: bool,
     line: u64,
     // Scratch (may hold plaintext: wiped after every row).
     value: Vec<u8>,
@@ -143,9 +146,12 @@ impl Drop for CopyStream {
 }
 
 impl CopyStream {
-    /// A stream transformed by `codec`.
-    pub fn new(codec: Arc<CopyCodec>, tz: SessionTimeZone) -> Self {
+    /// A stream transformed by `codec`, for a server of major version
+    /// `server_major` (which decides what a `\.` line means in CSV;
+    /// unknown: refused).
+    pub fn new(codec: Arc<CopyCodec>, tz: SessionTimeZone, server_major: Option<u32>) -> Self {
         CopyStream {
+            csv_end_marker: server_major.is_some_and(|v| v <= 17),
             header_pending: codec.header,
             codec,
             tz,
@@ -282,7 +288,7 @@ impl CopyStream {
             // A `\r` before the newline ends the line too, unless a backslash
             // escapes it (text format).
             Some(b) => match b.strip_suffix(b"\r") {
-                Some(b2) if self.codec.csv || trailing_backslashes(b2) % 2 == 0 => {
+                Some(b2) if self.codec.csv || trailing_backslashes(b2).is_multiple_of(2) => {
                     (b2, &raw[b2.len()..])
                 }
                 _ => (b, &raw[b.len()..]),
@@ -301,9 +307,9 @@ impl CopyStream {
             ));
         }
         if body == b"\\." {
-            if self.codec.csv {
+            if self.codec.csv && !self.csv_end_marker {
                 return Err(self.format_error(
-                    "a \\. line in CSV data means end-of-data before PostgreSQL 18 and a value from 18 on; pgveil refuses it: remove the line".to_owned(),
+                    "a \\. line in CSV data is a value for PostgreSQL 18 and later (and this server's version is unknown or 18+); pgveil refuses it: remove the line".to_owned(),
                 ));
             }
             self.ended = true;

@@ -24,7 +24,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use pgveil_sql::{PreparedOp, PreparedStatements, StatementPlan};
+use pgveil_sql::{PreparedOp, StatementPlan};
 
 /// What a statement name holds, when it holds a protected statement.
 #[derive(Debug)]
@@ -141,15 +141,16 @@ impl<S, P> Registry<S, P> {
         self.statements.len() + self.pending.len()
     }
 
-    /// The SQL-level plans expected, for analysing and binding `EXECUTE`.
-    pub fn sql(&self) -> PreparedStatements {
+    /// The SQL-level plans expected (tests: analysing with a session).
+    #[cfg(test)]
+    pub fn sql(&self) -> pgveil_sql::PreparedStatements {
         let mut names: Vec<&Bytes> = self.statements.keys().collect();
         for op in &self.pending {
             if let Op::Statement(n, _) = op {
                 names.push(n);
             }
         }
-        let mut out = PreparedStatements::new();
+        let mut out = pgveil_sql::PreparedStatements::new();
         for n in names {
             if let (Some(Entry::Sql(p)), Ok(s)) = (self.entry(n), std::str::from_utf8(n)) {
                 out.set(s, Some(Arc::clone(p)));
@@ -317,6 +318,7 @@ impl<S, P> Registry<S, P> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pgveil_sql::PreparedStatements;
 
     type R = Registry<&'static str, &'static str>;
 

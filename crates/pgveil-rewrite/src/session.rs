@@ -261,6 +261,8 @@ pub struct Session {
     /// values in another encoding would be encrypted unconverted (and COPY
     /// could not be split byte by byte).
     unsafe_encoding: Option<String>,
+    /// The server's major version (`server_version` at startup).
+    server_major: Option<u32>,
     /// Statements that may change how the server reads text (see
     /// [`pgveil_sql::mentions_text_setting`]) were sent and not all answered.
     text_settings_in_flight: bool,
@@ -399,6 +401,7 @@ impl Session {
             copy_out: None,
             unsafe_encoding: None,
             text_settings_in_flight: false,
+            server_major: None,
             copy_in_mode: false,
             copy_in_started: false,
             copy_statements: HashSet::new(),
@@ -474,6 +477,11 @@ impl Session {
                 self.tz = SessionTimeZone::from_pg_setting(&String::from_utf8_lossy(value))
             }
             b"standard_conforming_strings" => self.standard_strings = value == b"on",
+            b"server_version" => {
+                self.server_major = std::str::from_utf8(value)
+                    .ok()
+                    .and_then(|v| v.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok());
+            }
             b"client_encoding" => {
                 let v = String::from_utf8_lossy(value).to_ascii_uppercase();
                 self.unsafe_encoding = (v != "UTF8").then_some(v);
@@ -667,6 +675,40 @@ impl Session {
         }
     }
 
+    /// [`Self::refuse_query`] for a query string `sql`. A refused
+    /// `COPY … FROM STDIN` that is the string's only statement is sent as is
+    /// with a `CopyFail` right behind it: the server enters copy mode and
+    /// fails at once, so the client (psql with inline data in a script)
+    /// stays in copy mode and its data lines — dropped by pgveil — are
+    /// never sent on as SQL statements. No data reaches the server; the
+    /// client gets the refusal as the COPY's error.
+    fn refuse_query_text(
+        &mut self,
+        sql: &str,
+        err: RewriteError,
+        out: &mut Vec<u8>,
+    ) -> ClientOutcome {
+        if !(looks_like_copy_in(sql) && pgveil_sql::statement_count(sql) == 1) {
+            return self.refuse_query(err, out);
+        }
+        self.push(Expect::Query {
+            refusal: false,
+            copy: None,
+        });
+        out.extend_from_slice(frontend::query(sql.as_bytes()).raw());
+        let mut body = b"pgveil refused the COPY".to_vec();
+        body.push(0);
+        out.extend_from_slice(Frame::new(frontend::tag::COPY_FAIL, &body).raw());
+        self.copy_in = None;
+        self.copy_discard = true;
+        self.copy_failed = Some(err.clone());
+        ClientOutcome {
+            action: ClientAction::Replace,
+            path: Path::Refused(err.reason_label()),
+            error: Some(err),
+        }
+    }
+
     /// Extended protocol: replace the message by an unnamed statement that
     /// raises the error when executed.
     fn refuse_extended(&mut self, err: RewriteError, out: &mut Vec<u8>) -> ClientOutcome {
@@ -808,7 +850,9 @@ impl Session {
     /// Whether the server will read the text of a statement touching
     /// protected columns as pgveil did: UTF-8, and standard strings (a
     /// backslash in a plain literal is an escape otherwise).
-    fn check_text(&self, sql: &str) -> Result<(), RewriteError> {
+    /// `unsure`: a statement that may change these settings was sent
+    /// earlier and not answered yet, or precedes this one in its string.
+    fn check_text(&self, sql: &str, unsure: bool) -> Result<(), RewriteError> {
         let refuse = |reason: String| -> Result<(), RewriteError> {
             Err(pgveil_sql::Refusal {
                 sqlstate: crate::error::FEATURE_NOT_SUPPORTED,
@@ -822,7 +866,6 @@ impl Session {
                 "client_encoding is {enc}: pgveil reads and encrypts protected values as UTF-8; SET client_encoding TO 'UTF8'"
             ));
         }
-        let unsure = self.text_settings_in_flight;
         if (!self.standard_strings || unsure) && pgveil_sql::has_backslash_in_plain_string(sql) {
             return refuse(
                 "a backslash in a '...' literal is read differently when standard_conforming_strings is off (or while it may be changing); use E'...' or a parameter".to_owned(),
@@ -871,7 +914,11 @@ impl Session {
             });
             return ClientOutcome::forward();
         };
-        if pgveil_sql::mentions_text_setting(sql) {
+        let setting = pgveil_sql::mentions_text_setting(sql);
+        let unsure_before = self.text_settings_in_flight;
+        if setting {
+            // Unsettled until the server has answered this and everything
+            // before it (ParameterStatus comes before that answer).
             self.text_settings_in_flight = true;
         }
         let analysis = self
@@ -886,11 +933,14 @@ impl Session {
                 });
                 return ClientOutcome::forward();
             }
-            Err(r) => return self.refuse_query(r.into(), out),
+            Err(r) => return self.refuse_query_text(sql, r.into(), out),
             Ok(Analysis::Planned(p)) => p,
         };
-        if let Err(e) = self.check_text(sql) {
-            return self.refuse_query(e, out);
+        // A setting changed earlier in this same string applies to the
+        // statements after it.
+        let unsure = unsure_before || (setting && plan.statements.len() > 1);
+        if let Err(e) = self.check_text(sql, unsure) {
+            return self.refuse_query_text(sql, e, out);
         }
         // Statement by statement, as the server will run them: a PREPARE
         // earlier in the string binds an EXECUTE later in it. Each
@@ -939,7 +989,7 @@ impl Session {
             // Nothing of the string runs: none of its changes stand.
             let fresh = self.reg.take_fresh();
             self.reg.withdraw(changes.iter().sum::<usize>() + fresh);
-            return self.refuse_query(e, out);
+            return self.refuse_query_text(sql, e, out);
         }
         let edits: Vec<TextEdit> = plan
             .statements
@@ -950,7 +1000,7 @@ impl Session {
         let mut copy_in = None;
         if let Some(codec) = copy {
             if codec.is_copy_in() {
-                copy_in = Some(CopyStream::new(codec, self.tz));
+                copy_in = Some(CopyStream::new(codec, self.tz, self.server_major));
             } else {
                 copy_out = Some(codec);
             }
@@ -962,7 +1012,7 @@ impl Session {
                 Ok(new_sql) => Some(new_sql),
                 Err(e) => {
                     self.reg.withdraw(changes.iter().sum::<usize>());
-                    return self.refuse_query(e, out);
+                    return self.refuse_query_text(sql, e, out);
                 }
             }
         };
@@ -994,7 +1044,10 @@ impl Session {
     /// created by a protocol `Parse` with protected parameters (pgveil binds
     /// those in `Bind`, not in SQL text).
     fn bind_execute(&self, st: &StatementPlan) -> Result<Vec<LiteralTarget>, RewriteError> {
-        if let Some(pgveil_sql::PreparedOp::Execute { name, .. }) = &st.prepared {
+        let Some(pgveil_sql::PreparedOp::Execute { name, .. }) = &st.prepared else {
+            return Ok(Vec::new());
+        };
+        {
             if self.unsettled(name.as_bytes(), false) {
                 return Err(Self::unsettled_error(name.as_bytes()));
             }
@@ -1013,7 +1066,12 @@ impl Session {
                 .into());
             }
         }
-        Ok(self.reg.sql().bind_execute(st)?)
+        // Only this name's plan: the registry may hold many statements.
+        let mut one = pgveil_sql::PreparedStatements::new();
+        if let Some(Entry::Sql(plan)) = self.reg.entry(name.as_bytes()) {
+            one.set(name, Some(Arc::clone(plan)));
+        }
+        Ok(one.bind_execute(st)?)
     }
 
     fn on_parse(&mut self, msg: &[u8], out: &mut Vec<u8>) -> ClientOutcome {
@@ -1043,6 +1101,7 @@ impl Session {
         } else if !self.copy_statements.is_empty() {
             self.copy_statements.remove(&name);
         }
+        let unsure = self.text_settings_in_flight;
         if pgveil_sql::mentions_text_setting(sql) {
             self.text_settings_in_flight = true;
         }
@@ -1070,7 +1129,7 @@ impl Session {
                 out,
             );
         }
-        if let Err(e) = self.check_text(sql) {
+        if let Err(e) = self.check_text(sql, unsure) {
             return self.refuse_extended(e, out);
         }
         let Ok(frontend::FrontendMessage::Parse(mut parse)) =
@@ -1313,6 +1372,21 @@ impl Session {
                 continue; // NULL stays NULL (and so do its added parameters)
             };
             let format = frontend::format_at(&bind.param_formats, p.idx);
+            let textual = format == Format::Text
+                || matches!(p.col.logical.name(), "text" | "varchar" | "json" | "jsonb");
+            if self.text_settings_in_flight && textual && !value.is_ascii() {
+                // The server converts it from a client_encoding that may be
+                // changing; pgveil would encrypt it as UTF-8.
+                let err = pgveil_sql::Refusal {
+                    sqlstate: crate::error::FEATURE_NOT_SUPPORTED,
+                    column: Some(p.col.column.clone()),
+                    reason: format!(
+                        "the client encoding may be changing (a statement setting it is still running); bind the value for protected column {} after its answer",
+                        p.col.column
+                    ),
+                };
+                return self.refuse_extended(err.into(), out);
+            }
             if format == Format::Binary && p.declared_oid != 0 && p.declared.is_none() {
                 let err = RewriteError::ParamType {
                     param: p.idx as u32 + 1,
@@ -1522,7 +1596,7 @@ impl Session {
         let mut copy_out = None;
         if let Some(codec) = codec {
             if codec.is_copy_in() {
-                self.copy_in = Some(CopyStream::new(codec, self.tz));
+                self.copy_in = Some(CopyStream::new(codec, self.tz, self.server_major));
                 self.copy_in_mode = true;
             } else {
                 copy_out = Some(codec);
@@ -1719,7 +1793,7 @@ impl Session {
                         out,
                     );
                 }
-                self.copy_out = Some(CopyStream::new(codec, self.tz));
+                self.copy_out = Some(CopyStream::new(codec, self.tz, self.server_major));
                 ServerAction::Forward
             }
             backend::tag::COPY_DATA | backend::tag::COPY_DONE => {

@@ -537,3 +537,21 @@ fn syncs_sent_during_copy_in_are_matched_whether_or_not_the_copy_starts() {
         );
     }
 }
+
+#[test]
+fn csv_end_marker_follows_the_server_version() {
+    let csv = "COPY patients (first_name, ssn) FROM STDIN (FORMAT csv)";
+    // PostgreSQL 17 (psql ≤ 17 sends the `\.` line): it ends the data.
+    let mut s = session();
+    s.parameter_status(b"server_version", b"17.2 (Debian 17.2-1)");
+    let all = copy_in_result(&mut s, csv, b"CANARY-A,CANARY-1\n\\.\n").unwrap();
+    assert!(!contains(&all, b"CANARY"), "encrypted");
+    assert!(contains(&all, b"\n\\.\n"), "the marker is passed on");
+    // PostgreSQL 18 reads it as a value: refused, as when unknown.
+    for v in [&b"18.1"[..], b"nonsense"] {
+        let mut s = session();
+        s.parameter_status(b"server_version", v);
+        let e = copy_in_result(&mut s, csv, b"CANARY-A,CANARY-1\n\\.\n").unwrap_err();
+        assert!(e.to_string().contains("a \\. line in CSV"), "{e}");
+    }
+}

@@ -1096,13 +1096,10 @@ where
                         return self.refuse_stmt("ATTACH PARTITION");
                     }
                 }
-                _ if table.is_none() => {
-                    // Not a protected table: its DDL carries no protected
-                    // values, unless it names a protected table.
-                    if self.policy.mentions_protected_table(&op.to_string()) {
-                        return self.refuse_stmt("this ALTER TABLE");
-                    }
-                }
+                // Not a protected table: its other DDL carries no protected
+                // values (a foreign key may reference a protected table's
+                // unprotected key; expressions cannot read other tables).
+                _ if table.is_none() => {}
                 Op::RenameColumn {
                     old_column_name,
                     new_column_name,

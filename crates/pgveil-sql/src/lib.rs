@@ -337,6 +337,12 @@ fn plan(sql: &str, policy: &Policy, opts: &AnalyzeOptions) -> Result<Plan, Refus
     Ok(Plan { statements })
 }
 
+/// How many non-empty statements the query string `sql` has (split on
+/// top-level `;` as PostgreSQL's scanner would).
+pub fn statement_count(sql: &str) -> usize {
+    lex::split_statements(sql).len()
+}
+
 /// Whether `sql` has a backslash inside a plain `'…'` string. With
 /// `standard_conforming_strings = off` PostgreSQL reads such a backslash as
 /// an escape: literal boundaries and values would differ from pgveil's

@@ -28,6 +28,12 @@ pub enum KeysError {
     KeyringMissing { path: String },
     #[error("keyring {path}: {source}")]
     KeyringInvalid { path: String, source: CryptoError },
+    #[error("key {key}: the policy says {policy} but the keyring's active version is {keyring}; ciphertext would not match the column's searches. Rotate the key with the policy's mode (`pgveil keys rotate`) or fix the policy")]
+    ModeMismatch {
+        key: String,
+        policy: &'static str,
+        keyring: &'static str,
+    },
     #[error("keyring {path} was changed by someone else (revision {found}, expected {expected}); re-run the command")]
     Conflict {
         path: String,
@@ -157,7 +163,19 @@ impl KeyringStore for FileKeyringStore {
     }
 
     fn store(&self, keyring: &Keyring) -> Result<(), KeysError> {
-        // Compare-and-set: the file must still be at the revision we loaded.
+        // Compare-and-set under an exclusive lock (a `.lock` file beside the
+        // keyring), so two processes cannot both pass the check and both
+        // replace the file: one of two concurrent rotations gets Conflict.
+        let mut lock_path = self.path.clone().into_os_string();
+        lock_path.push(".lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| self.io(e))?;
+        lock.lock().map_err(|e| self.io(e))?;
+        // The file must still be at the revision we loaded.
         let current = match self.load() {
             Ok(k) => k.revision(),
             Err(KeysError::KeyringMissing { .. }) => 0,
@@ -412,6 +430,22 @@ pub fn engine(
     }
     for key in policy.keys() {
         let name = key.name.to_string();
+        let want = match key.mode {
+            pgveil_policy::Mode::Randomized => pgveil_crypto::EncryptionMode::Randomized,
+            pgveil_policy::Mode::Deterministic => pgveil_crypto::EncryptionMode::Deterministic,
+        };
+        let active = ring
+            .list()
+            .filter(|k| k.name == name && k.state == KeyState::Active)
+            .map(|k| k.mode)
+            .next();
+        if let Some(have) = active.filter(|m| *m != want) {
+            return Err(KeysError::ModeMismatch {
+                key: name,
+                policy: want.as_str(),
+                keyring: have.as_str(),
+            });
+        }
         let mut keys = ring.column_keys(&name, &kek)?;
         keys.set_encryption_limit(cfg.keys.max_encryptions_per_key)?;
         set.insert(key.name.clone(), Ok(keys));
@@ -448,6 +482,59 @@ mod tests {
         };
         cfg.policy.file = Some("policy.toml".into());
         (dir, cfg)
+    }
+
+    #[test]
+    fn concurrent_rotations_never_make_two_keys_of_one_version() {
+        let (_dir, cfg) = setup();
+        init(&cfg, &mut Vec::new()).unwrap();
+        let ok = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| {
+                    for _ in 0..5 {
+                        match rotate(&cfg, "public.patients.ssn", &mut Vec::new()) {
+                            Ok(()) => {
+                                ok.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            }
+                            Err(KeysError::Conflict { .. }) => {}
+                            Err(e) => panic!("{e}"),
+                        }
+                    }
+                });
+            }
+        });
+        let ring = FileKeyringStore::new(cfg.keyring_file()).load().unwrap();
+        let versions: Vec<u32> = ring
+            .list()
+            .filter(|k| k.name == "public.patients.ssn")
+            .map(|k| k.version)
+            .collect();
+        let n = ok.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(n >= 1);
+        // Version 1 from init plus exactly one per successful rotation.
+        assert_eq!(versions, (1..=n as u32 + 1).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_policy_mode_that_differs_from_the_keyring_is_refused() {
+        let (dir, cfg) = setup();
+        init(&cfg, &mut Vec::new()).unwrap();
+        // The policy turns ssn randomized; its key stays deterministic.
+        let text = std::fs::read_to_string(dir.path().join("policy.toml"))
+            .unwrap()
+            .replace(
+                "ssn             = { type = \"text\", mode = \"deterministic\", label = \"phi\" }",
+                "ssn             = { type = \"text\", label = \"phi\" }",
+            )
+            .replace(
+                "patient_ssn = { type = \"text\", mode = \"deterministic\",",
+                "patient_ssn = { type = \"text\",",
+            );
+        std::fs::write(dir.path().join("policy.toml"), text).unwrap();
+        let e = engine(&cfg, &|_| Default::default()).unwrap_err();
+        assert!(matches!(e, KeysError::ModeMismatch { .. }), "{e}");
+        assert!(e.to_string().contains("public.patients.ssn"), "{e}");
     }
 
     #[test]
