@@ -156,3 +156,75 @@ async fn sighup_reloads_the_running_binary() {
         .unwrap();
     assert!(status.success(), "{status}");
 }
+
+/// Issue 11, family 9 and 5: a reload that would stop protecting a column is
+/// rejected unless `policy.allow_unprotect` says so; a reload that protects
+/// more closes idle sessions opened under the old policy (FATAL 57P01, as
+/// PostgreSQL's own shutdown), so pooled connections cannot keep writing
+/// the newly protected column in plaintext.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_reloads_never_silently_drop_protection() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = clinic_database("reload_policy");
+    let full = clinic_config(dir.path());
+    // The same policy without patients.phone.
+    let smaller = CLINIC_POLICY.replace(
+        "phone           = { type = \"text\", label = \"pii\" }\n",
+        "",
+    );
+    assert_ne!(smaller, CLINIC_POLICY);
+    std::fs::write(dir.path().join("smaller.toml"), &smaller).unwrap();
+    let mut small = full.clone();
+    small.policy.file = Some("smaller.toml".into());
+    let proxy = Proxy::start_with(full.clone()).await;
+
+    // Shrinking: rejected, counted; the running policy stays.
+    let e = proxy.state.reload(small.clone()).unwrap_err();
+    assert!(e.to_string().contains("public.patients.phone"), "{e}");
+    let c = connect_tls(&proxy.pg_config(&db)).await;
+    c.batch_execute(
+        "INSERT INTO patients (first_name, last_name, phone) VALUES ('a', 'b', 'LEAKR-1')",
+    )
+    .await
+    .unwrap();
+    // Explicitly allowed: accepted.
+    let mut allowed = small.clone();
+    allowed.policy.allow_unprotect = true;
+    proxy.state.reload(allowed).unwrap();
+    // The session opened under the full policy is closed at its next idle
+    // point (the policy changed), not left writing plaintext.
+    let _ = c.simple_query("SELECT 1").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(c.is_closed() || c.simple_query("SELECT 1").await.is_err());
+
+    // Growing back: a session opened under the smaller policy is closed
+    // before it can write the newly protected column in plaintext.
+    let c2 = connect_tls(&proxy.pg_config(&db)).await;
+    c2.simple_query("SELECT 1").await.unwrap();
+    proxy.state.reload(full.clone()).unwrap();
+    let _ = c2.simple_query("SELECT 1").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let r = c2
+        .batch_execute(
+            "INSERT INTO patients (first_name, last_name, phone) VALUES ('a', 'b', 'LEAKR-2')",
+        )
+        .await;
+    assert!(
+        r.is_err(),
+        "the old session must not write under the old policy"
+    );
+    // A new session writes under the new policy.
+    let c3 = connect_tls(&proxy.pg_config(&db)).await;
+    c3.batch_execute(
+        "INSERT INTO patients (first_name, last_name, phone) VALUES ('a', 'b', 'LEAKR-3')",
+    )
+    .await
+    .unwrap();
+    let plain = cluster()
+        .psql(
+            &db,
+            "SELECT count(*) FROM patients WHERE phone LIKE '%LEAKR%'",
+        )
+        .unwrap();
+    assert_eq!(plain.trim(), "0");
+}

@@ -147,6 +147,11 @@ pub struct Engine {
     keys: KeySet,
     databases: Mutex<HashMap<String, Arc<DbContext>>>,
     generation: AtomicU64,
+    /// A reload replaced this engine's policy with one that protects other
+    /// columns (or the same ones differently): sessions still using it are
+    /// closed at their next idle point, so no pooled connection keeps
+    /// writing under the old policy.
+    superseded: std::sync::atomic::AtomicBool,
 }
 
 impl fmt::Debug for Engine {
@@ -167,7 +172,18 @@ impl Engine {
             keys,
             databases: Mutex::new(HashMap::new()),
             generation: AtomicU64::new(0),
+            superseded: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Marks the engine as replaced by a different policy (see the field).
+    pub fn supersede(&self) {
+        self.superseded.store(true, Ordering::Release);
+    }
+
+    /// Whether [`Engine::supersede`] was called.
+    pub fn superseded(&self) -> bool {
+        self.superseded.load(Ordering::Acquire)
     }
 
     /// The policy.

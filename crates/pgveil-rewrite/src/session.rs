@@ -76,6 +76,10 @@ pub enum ServerAction {
     /// A catalog refresh finished (the message is dropped): wake the
     /// client→server side.
     RefreshDone,
+    /// Send the bytes written to `out` (the `ReadyForQuery`, then a FATAL
+    /// error) and close the connection: the policy this session runs under
+    /// was replaced and it is idle.
+    ReplaceAndClose,
 }
 
 /// Which columns of a result are protected, and their formats.
@@ -2005,6 +2009,24 @@ impl Session {
                         self.ddl_seen = false;
                         self.engine.invalidate();
                     }
+                }
+                if self.idle && self.expect.len() == 0 && self.engine.superseded() {
+                    // As PostgreSQL does on an administrator's shutdown: a
+                    // FATAL error right after ReadyForQuery, at an idle
+                    // point, so pools drop the connection and open another
+                    // under the new policy.
+                    out.extend_from_slice(msg);
+                    out.extend_from_slice(
+                        backend::error_response(
+                            backend::Severity::Fatal,
+                            "57P01",
+                            "pgveil: the column-encryption policy changed since this connection was opened; reconnect",
+                            None,
+                            None,
+                        )
+                        .raw(),
+                    );
+                    return ServerAction::ReplaceAndClose;
                 }
                 ServerAction::Forward
             }

@@ -82,6 +82,16 @@ impl Shared {
     /// counting, open sessions stay cancellable and the limit stays one limit.
     pub fn reloaded(&self, config: Config) -> Result<Self, ServerError> {
         let next = Self::build(config, Some(self))?;
+        // A policy that protects other columns, or the same ones otherwise:
+        // open sessions under the old one close at their next idle point.
+        if let Some(old) = &self.engine {
+            let new = next.engine.as_ref().map(|e| e.policy().as_ref());
+            let changed = !unprotected(old.policy(), new).is_empty()
+                || new.is_some_and(|n| !unprotected(n, Some(old.policy())).is_empty());
+            if changed {
+                old.supersede();
+            }
+        }
         let (old, new) = (self.config.max_connections, next.config.max_connections);
         if new > old {
             next.limit.add_permits(new - old);

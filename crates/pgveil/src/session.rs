@@ -877,6 +877,8 @@ struct PumpOptions {
 enum Act {
     Forward,
     Replace,
+    /// Replace, then end the session (the replacement ends in a FATAL).
+    ReplaceAndClose,
     Drop,
     /// Send the catalog query, wait for the refresh, then look at the same
     /// message again.
@@ -918,6 +920,7 @@ fn rewrite_message(
             let act = match s.server_message(msg, scratch) {
                 pgveil_rewrite::ServerAction::Forward => Act::Forward,
                 pgveil_rewrite::ServerAction::Replace => Act::Replace,
+                pgveil_rewrite::ServerAction::ReplaceAndClose => Act::ReplaceAndClose,
                 pgveil_rewrite::ServerAction::Drop => Act::Drop,
                 pgveil_rewrite::ServerAction::RefreshDone => {
                     rw.refreshed.notify_one();
@@ -1016,12 +1019,13 @@ async fn pump(
                     end = match dir {
                         Direction::ClientToServer => tag == frontend::tag::TERMINATE,
                         Direction::ServerToClient => {
-                            tag == backend::tag::ERROR_RESPONSE && is_fatal_error(msg)
+                            (tag == backend::tag::ERROR_RESPONSE && is_fatal_error(msg))
+                                || matches!(act, Act::ReplaceAndClose)
                         }
                     };
                     match act {
                         Act::Forward | Act::Refresh(_) => {}
-                        Act::Replace => {
+                        Act::Replace | Act::ReplaceAndClose => {
                             rewritten = true;
                             out.extend_from_slice(&rbuf[run..off]);
                             out.extend_from_slice(&scratch);
