@@ -185,16 +185,32 @@ async fn copy_refusals_store_nothing_and_keep_the_session() {
     let proxy = clinic_proxy(dir.path()).await;
     let via = connect_tls(&proxy.pg_config(&enc)).await;
 
-    // Binary COPY: refused before anything is sent, in both directions.
-    for sql in [
-        "COPY patients TO STDOUT (FORMAT binary)",
-        "COPY patients (ssn) FROM STDIN WITH BINARY",
-    ] {
-        let e = via.simple_query(sql).await.unwrap_err();
-        let db = e.as_db_error().expect("db error");
-        assert_eq!(db.code().code(), "0A000", "{sql}");
-        assert!(db.message().contains("binary format"), "{}", db.message());
-    }
+    // Binary COPY: refused before any data is sent, in both directions. A
+    // refused COPY FROM STDIN still enters copy mode (so a client with
+    // inline data, like psql, stays in it) and fails with the refusal.
+    let e = via
+        .simple_query("COPY patients TO STDOUT (FORMAT binary)")
+        .await
+        .unwrap_err();
+    let db = e.as_db_error().expect("db error");
+    assert_eq!(db.code().code(), "0A000");
+    assert!(db.message().contains("binary format"), "{}", db.message());
+    let e = match via
+        .copy_in("COPY patients (ssn) FROM STDIN WITH BINARY")
+        .await
+    {
+        Err(e) => e,
+        Ok(sink) => {
+            futures_util::pin_mut!(sink);
+            let _ = sink
+                .send(bytes::Bytes::from_static(b"CANARY-binary-data"))
+                .await;
+            sink.finish().await.unwrap_err()
+        }
+    };
+    let db = e.as_db_error().expect("db error");
+    assert_eq!(db.code().code(), "0A000");
+    assert!(db.message().contains("binary format"), "{}", db.message());
     // A COPY to or from a server file bypasses pgveil.
     let e = via
         .simple_query("COPY patients (ssn) FROM '/tmp/x.csv'")

@@ -680,3 +680,151 @@ async fn psql_scripts_with_inline_copy_data() {
     dump_lacks(&db, "LEAKE");
     assert_server_log_lacks(&["LEAKE"]);
 }
+
+/// A FunctionCall message: set_config(name, value, false), text format.
+fn set_config_call(name: &str, value: &str) -> pgveil_wire::Frame {
+    let mut b = Vec::new();
+    b.extend_from_slice(&2078u32.to_be_bytes()); // pg_catalog.set_config
+    b.extend_from_slice(&1i16.to_be_bytes());
+    b.extend_from_slice(&0i16.to_be_bytes());
+    b.extend_from_slice(&3i16.to_be_bytes());
+    for a in [name, value, "false"] {
+        b.extend_from_slice(&(a.len() as i32).to_be_bytes());
+        b.extend_from_slice(a.as_bytes());
+    }
+    b.extend_from_slice(&0i16.to_be_bytes());
+    pgveil_wire::Frame::new(b'F', &b)
+}
+
+/// Found by an attack session on this change: settings the server applies
+/// before pgveil can know (a function calling set_config, a FunctionCall
+/// pipelined before the statement), names longer than PostgreSQL keeps,
+/// the ON CONFLICT arbiter predicate, EXCLUDE constraints, VALUES columns
+/// used twice, and statements prepared inside dynamic SQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attacks_found_in_review_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = clinic_database_for_raw("fc_review");
+    cluster()
+        .psql(
+            &db,
+            "CREATE FUNCTION f_off() RETURNS text LANGUAGE sql AS $$ SELECT set_config('standard_conforming_strings', 'off', false) $$;
+             CREATE FUNCTION f_gbk() RETURNS text LANGUAGE sql AS $$ SELECT set_config('client_encoding', 'GBK', false) $$;
+             GRANT EXECUTE ON FUNCTION f_off(), f_gbk() TO cleartext_user;",
+        )
+        .unwrap();
+    let proxy = clinic_proxy(dir.path()).await;
+    let payload_scs = "WITH a AS (SELECT '\\', '), b AS (INSERT INTO patients (first_name, last_name) VALUES ($$LEAKF-1$$, $$x$$) RETURNING 1) SELECT ') SELECT 1 -- '";
+    let payload_gbk = "WITH a AS (SELECT E'中\\'), b AS (INSERT INTO patients (first_name, last_name) VALUES ($$LEAKF-2$$, $$x$$) RETURNING 1) SELECT ') SELECT 1 -- '";
+    let mut r = RawClient::connect(proxy.port(), &db).await;
+    // A function flips the setting, pipelined with the payload.
+    r.send(&[
+        pgveil_wire::frontend::query(b"SELECT f_off()"),
+        pgveil_wire::frontend::query(payload_scs.as_bytes()),
+    ])
+    .await;
+    r.until_ready().await;
+    let m = r.until_ready().await;
+    assert!(
+        m.iter().any(|x| x.sqlstate().as_deref() == Some("0A000")),
+        "{:?}",
+        m.iter().map(RawMessage::message).collect::<Vec<_>>()
+    );
+    // The same with a FunctionCall message.
+    let mut r = RawClient::connect(proxy.port(), &db).await;
+    r.send(&[
+        set_config_call("standard_conforming_strings", "off"),
+        pgveil_wire::frontend::query(payload_scs.as_bytes()),
+    ])
+    .await;
+    r.until_ready().await;
+    let m = r.until_ready().await;
+    assert!(m.iter().any(|x| x.sqlstate().as_deref() == Some("0A000")));
+    // GBK through a function.
+    let mut r = RawClient::connect(proxy.port(), &db).await;
+    r.send(&[
+        pgveil_wire::frontend::query(b"SELECT f_gbk()"),
+        pgveil_wire::frontend::query(payload_gbk.as_bytes()),
+    ])
+    .await;
+    r.until_ready().await;
+    let m = r.until_ready().await;
+    assert!(m.iter().any(|x| x.sqlstate().as_deref() == Some("0A000")));
+
+    let mut r = RawClient::connect(proxy.port(), &db).await;
+    let error = |m: &[RawMessage], code: &str| {
+        let e = m.iter().find(|x| x.tag == b'E').expect("an error");
+        assert_eq!(e.sqlstate().as_deref(), Some(code), "{}", e.message());
+        assert!(!e.message().contains("LEAKF"));
+    };
+    // Names longer than 63 bytes are one name with their 63-byte prefix.
+    let long = "q".repeat(70);
+    let m = r
+        .query(&format!(
+            "PREPARE {long} AS INSERT INTO patients (first_name, last_name) VALUES ($1, $2)"
+        ))
+        .await;
+    assert!(m.iter().all(|x| x.tag != b'E'));
+    let m = r
+        .query(&format!("EXECUTE {}('LEAKF-3a', 'LEAKF-3b')", &long[..63]))
+        .await;
+    assert!(m.iter().all(|x| x.tag != b'E'), "encrypted and run");
+    r.send(&[
+        raw::parse(
+            &"p".repeat(70),
+            "INSERT INTO patients (first_name, last_name) VALUES ($1, 'x')",
+        ),
+        raw::bind("", &"p".repeat(63), &[Some("LEAKF-4")]),
+        raw::execute(""),
+        raw::sync(),
+    ])
+    .await;
+    assert!(r.until_ready().await.iter().all(|x| x.tag != b'E'));
+    // ON CONFLICT arbiter predicates and EXCLUDE constraints.
+    error(
+        &r.query("INSERT INTO patients (first_name, last_name) VALUES ('a', 'b') ON CONFLICT (ssn) WHERE first_name = 'LEAKF-5' DO NOTHING")
+            .await,
+        "0A000",
+    );
+    let c = connect_tls(&proxy.pg_config(&db)).await;
+    refused(
+        &c,
+        "ALTER TABLE patients ADD CONSTRAINT c EXCLUDE USING btree (ssn WITH =) WHERE (ssn <> 'LEAKF-6')",
+        "0A000",
+    )
+    .await;
+    // A VALUES column written to a protected column and compared elsewhere.
+    refused(
+        &c,
+        "INSERT INTO visits (patient_id, patient_ssn, visit_date, provider) SELECT a, b, c, d FROM (VALUES (1, 'LEAKF-7', '2024-01-01'::date, 'p')) v(a, b, c, d) WHERE b = 'LEAKF-7'",
+        "0A000",
+    )
+    .await;
+    // A statement prepared inside dynamic SQL: pgveil never saw it. (In a
+    // session that holds protected prepared statements the DO block itself
+    // is refused: pgveil cannot parse it and it names PREPARE.)
+    let m = r
+        .query("DO $$ BEGIN EXECUTE 'PREPARE dq AS INSERT INTO pati' || 'ents (first_name, last_name) VALUES ($1, $2)'; END $$")
+        .await;
+    error(&m, "0A000");
+    let mut r = RawClient::connect(proxy.port(), &db).await;
+    let m = r
+        .query("DO $$ BEGIN EXECUTE 'PREPARE dq AS INSERT INTO pati' || 'ents (first_name, last_name) VALUES ($1, $2)'; END $$")
+        .await;
+    assert!(m.iter().all(|x| x.tag != b'E'));
+    error(
+        &r.query("EXECUTE dq('LEAKF-8a', 'LEAKF-8b')").await,
+        "26000",
+    );
+    r.send(&[
+        raw::bind("", "dq", &[Some("LEAKF-9")]),
+        raw::execute(""),
+        raw::sync(),
+    ])
+    .await;
+    error(&r.until_ready().await, "26000");
+    assert_column_ciphertext(&db, "patients", "first_name");
+    assert_column_ciphertext(&db, "patients", "last_name");
+    dump_lacks(&db, "LEAKF");
+    assert_server_log_lacks(&["LEAKF"]);
+}

@@ -26,22 +26,50 @@ use std::sync::Arc;
 use bytes::Bytes;
 use pgveil_sql::{PreparedOp, StatementPlan};
 
-/// What a statement name holds, when it holds a protected statement.
+/// PostgreSQL keeps statement and portal names in `NAMEDATALEN` (64) byte
+/// keys: longer names are cut to 63 bytes, so `a…(70)` and its 63-byte
+/// prefix are one name.
+const NAME_MAX: usize = 63;
+
+fn key(name: &[u8]) -> &[u8] {
+    &name[..name.len().min(NAME_MAX)]
+}
+
+fn key_bytes(name: Bytes) -> Bytes {
+    if name.len() > NAME_MAX {
+        name.slice(..NAME_MAX)
+    } else {
+        name
+    }
+}
+
+/// What a statement name holds. Every name the session prepared through
+/// pgveil is known, so a name pgveil never saw (a `PREPARE` run inside
+/// dynamic SQL) can be refused instead of assumed harmless.
 #[derive(Debug)]
 pub(crate) enum Entry<S> {
+    /// A statement on no protected table.
+    Plain,
     /// Made by a protocol `Parse`: what the session keeps of it.
     Protocol(S),
     /// Made by SQL `PREPARE`: its plan, for binding `EXECUTE`.
     Sql(Arc<StatementPlan>),
 }
 
+impl<S> Entry<S> {
+    fn protected(&self) -> bool {
+        !matches!(self, Entry::Plain)
+    }
+}
+
 /// One change sent to the server and not yet answered.
 #[derive(Debug)]
 enum Op<S, P> {
-    /// A name now holds this protected statement, or (`None`) no protected
-    /// one (an unprotected `Parse`/`PREPARE`, `Close`, `DEALLOCATE`).
+    /// A name now holds this statement, or (`None`) none (`Close`,
+    /// `DEALLOCATE`).
     Statement(Bytes, Option<Entry<S>>),
-    /// `DEALLOCATE ALL` / `DISCARD ALL`.
+    /// `DEALLOCATE ALL` / `DISCARD ALL`: every named statement (the unnamed
+    /// one stays).
     ClearStatements,
     /// A portal now holds this (or, `None`, no protected) statement.
     Portal(Bytes, Option<P>),
@@ -53,7 +81,7 @@ impl<S, P> Op<S, P> {
     fn statement(&self, name: &[u8]) -> Option<Option<&Entry<S>>> {
         match self {
             Op::Statement(n, e) if n == name => Some(e.as_ref()),
-            Op::ClearStatements => Some(None),
+            Op::ClearStatements if !name.is_empty() => Some(None),
             _ => None,
         }
     }
@@ -74,6 +102,8 @@ pub(crate) struct Registry<S, P> {
     portals: HashMap<Bytes, P>,
     /// Unanswered changes, oldest first.
     pending: VecDeque<Op<S, P>>,
+    /// Protected entries in `statements`.
+    protected: usize,
     /// How many of `pending` were added since [`Registry::take_fresh`].
     fresh: usize,
 }
@@ -84,6 +114,7 @@ impl<S, P> Default for Registry<S, P> {
             statements: HashMap::new(),
             portals: HashMap::new(),
             pending: VecDeque::new(),
+            protected: 0,
             fresh: 0,
         }
     }
@@ -92,6 +123,7 @@ impl<S, P> Default for Registry<S, P> {
 impl<S, P> Registry<S, P> {
     /// The protected statement `name` is expected to hold.
     pub fn entry(&self, name: &[u8]) -> Option<&Entry<S>> {
+        let name = key(name);
         match self.pending.iter().rev().find_map(|op| op.statement(name)) {
             Some(e) => e,
             None => self.statements.get(name),
@@ -109,6 +141,7 @@ impl<S, P> Registry<S, P> {
     /// The same, to mark it described (not an op: describing changes
     /// nothing on the server).
     pub fn statement_mut(&mut self, name: &[u8]) -> Option<&mut S> {
+        let name = key(name);
         let at = self
             .pending
             .iter()
@@ -128,15 +161,15 @@ impl<S, P> Registry<S, P> {
 
     /// Whether any protected statement is expected, in either namespace.
     pub fn has_statements(&self) -> bool {
-        !self.statements.is_empty()
+        self.protected > 0
             || self
                 .pending
                 .iter()
-                .any(|op| matches!(op, Op::Statement(_, Some(_))))
+                .any(|op| matches!(op, Op::Statement(_, Some(e)) if e.protected()))
     }
 
-    /// Expected number of protected statements (approximate while changes
-    /// are pending; for the tracking limit).
+    /// Expected number of statements (approximate while changes are
+    /// pending; for the tracking limit).
     pub fn statement_count(&self) -> usize {
         self.statements.len() + self.pending.len()
     }
@@ -162,12 +195,13 @@ impl<S, P> Registry<S, P> {
     /// A `Parse` of `name`: its protected info, or `None` when the new
     /// statement is not protected.
     pub fn parse(&mut self, name: Bytes, info: Option<S>) {
-        self.push(Op::Statement(name, info.map(Entry::Protocol)));
+        let entry = info.map_or(Entry::Plain, Entry::Protocol);
+        self.push(Op::Statement(key_bytes(name), Some(entry)));
     }
 
     /// A `Close` of statement `name`, or `DEALLOCATE name`.
     pub fn close_statement(&mut self, name: &[u8]) {
-        self.push(Op::Statement(Bytes::copy_from_slice(name), None));
+        self.push(Op::Statement(Bytes::copy_from_slice(key(name)), None));
     }
 
     /// The effect of one SQL statement (`PREPARE`, `DEALLOCATE [ALL]`,
@@ -175,20 +209,25 @@ impl<S, P> Registry<S, P> {
     pub fn apply_sql(&mut self, plan: &StatementPlan) {
         match &plan.prepared {
             Some(PreparedOp::Prepare { name, plan }) => {
-                let entry = plan.touches_protected.then(|| Entry::Sql(Arc::clone(plan)));
+                let entry = if plan.touches_protected {
+                    Entry::Sql(Arc::clone(plan))
+                } else {
+                    Entry::Plain
+                };
                 self.push(Op::Statement(
-                    Bytes::copy_from_slice(name.as_bytes()),
-                    entry,
+                    Bytes::copy_from_slice(key(name.as_bytes())),
+                    Some(entry),
                 ));
             }
             Some(PreparedOp::Deallocate(name)) => self.close_statement(name.as_bytes()),
             Some(PreparedOp::DeallocateAll) => self.push(Op::ClearStatements),
-            Some(PreparedOp::Execute { .. }) | None => {}
+            Some(PreparedOp::Execute { .. }) | Some(PreparedOp::Unparsed) | None => {}
         }
     }
 
     /// The portal `name` is expected to hold.
     pub fn portal(&self, name: &[u8]) -> Option<&P> {
+        let name = key(name);
         match self.pending.iter().rev().find_map(|op| op.portal(name)) {
             Some(p) => p,
             None => self.portals.get(name),
@@ -197,6 +236,7 @@ impl<S, P> Registry<S, P> {
 
     /// The same, to mark it described.
     pub fn portal_mut(&mut self, name: &[u8]) -> Option<&mut P> {
+        let name = key(name);
         let at = self
             .pending
             .iter()
@@ -217,7 +257,7 @@ impl<S, P> Registry<S, P> {
 
     /// A `Bind` of portal `name` (or a `Close` of it with `None`).
     pub fn set_portal(&mut self, name: Bytes, info: Option<P>) {
-        self.push(Op::Portal(name, info));
+        self.push(Op::Portal(key_bytes(name), info));
     }
 
     fn push(&mut self, op: Op<S, P>) {
@@ -243,13 +283,19 @@ impl<S, P> Registry<S, P> {
     pub fn confirm(&mut self, n: usize) {
         for _ in 0..n {
             match self.pending.pop_front() {
-                Some(Op::Statement(name, Some(e))) => {
-                    self.statements.insert(name, e);
+                Some(Op::Statement(name, new)) => {
+                    let added = new.as_ref().is_some_and(Entry::protected);
+                    let old = match new {
+                        Some(e) => self.statements.insert(name, e),
+                        None => self.statements.remove(&name),
+                    };
+                    let removed = old.as_ref().is_some_and(Entry::protected);
+                    self.protected = self.protected + usize::from(added) - usize::from(removed);
                 }
-                Some(Op::Statement(name, None)) => {
-                    self.statements.remove(&name);
+                Some(Op::ClearStatements) => {
+                    self.statements.retain(|name, _| name.is_empty());
+                    self.protected = self.statements.values().filter(|e| e.protected()).count();
                 }
-                Some(Op::ClearStatements) => self.statements.clear(),
                 Some(Op::Portal(name, Some(p))) => {
                     self.portals.insert(name, p);
                 }
@@ -276,11 +322,12 @@ impl<S, P> Registry<S, P> {
     /// current batch decides the name: if it fails, the server skips the
     /// use too.
     pub fn unsettled(&self, name: &[u8], portal: bool, earlier: usize) -> bool {
+        let name = key(name);
         let decides = |op: &Op<S, P>| {
             if portal {
                 op.portal(name).map(|p| p.is_some())
             } else {
-                op.statement(name).map(|e| e.is_some())
+                op.statement(name).map(|e| e.is_some_and(Entry::protected))
             }
         };
         if self
@@ -304,7 +351,7 @@ impl<S, P> Registry<S, P> {
         let confirmed = if portal {
             self.portals.contains_key(name)
         } else {
-            self.statements.contains_key(name)
+            self.statements.get(name).is_some_and(Entry::protected)
         };
         outcomes.push((usize::MAX, confirmed));
         // Any protected state the server may really have that is not the
@@ -346,6 +393,19 @@ mod tests {
         let n = r.take_fresh();
         r.discard(n);
         assert_eq!(r.statement(b"s1"), Some(&"protected"));
+    }
+
+    #[test]
+    fn names_are_cut_to_63_bytes_as_postgres_does() {
+        let mut r = R::default();
+        let long = Bytes::from("q".repeat(70));
+        r.parse(long, Some("protected"));
+        assert_eq!(r.statement("q".repeat(63).as_bytes()), Some(&"protected"));
+        assert_eq!(
+            r.statement(format!("{}zz", "q".repeat(63)).as_bytes()),
+            Some(&"protected")
+        );
+        assert!(r.statement("q".repeat(62).as_bytes()).is_none());
     }
 
     #[test]

@@ -461,6 +461,20 @@ impl Session {
         self.reg.unsettled(name, portal, earlier)
     }
 
+    /// The refusal for a statement name this session never prepared through
+    /// pgveil (a `PREPARE` inside dynamic SQL, or no statement at all).
+    fn unknown_statement(name: &[u8]) -> RewriteError {
+        pgveil_sql::Refusal {
+            sqlstate: "26000",
+            column: None,
+            reason: format!(
+                "prepared statement \"{}\" was not prepared through pgveil in this session; pgveil cannot tell whether it writes protected columns",
+                String::from_utf8_lossy(name)
+            ),
+        }
+        .into()
+    }
+
     /// The refusal for a name whose state is [`Self::unsettled`].
     fn unsettled_error(name: &[u8]) -> RewriteError {
         pgveil_sql::Refusal {
@@ -854,9 +868,46 @@ impl Session {
     /// Whether the server will read the text of a statement touching
     /// protected columns as pgveil did: UTF-8, and standard strings (a
     /// backslash in a plain literal is an escape otherwise).
+    /// [`Self::check_text`] for statements that can reach protected columns
+    /// (they touch a protected table, or the session has protected prepared
+    /// statements an `EXECUTE` could run), and the refusal of a statement
+    /// naming prepared statements that pgveil could not parse while the
+    /// session has protected ones.
+    fn check_plan(
+        &self,
+        plan: &pgveil_sql::Plan,
+        sql: &str,
+        unsure: bool,
+        copy_only: bool,
+    ) -> Result<(), RewriteError> {
+        let prepared = self.reg.has_statements();
+        if prepared
+            && plan
+                .statements
+                .iter()
+                .any(|s| matches!(s.prepared, Some(pgveil_sql::PreparedOp::Unparsed)))
+        {
+            return Err(pgveil_sql::Refusal {
+                sqlstate: crate::error::FEATURE_NOT_SUPPORTED,
+                column: None,
+                reason: "pgveil cannot parse a statement naming prepared statements while this session has prepared statements on protected tables; it refuses rather than risk sending plaintext".to_owned(),
+            }
+            .into());
+        }
+        // By the text, not the parse: a reading pgveil gets wrong can hide
+        // a protected table inside what it takes for a string.
+        if prepared
+            || plan.statements.iter().any(|s| s.touches_protected)
+            || self.ctx.analyzer.mentions_protected(sql)
+        {
+            self.check_text(sql, unsure, copy_only)?;
+        }
+        Ok(())
+    }
+
     /// `unsure`: a statement that may change these settings was sent
     /// earlier and not answered yet, or precedes this one in its string.
-    fn check_text(&self, sql: &str, unsure: bool) -> Result<(), RewriteError> {
+    fn check_text(&self, sql: &str, unsure: bool, copy_only: bool) -> Result<(), RewriteError> {
         let refuse = |reason: String| -> Result<(), RewriteError> {
             Err(pgveil_sql::Refusal {
                 sqlstate: crate::error::FEATURE_NOT_SUPPORTED,
@@ -870,7 +921,21 @@ impl Session {
                 "client_encoding is {enc}: pgveil reads and encrypts protected values as UTF-8; SET client_encoding TO 'UTF8'"
             ));
         }
-        if (!self.standard_strings || unsure) && pgveil_sql::has_backslash_in_plain_string(sql) {
+        // Whatever pgveil last saw of standard_conforming_strings or
+        // client_encoding, the server may already read with other values (a
+        // function calling set_config, a FunctionCall, ALTER SYSTEM and a
+        // reload): refuse text whose tokens those settings could move.
+        // (A COPY statement carries no values, and option strings misread
+        // fail the server's validation.)
+        if !copy_only && pgveil_sql::reading_may_differ(sql) {
+            return refuse(
+                "a backslash that escapes a quote in a '...' literal (or follows a non-ASCII character) is read differently under other standard_conforming_strings or client_encoding settings, which can change without pgveil seeing it in time; use a parameter or E'...' with \\x/\\u-free escapes".to_owned(),
+            );
+        }
+        if (!self.standard_strings || unsure)
+            && !copy_only
+            && pgveil_sql::has_backslash_in_plain_string(sql)
+        {
             return refuse(
                 "a backslash in a '...' literal is read differently when standard_conforming_strings is off (or while it may be changing); use E'...' or a parameter".to_owned(),
             );
@@ -943,7 +1008,8 @@ impl Session {
         // A setting changed earlier in this same string applies to the
         // statements after it.
         let unsure = unsure_before || (setting && plan.statements.len() > 1);
-        if let Err(e) = self.check_text(sql, unsure) {
+        let copy_only = plan.statements.iter().all(|s| s.copy.is_some());
+        if let Err(e) = self.check_plan(&plan, sql, unsure, copy_only) {
             return self.refuse_query_text(sql, e, out);
         }
         // Statement by statement, as the server will run them: a PREPARE
@@ -1051,6 +1117,9 @@ impl Session {
         let Some(pgveil_sql::PreparedOp::Execute { name, .. }) = &st.prepared else {
             return Ok(Vec::new());
         };
+        if self.reg.entry(name.as_bytes()).is_none() {
+            return Err(Self::unknown_statement(name.as_bytes()));
+        }
         {
             if self.unsettled(name.as_bytes(), false) {
                 return Err(Self::unsettled_error(name.as_bytes()));
@@ -1133,7 +1202,8 @@ impl Session {
                 out,
             );
         }
-        if let Err(e) = self.check_text(sql, unsure) {
+        let copy_only = plan.statements.iter().all(|s| s.copy.is_some());
+        if let Err(e) = self.check_plan(&plan, sql, unsure, copy_only) {
             return self.refuse_extended(e, out);
         }
         let Ok(frontend::FrontendMessage::Parse(mut parse)) =
@@ -1316,6 +1386,10 @@ impl Session {
         }
         if self.unsettled(stmt, false) {
             let e = Self::unsettled_error(stmt);
+            return self.refuse_extended(e, out);
+        }
+        if self.reg.entry(stmt).is_none() {
+            let e = Self::unknown_statement(stmt);
             return self.refuse_extended(e, out);
         }
         if matches!(self.reg.entry(stmt), Some(Entry::Sql(_))) {

@@ -555,3 +555,25 @@ fn csv_end_marker_follows_the_server_version() {
         assert!(e.to_string().contains("a \\. line in CSV"), "{e}");
     }
 }
+
+#[test]
+fn backslashes_whose_reading_a_setting_could_change_are_refused() {
+    for sql in [
+        // standard_conforming_strings could be off without pgveil knowing.
+        &b"WITH a AS (SELECT '\\', '), b AS (INSERT INTO patients (first_name, last_name) VALUES ($$CANARY$$, $$x$$) RETURNING 1) SELECT ') SELECT 1 -- '"[..],
+        // In GBK the backslash after a non-ASCII byte belongs to the character.
+        "WITH a AS (SELECT E'中\\'), b AS (INSERT INTO patients (first_name, last_name) VALUES ($$CANARY$$, $$x$$) RETURNING 1) SELECT ') SELECT 1 -- '".as_bytes(),
+    ] {
+        let mut s = session();
+        let (o, out) = client(&mut s, &frontend::query(sql));
+        assert!(o.error.is_some(), "{}", String::from_utf8_lossy(sql));
+        assert!(!contains(&out, b"CANARY"));
+    }
+    // E'' strings with plain ASCII escapes are unaffected.
+    let mut s = session();
+    let (o, _) = client(
+        &mut s,
+        &frontend::query(b"INSERT INTO patients (first_name, last_name) VALUES (E'a\\tb', 'x')"),
+    );
+    assert!(o.error.is_none(), "{:?}", o.error);
+}

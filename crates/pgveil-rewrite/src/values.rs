@@ -263,10 +263,10 @@ impl ColumnCrypto {
         standard_strings: bool,
     ) -> Result<String, RewriteError> {
         self.check_storage()?;
+        // Bytea always as E'\\x…': read the same whatever
+        // standard_conforming_strings the server has at that moment.
+        let _ = standard_strings;
         Ok(match self.storage {
-            Storage::Bytea if standard_strings => {
-                format!("'{}'", pgveil_crypto::encode_bytea_hex(envelope))
-            }
             Storage::Bytea => format!("E'\\{}'", pgveil_crypto::encode_bytea_hex(envelope)),
             _ => format!("'{}'", pgveil_crypto::encode_text(envelope)),
         })

@@ -35,6 +35,20 @@ fn norm(i: &ast::Ident) -> String {
     }
 }
 
+/// A prepared statement name as PostgreSQL's parser keeps it: an
+/// identifier cut to 63 bytes at a character boundary.
+fn stmt_name(i: &ast::Ident) -> String {
+    let mut n = norm(i);
+    if n.len() > 63 {
+        let mut cut = 63;
+        while !n.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        n.truncate(cut);
+    }
+    n
+}
+
 fn ident(s: &str) -> Option<Ident> {
     Ident::from_normalized(s.to_owned()).ok()
 }
@@ -148,6 +162,11 @@ pub(crate) struct Walker<'p, 'o> {
     pub ambiguous: Option<Refusal>,
     /// The protected column behind each output of a `COPY (query)`.
     copy_outputs: Option<Vec<Option<&'p ProtectedColumn>>>,
+    /// Columns of `VALUES` derived tables whose values go into protected
+    /// columns (`INSERT … SELECT v.a FROM (VALUES …) v(a)`): encrypted, so
+    /// any other use of them (a comparison, a function, another output)
+    /// would see ciphertext or compare plaintext: refused.
+    bound_values: Vec<(usize, usize)>,
 }
 
 impl<'p, 'o> Walker<'p, 'o>
@@ -166,6 +185,7 @@ where
             plan: StatementPlan::new(base..base + text.len(), StatementKind::Other),
             ambiguous: None,
             copy_outputs: None,
+            bound_values: Vec::new(),
         }
     }
 
@@ -440,6 +460,27 @@ where
                     parts.join(".")
                 ),
             ));
+        }
+        Ok(())
+    }
+
+    /// A reference to a `VALUES` column bound to a protected target, other
+    /// than the projection that writes it.
+    fn bound_value_use(&self, e: &Expr) -> R {
+        if self.bound_values.is_empty() {
+            return Ok(());
+        }
+        if let Some((v, k)) = self.values_column(e) {
+            let id = Arc::as_ptr(&v) as usize;
+            if self.bound_values.contains(&(id, k)) {
+                return Err(Refusal::unsupported(
+                    None,
+                    format!(
+                        "VALUES column {} supplies a protected column and is used elsewhere in the statement, where it would be ciphertext; use it only as the inserted value",
+                        v.columns.get(k).map(String::as_str).unwrap_or("?")
+                    ),
+                ));
+            }
         }
         Ok(())
     }
@@ -860,7 +901,7 @@ where
                 self.plan.literals = std::mem::take(&mut inner.plan.literals);
                 self.plan.nulls = std::mem::take(&mut inner.plan.nulls);
                 self.plan.prepared = Some(PreparedOp::Prepare {
-                    name: norm(name),
+                    name: stmt_name(name),
                     plan: Arc::new(inner.plan),
                 });
                 Ok(())
@@ -868,11 +909,11 @@ where
             Statement::Execute {
                 name, parameters, ..
             } => {
-                let name = name
-                    .as_ref()
-                    .and_then(object_parts)
-                    .map(|p| p.join("."))
-                    .unwrap_or_default();
+                let name = match name.as_ref().map(|n| n.0.as_slice()) {
+                    Some([ObjectNamePart::Identifier(i)]) => stmt_name(i),
+                    Some(_) => return self.refuse_stmt("EXECUTE of a qualified name"),
+                    None => String::new(),
+                };
                 let mut args = Vec::new();
                 for e in parameters {
                     args.push(match self.operand(e)? {
@@ -895,7 +936,7 @@ where
                     if name.quote_style.is_none() && name.value.eq_ignore_ascii_case("all") {
                         PreparedOp::DeallocateAll
                     } else {
-                        PreparedOp::Deallocate(norm(name))
+                        PreparedOp::Deallocate(stmt_name(name))
                     },
                 );
                 Ok(())
@@ -1028,6 +1069,15 @@ where
             }
         }
         if let Some(t) = &table {
+            let rel = Rel {
+                name: t.table.as_str().to_owned(),
+                schema: None,
+                table: Some(t.clone()),
+                values: None,
+            };
+            for c in &ct.constraints {
+                self.table_constraint(c, &rel)?;
+            }
             if ct.query.is_some() {
                 return Err(Refusal::unsupported(
                     None,
@@ -1151,15 +1201,7 @@ where
                     }
                 }
                 Op::AddConstraint { constraint, .. } => {
-                    // UNIQUE, PRIMARY KEY, FOREIGN KEY compare ciphertext
-                    // (deterministic columns); CHECK expressions cannot
-                    // evaluate on it.
-                    if let ast::TableConstraint::Check(c) = constraint {
-                        self.scopes.push(vec![rel.clone()]);
-                        let r = self.fallback(&c.to_string(), None);
-                        self.scopes.pop();
-                        r?;
-                    }
+                    self.table_constraint(constraint, &rel)?;
                 }
                 Op::DropColumn { .. }
                 | Op::DropConstraint { .. }
@@ -1184,6 +1226,24 @@ where
             }
         }
         Ok(())
+    }
+
+    /// A table constraint on a protected table: UNIQUE, PRIMARY KEY and
+    /// FOREIGN KEY compare stored ciphertext (deterministic columns); a
+    /// CHECK may not use a protected column; anything else (EXCLUDE with
+    /// its predicate and expressions, …) is refused.
+    fn table_constraint(&mut self, c: &ast::TableConstraint, rel: &Rel) -> R {
+        use ast::TableConstraint as T;
+        match c {
+            T::Unique(_) | T::PrimaryKey(_) | T::ForeignKey(_) => Ok(()),
+            T::Check(check) => {
+                self.scopes.push(vec![rel.clone()]);
+                let r = self.fallback(&check.to_string(), None);
+                self.scopes.pop();
+                r
+            }
+            _ => self.refuse_stmt("this constraint"),
+        }
     }
 
     fn create_index(&mut self, ci: &ast::CreateIndex) -> R {
@@ -1548,6 +1608,21 @@ where
     }
 
     fn select_body(&mut self, s: &Select, proj: Proj<'p>, order: &[&ast::OrderByExpr]) -> R {
+        // VALUES columns this SELECT writes into protected columns: bound
+        // before anything else is walked (WHERE comes first).
+        if let Proj::Into(targets) = &proj {
+            for (i, item) in s.projection.iter().enumerate() {
+                let (SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. }) = item
+                else {
+                    continue;
+                };
+                if targets.get(i).copied().flatten().is_some() && self.direct(e)?.is_none() {
+                    if let Some((v, k)) = self.values_column(e) {
+                        self.bound_values.push((Arc::as_ptr(&v) as usize, k));
+                    }
+                }
+            }
+        }
         if let Some(w) = &s.selection {
             self.expr(w)?;
         }
@@ -2051,6 +2126,17 @@ where
         }
         let mut scope = vec![rel.clone()];
         if let Some(OnInsert::OnConflict(oc)) = &ins.on {
+            // The arbiter index's predicate: compared like a look-up (it
+            // must match a partial index made through pgveil).
+            if let Some(ast::ConflictTarget::Columns {
+                predicate: Some(p), ..
+            }) = &oc.conflict_target
+            {
+                self.scopes.push(vec![rel.clone()]);
+                let r = self.expr(p);
+                self.scopes.pop();
+                r?;
+            }
             if let OnConflictAction::DoUpdate(du) = &oc.action {
                 scope.push(Rel {
                     name: "excluded".into(),
@@ -2459,7 +2545,10 @@ where
         match e {
             Expr::Identifier(_) | Expr::CompoundIdentifier(_) => match self.direct(e)? {
                 Some(c) => self.refuse(c, "this use of"),
-                None => self.whole_row(e),
+                None => {
+                    self.whole_row(e)?;
+                    self.bound_value_use(e)
+                }
             },
             Expr::Nested(inner) => self.expr(inner),
             Expr::Value(_) | Expr::TypedString(_) | Expr::Interval(_) | Expr::Wildcard(_) => Ok(()),

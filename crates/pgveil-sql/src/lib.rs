@@ -254,8 +254,17 @@ pub fn analyze(sql: &str, policy: &Policy) -> Result<Analysis, Refusal> {
 const SESSION_WORDS: [&str; 4] = ["execute", "prepare", "deallocate", "discard"];
 
 fn mentions_session_word(sql: &str) -> bool {
-    let lower = sql.to_ascii_lowercase();
-    SESSION_WORDS.iter().any(|w| lower.contains(w))
+    static WORDS: std::sync::OnceLock<Option<aho_corasick::AhoCorasick>> =
+        std::sync::OnceLock::new();
+    match WORDS.get_or_init(|| {
+        aho_corasick::AhoCorasick::builder()
+            .ascii_case_insensitive(true)
+            .build(SESSION_WORDS)
+            .ok()
+    }) {
+        Some(s) => s.is_match(sql),
+        None => true,
+    }
 }
 
 /// Analyse with options and, if the session has any, its SQL-level prepared
@@ -270,7 +279,10 @@ pub fn analyze_with(
     let mentions = policy.mentions_protected_table(sql)
         || opts.mentions_view(sql)
         || lex::has_unicode_ident(sql);
-    let session_relevant = session.is_some_and(|s| !s.is_empty()) && mentions_session_word(sql);
+    // Every EXECUTE/PREPARE/DEALLOCATE/DISCARD is analysed: the session
+    // checks the names it uses against the ones it prepared.
+    let _ = session;
+    let session_relevant = mentions_session_word(sql);
     // PREPARE of a protected statement always mentions its table; but a
     // re-PREPARE under a registered name must be seen too (session_relevant).
     if !mentions && !session_relevant {
@@ -294,10 +306,7 @@ fn plan(sql: &str, policy: &Policy, opts: &AnalyzeOptions) -> Result<Plan, Refus
             Ok(mut v) if v.len() == 1 => v.remove(0),
             Ok(v) if v.is_empty() => continue,
             _ => {
-                if policy.mentions_protected_table(text)
-                    || opts.mentions_view(text)
-                    || mentions_session_word(text)
-                {
+                if policy.mentions_protected_table(text) || opts.mentions_view(text) {
                     let tables: Vec<String> = policy
                         .tables()
                         .map(|t| t.table().to_string())
@@ -310,11 +319,15 @@ fn plan(sql: &str, policy: &Policy, opts: &AnalyzeOptions) -> Result<Plan, Refus
                         None,
                         format!(
                             "pgveil cannot parse a statement that may reference protected tables ({}); it refuses rather than risk sending plaintext",
-                            if tables.is_empty() { "via a prepared statement".to_owned() } else { tables.join(", ") }
+                            if tables.is_empty() { "via a view".to_owned() } else { tables.join(", ") }
                         ),
                     ));
                 }
-                statements.push(StatementPlan::new(span, StatementKind::Other));
+                let mut p = StatementPlan::new(span, StatementKind::Other);
+                if mentions_session_word(text) {
+                    p.prepared = Some(PreparedOp::Unparsed);
+                }
+                statements.push(p);
                 continue;
             }
         };
@@ -337,17 +350,8 @@ fn plan(sql: &str, policy: &Policy, opts: &AnalyzeOptions) -> Result<Plan, Refus
     Ok(Plan { statements })
 }
 
-/// How many non-empty statements the query string `sql` has (split on
-/// top-level `;` as PostgreSQL's scanner would).
-pub fn statement_count(sql: &str) -> usize {
-    lex::split_statements(sql).len()
-}
-
-/// Whether `sql` has a backslash inside a plain `'…'` string. With
-/// `standard_conforming_strings = off` PostgreSQL reads such a backslash as
-/// an escape: literal boundaries and values would differ from pgveil's
-/// reading. Up to the first such backslash both readings agree, so this
-/// finds every place where they could diverge.
+/// Whether `sql` has a backslash inside a plain `'…'` string (read
+/// differently when `standard_conforming_strings` is off).
 pub fn has_backslash_in_plain_string(sql: &str) -> bool {
     memchr::memchr(b'\\', sql.as_bytes()).is_some()
         && lex::tokens(sql).iter().any(|t| {
@@ -355,6 +359,57 @@ pub fn has_backslash_in_plain_string(sql: &str) -> bool {
                 && sql.as_bytes()[t.start] == b'\''
                 && sql[t.start..t.end].contains('\\')
         })
+}
+
+/// How many non-empty statements the query string `sql` has (split on
+/// top-level `;` as PostgreSQL's scanner would).
+pub fn statement_count(sql: &str) -> usize {
+    lex::split_statements(sql).len()
+}
+
+/// Whether PostgreSQL could split `sql` into different tokens than pgveil
+/// does, depending on settings pgveil cannot be sure of at the moment the
+/// server reads the text:
+/// * `standard_conforming_strings = off` makes a backslash in a plain
+///   `'…'` string an escape: the boundaries move only where such an escape
+///   would swallow a quote (`'a\'`, `'\''`);
+/// * client encodings with ASCII trail bytes (GBK, SJIS, BIG5, …) can make
+///   a backslash that follows a non-ASCII byte part of a character: the
+///   boundaries move where that backslash escaped a quote or a backslash.
+///
+/// Elsewhere both readings give the same tokens (values may differ, but
+/// pgveil replaces every protected value with its own literal).
+pub fn reading_may_differ(sql: &str) -> bool {
+    let b = sql.as_bytes();
+    if memchr::memchr(b'\\', b).is_none() {
+        return false;
+    }
+    let encoding = b
+        .windows(3)
+        .any(|w| w[0] >= 0x80 && w[1] == b'\\' && matches!(w[2], b'\'' | b'\\'));
+    if encoding {
+        return true;
+    }
+    lex::tokens(sql).iter().any(|t| {
+        if !matches!(t.kind, lex::Kind::String | lex::Kind::Unterminated) || b[t.start] != b'\'' {
+            return false;
+        }
+        // The token as pgveil read it (standard strings), then as the
+        // server would with backslash escapes.
+        let body = &b[t.start + 1..t.end];
+        let mut i = 0;
+        while i < body.len() {
+            if body[i] == b'\\' {
+                if body.get(i + 1) == Some(&b'\'') {
+                    return true;
+                }
+                i += 2;
+            } else {
+                i += 1;
+            }
+        }
+        false
+    })
 }
 
 /// Whether `sql` may change a setting that decides how PostgreSQL reads
@@ -450,7 +505,8 @@ impl Analyzer {
         let mentions = self.policy.mentions_protected_table(sql)
             || self.opts.mentions_view(sql)
             || lex::has_unicode_ident(sql);
-        let session_relevant = prepared && mentions_session_word(sql);
+        let _ = prepared;
+        let session_relevant = mentions_session_word(sql);
         if !mentions && !session_relevant {
             return Ok(Analysis::Passthrough);
         }
@@ -468,6 +524,14 @@ impl Analyzer {
             }
         }
         result.map(Analysis::Planned)
+    }
+
+    /// Whether the text of `sql` names a protected table or a view over
+    /// one (the pre-filter), whatever its parse says.
+    pub fn mentions_protected(&self, sql: &str) -> bool {
+        self.policy.mentions_protected_table(sql)
+            || self.opts.mentions_view(sql)
+            || lex::has_unicode_ident(sql)
     }
 
     /// Drop cached plans (after DDL or a policy reload).

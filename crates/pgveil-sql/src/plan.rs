@@ -287,6 +287,10 @@ pub enum PreparedOp {
     Deallocate(String),
     /// `DEALLOCATE ALL`, `DISCARD ALL`.
     DeallocateAll,
+    /// A statement naming prepared statements (`EXECUTE`, `PREPARE`, …)
+    /// that pgveil could not parse: forwarded only while the session has no
+    /// protected prepared statement.
+    Unparsed,
 }
 
 /// The plan for one statement.

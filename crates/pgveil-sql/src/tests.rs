@@ -348,8 +348,10 @@ fn sql_prepare_execute() {
     assert_eq!(name, "ins");
     reg.set(name, Some(plan.clone()));
     let sql = "EXECUTE ins('123-45-6789', NULL)";
-    // The text names no protected table, but the session has `ins`.
-    assert!(matches!(analyze(sql, &p), Ok(Analysis::Passthrough)));
+    // The text names no protected table, but every EXECUTE is analysed (the
+    // session checks the name against the statements it prepared).
+    assert!(matches!(analyze(sql, &p), Ok(Analysis::Planned(_))));
+    assert!(matches!(analyze("SELECT 1", &p), Ok(Analysis::Passthrough)));
     let Analysis::Planned(ex) =
         analyze_with(sql, &p, &AnalyzeOptions::default(), Some(&reg)).unwrap()
     else {
@@ -687,4 +689,36 @@ fn children_and_tables_missing_a_policy_column_are_refused() {
         let r = analyze_with(sql, &policy(), &opts, None).unwrap_err();
         assert_eq!(r.sqlstate, "0A000", "{sql}");
     }
+}
+
+#[test]
+fn found_by_review_on_conflict_predicates_constraints_and_values_columns() {
+    // The arbiter predicate of ON CONFLICT is a look-up: encrypted, or
+    // refused where a look-up would be.
+    let sql = "INSERT INTO patients (first_name, last_name, ssn) VALUES ('a', 'b', 'c') ON CONFLICT (ssn) WHERE ssn = 'CANARY-27' DO NOTHING";
+    assert!(rewritten(sql).iter().any(|l| l.contains("CANARY-27")));
+    for sql in [
+        "INSERT INTO patients (first_name, last_name) VALUES ('a', 'b') ON CONFLICT (ssn) WHERE first_name = 'CANARY' DO NOTHING",
+        "INSERT INTO patients (first_name, last_name) VALUES ('a', 'b') ON CONFLICT (ssn) WHERE ssn LIKE 'CANARY%' DO NOTHING",
+        "ALTER TABLE patients ADD CONSTRAINT c EXCLUDE USING btree (ssn WITH =) WHERE (ssn <> 'CANARY')",
+        "CREATE TABLE patients (id int, ssn text, EXCLUDE USING btree (ssn WITH =) WHERE (ssn <> 'CANARY'))",
+        // A VALUES column written to a protected column and used elsewhere.
+        "INSERT INTO visits (patient_id, patient_ssn, visit_date, provider) SELECT a, b, c, d FROM (VALUES (1, 'CANARY', '2024-01-01'::date, 'p')) v(a, b, c, d) WHERE b = 'CANARY'",
+        "INSERT INTO visits (patient_id, patient_ssn, visit_date, provider) SELECT a, b, c, b FROM (VALUES (1, 'CANARY', '2024-01-01'::date, 'p')) v(a, b, c, d)",
+        "INSERT INTO visits (patient_id, patient_ssn, visit_date, provider) SELECT a, b, c, d FROM (VALUES (1, 'CANARY', '2024-01-01'::date, 'p')) v(a, b, c, d) ORDER BY length(b)",
+    ] {
+        let r = refusal(sql);
+        assert!(!r.reason.contains("CANARY"), "{sql}: {r:?}");
+    }
+    // SQLAlchemy's form (ORDER BY an unprotected VALUES column) still works.
+    plan_of("INSERT INTO patients (first_name, ssn) SELECT p0, p1 FROM (VALUES ($1, $2, 0)) AS imp_sen(p0, p1, sen_counter) ORDER BY sen_counter");
+    // Prepared statement names are cut to 63 bytes, as PostgreSQL's parser does.
+    let long = "q".repeat(70);
+    let p = plan_of(&format!(
+        "PREPARE {long} AS INSERT INTO patients (ssn) VALUES ($1)"
+    ));
+    let Some(PreparedOp::Prepare { name, .. }) = &p.statements[0].prepared else {
+        panic!()
+    };
+    assert_eq!(name.len(), 63);
 }
