@@ -652,6 +652,9 @@ async fn psql_scripts_with_inline_copy_data() {
          LEAKE-4,x,LEAKE-5\n\
          LEAKE-6; SELECT 'LEAKE-7';\n\
          \\.\n\
+         COPY patients (first_name, last_name) FROM stdin WHERE first_name = 'LEAKE-8';\n\
+         LEAKE-9\tx\n\
+         \\.\n\
          SELECT 'after';\n",
     )
     .unwrap();
@@ -807,6 +810,27 @@ async fn attacks_found_in_review_are_refused() {
         .query("DO $$ BEGIN EXECUTE 'PREPARE dq AS INSERT INTO pati' || 'ents (first_name, last_name) VALUES ($1, $2)'; END $$")
         .await;
     error(&m, "0A000");
+    // A schema renamed through pgveil: its protected table under another
+    // name is refused, not taken for an unprotected table.
+    c.batch_execute("ALTER SCHEMA public RENAME TO pub3")
+        .await
+        .unwrap();
+    refused(
+        &c,
+        "INSERT INTO pub3.patients (first_name, last_name) VALUES ('LEAKF-10', 'x')",
+        "0A000",
+    )
+    .await;
+    c.batch_execute("ALTER SCHEMA pub3 RENAME TO public")
+        .await
+        .unwrap();
+    // Escapes spelling a protected table in a DO body.
+    refused(
+        &c,
+        "DO E'BEGIN INSERT INTO p\\x61tients (first_name, last_name) VALUES (''LEAKF-11'', ''x''); END'",
+        "0A000",
+    )
+    .await;
     let mut r = RawClient::connect(proxy.port(), &db).await;
     let m = r
         .query("DO $$ BEGIN EXECUTE 'PREPARE dq AS INSERT INTO pati' || 'ents (first_name, last_name) VALUES ($1, $2)'; END $$")

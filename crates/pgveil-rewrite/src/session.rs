@@ -206,6 +206,9 @@ struct Pending {
     /// A simple query: the changes of each statement not completed yet, in
     /// order (each `CommandComplete` confirms the first).
     statements: VecDeque<usize>,
+    /// pgveil's own first statement (the scratch table of a refused COPY):
+    /// its `CommandComplete` is not the client's.
+    internal_first: bool,
 }
 
 impl Pending {
@@ -420,6 +423,7 @@ impl Session {
             expect,
             ops,
             statements: VecDeque::new(),
+            internal_first: false,
         });
     }
 
@@ -713,7 +717,17 @@ impl Session {
             refusal: false,
             copy: None,
         });
-        out.extend_from_slice(frontend::query(sql.as_bytes()).raw());
+        if let Some(p) = self.expect.q.back_mut() {
+            p.internal_first = true;
+        }
+        // Not the client's text (it may carry values, e.g. COPY … WHERE):
+        // a COPY into a session-private scratch table, failed at once.
+        out.extend_from_slice(
+            frontend::query(
+                b"CREATE TEMP TABLE IF NOT EXISTS pgveil_refused_copy (line text); COPY pg_temp.pgveil_refused_copy FROM STDIN",
+            )
+            .raw(),
+        );
         let mut body = b"pgveil refused the COPY".to_vec();
         body.push(0);
         out.extend_from_slice(Frame::new(frontend::tag::COPY_FAIL, &body).raw());
@@ -1094,6 +1108,7 @@ impl Session {
             },
             ops: 0,
             statements: changes,
+            internal_first: false,
         });
         if let Some(new_sql) = spliced {
             out.extend_from_slice(frontend::query(new_sql.as_bytes()).raw());
@@ -2014,6 +2029,13 @@ impl Session {
                 }
             }
             backend::tag::COMMAND_COMPLETE => {
+                if let Some(p) = self.expect.q.front_mut() {
+                    if matches!(p.expect, Expect::Query { .. })
+                        && std::mem::take(&mut p.internal_first)
+                    {
+                        return ServerAction::Drop;
+                    }
+                }
                 self.note_ddl(msg);
                 match self.expect.front() {
                     Some(Expect::Query { .. }) => {

@@ -205,7 +205,26 @@ where
             _ => return None,
         };
         let q = QualifiedTable::new(ident(schema)?, ident(table)?);
-        self.policy.table(&q).map(|_| q)
+        if self.policy.table(&q).is_some() {
+            return Some(q);
+        }
+        // Another relation with a protected table's name: the protected
+        // table moved by ALTER SCHEMA … RENAME, a foreign table over it
+        // (IMPORT FOREIGN SCHEMA), or a copy. pgveil cannot tell them apart.
+        if let Some(p) = self
+            .policy
+            .tables()
+            .map(|t| t.table())
+            .find(|t| t.table == q.table)
+        {
+            self.defer(Refusal::unsupported(
+                None,
+                format!(
+                    "{q} shares its name with protected table {p} (it may be that table under another schema, or a foreign table over it); pgveil refuses it: rename it"
+                ),
+            ));
+        }
+        None
     }
 
     /// An unqualified table name. pgveil does not see the session's
@@ -1095,7 +1114,6 @@ where
                         | O::NotNull
                         | O::PrimaryKey(_)
                         | O::Unique(_)
-                        | O::ForeignKey(_)
                         | O::Comment(_)
                         | O::Collation(_) => {}
                         _ => {
@@ -1147,9 +1165,17 @@ where
                     }
                 }
                 // Not a protected table: its other DDL carries no protected
-                // values (a foreign key may reference a protected table's
-                // unprotected key; expressions cannot read other tables).
-                _ if table.is_none() => {}
+                // values; a foreign key may reference a protected table's
+                // key, anything else naming one (INHERIT …) is refused.
+                Op::AddConstraint {
+                    constraint: ast::TableConstraint::ForeignKey(_),
+                    ..
+                } if table.is_none() => {}
+                _ if table.is_none() => {
+                    if self.policy.mentions_protected_table(&op.to_string()) {
+                        return self.refuse_stmt("this ALTER TABLE");
+                    }
+                }
                 Op::RenameColumn {
                     old_column_name,
                     new_column_name,
@@ -1186,6 +1212,12 @@ where
                     }
                 }
                 Op::AddColumn { column_def, .. } => {
+                    // A generated or default expression reading a protected
+                    // column would copy its ciphertext into a plain column.
+                    self.scopes.push(vec![rel.clone()]);
+                    let r = self.fallback(&column_def.to_string(), None);
+                    self.scopes.pop();
+                    r?;
                     if let Some(pc) = lookup(self, &column_def.name) {
                         if !column_def.options.iter().all(|o| {
                             matches!(
@@ -1235,7 +1267,17 @@ where
     fn table_constraint(&mut self, c: &ast::TableConstraint, rel: &Rel) -> R {
         use ast::TableConstraint as T;
         match c {
-            T::Unique(_) | T::PrimaryKey(_) | T::ForeignKey(_) => Ok(()),
+            T::Unique(_) | T::PrimaryKey(_) => Ok(()),
+            T::ForeignKey(fk) => {
+                // From a protected column: the referenced table's values
+                // (and ON UPDATE CASCADE writes) would land in it unencrypted.
+                for col in &fk.columns {
+                    if let Some(pc) = self.protected_in(rel, &norm(col)) {
+                        return self.refuse(pc, "a foreign key would copy plaintext values into");
+                    }
+                }
+                Ok(())
+            }
             T::Check(check) => {
                 self.scopes.push(vec![rel.clone()]);
                 let r = self.fallback(&check.to_string(), None);
@@ -1608,6 +1650,9 @@ where
     }
 
     fn select_body(&mut self, s: &Select, proj: Proj<'p>, order: &[&ast::OrderByExpr]) -> R {
+        for w in &s.named_window {
+            self.fallback(&w.to_string(), None)?;
+        }
         // VALUES columns this SELECT writes into protected columns: bound
         // before anything else is walked (WHERE comes first).
         if let Proj::Into(targets) = &proj {
@@ -2877,6 +2922,25 @@ where
                 return self.refuse(c, &what);
             }
             self.expr(e)?;
+        }
+        if let FunctionArguments::List(l) = &f.args {
+            for clause in &l.clauses {
+                match clause {
+                    ast::FunctionArgumentClause::OrderBy(obs) => {
+                        for o in obs {
+                            if let Some(c) = self.direct(&o.expr)? {
+                                return self
+                                    .refuse(c, "an aggregate's ORDER BY would sort ciphertext of");
+                            }
+                            self.expr(&o.expr)?;
+                        }
+                    }
+                    ast::FunctionArgumentClause::Limit(e)
+                    | ast::FunctionArgumentClause::Where(e) => self.expr(e)?,
+                    ast::FunctionArgumentClause::IgnoreOrRespectNulls(_) => {}
+                    other => self.fallback(&other.to_string(), None)?,
+                }
+            }
         }
         if let Some(filter) = &f.filter {
             self.expr(filter)?;

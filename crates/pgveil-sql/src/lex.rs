@@ -260,6 +260,101 @@ pub(crate) fn has_unicode_ident(sql: &str) -> bool {
             .any(|t| t.kind == Kind::QuotedIdent && sql.as_bytes()[t.start] != b'"')
 }
 
+/// The text of every `E'…'` and `U&'…'` string in `sql` with its escapes
+/// decoded (`\\x41`, `\\101`, `\\u0041`, `U&'\\0041'`), for the pre-filter:
+/// escapes can spell a protected table's name inside a `DO` block or a
+/// function body. `None` when a `UESCAPE` clause is present (decoding
+/// would need the grammar): callers treat that as a mention.
+pub(crate) fn decoded_escaped_strings(sql: &str) -> Option<String> {
+    let b = sql.as_bytes();
+    if memchr::memchr(b'\\', b).is_none() {
+        return Some(String::new());
+    }
+    let mut out = String::new();
+    for t in tokens(sql) {
+        if !matches!(t.kind, Kind::String | Kind::Unterminated) {
+            continue;
+        }
+        let tok = &sql[t.start..t.end];
+        let lower = tok
+            .get(..2)
+            .map(str::to_ascii_lowercase)
+            .unwrap_or_default();
+        let (unicode, body) = if lower == "e'" {
+            (false, &tok[2..])
+        } else if lower == "u&" {
+            if sql.to_ascii_lowercase().contains("uescape") {
+                return None;
+            }
+            (true, tok.get(3..).unwrap_or(""))
+        } else {
+            continue;
+        };
+        let mut chars = body.chars().peekable();
+        while let Some(c) = chars.next() {
+            if c != '\\' {
+                out.push(c);
+                continue;
+            }
+            let take_hex = |chars: &mut std::iter::Peekable<std::str::Chars>, max: usize| {
+                let mut v = 0u32;
+                let mut n = 0;
+                while n < max {
+                    match chars.peek().and_then(|d| d.to_digit(16)) {
+                        Some(d) => {
+                            v = v * 16 + d;
+                            chars.next();
+                            n += 1;
+                        }
+                        None => break,
+                    }
+                }
+                char::from_u32(v)
+            };
+            let decoded = match (unicode, chars.peek().copied()) {
+                (true, Some('+')) => {
+                    chars.next();
+                    take_hex(&mut chars, 6)
+                }
+                (true, Some(d)) if d.is_ascii_hexdigit() => take_hex(&mut chars, 4),
+                (false, Some('x')) => {
+                    chars.next();
+                    take_hex(&mut chars, 2)
+                }
+                (false, Some('u')) => {
+                    chars.next();
+                    take_hex(&mut chars, 4)
+                }
+                (false, Some('U')) => {
+                    chars.next();
+                    take_hex(&mut chars, 8)
+                }
+                (false, Some(d)) if d.is_digit(8) => {
+                    let mut v = 0u32;
+                    for _ in 0..3 {
+                        match chars.peek().and_then(|d| d.to_digit(8)) {
+                            Some(d) => {
+                                v = v * 8 + d;
+                                chars.next();
+                            }
+                            None => break,
+                        }
+                    }
+                    char::from_u32(v)
+                }
+                (_, Some(other)) => {
+                    chars.next();
+                    Some(other)
+                }
+                (_, None) => None,
+            };
+            out.extend(decoded);
+        }
+        out.push(' ');
+    }
+    Some(out)
+}
+
 /// Split a query string on top-level `;`: the byte span of each statement,
 /// trimmed of surrounding white space and comments, skipping empty ones.
 pub(crate) fn split_statements(sql: &str) -> Vec<Range<usize>> {

@@ -278,7 +278,8 @@ pub fn analyze_with(
 ) -> Result<Analysis, Refusal> {
     let mentions = policy.mentions_protected_table(sql)
         || opts.mentions_view(sql)
-        || lex::has_unicode_ident(sql);
+        || lex::has_unicode_ident(sql)
+        || escaped_mention(sql, policy);
     // Every EXECUTE/PREPARE/DEALLOCATE/DISCARD is analysed: the session
     // checks the names it uses against the ones it prepared.
     let _ = session;
@@ -291,10 +292,25 @@ pub fn analyze_with(
     plan(sql, policy, opts).map(|p| Analysis::Planned(Arc::new(p)))
 }
 
+/// Whether an escaped string (`E'…'`, `U&'…'`) in `sql` spells a protected
+/// table's name once decoded.
+fn escaped_mention(sql: &str, policy: &Policy) -> bool {
+    match lex::decoded_escaped_strings(sql) {
+        Some(d) => !d.is_empty() && policy.mentions_protected_table(&d),
+        None => true,
+    }
+}
+
 fn plan(sql: &str, policy: &Policy, opts: &AnalyzeOptions) -> Result<Plan, Refusal> {
     let mut statements = Vec::new();
     for span in lex::split_statements(sql) {
         let text = &sql[span.clone()];
+        if escaped_mention(text, policy) && !policy.mentions_protected_table(text) {
+            return Err(Refusal::unsupported(
+                None,
+                "a string with escapes spells a protected table's name (in a DO block or function body pgveil cannot see into); write the name plainly".to_owned(),
+            ));
+        }
         if lex::has_unicode_ident(text) {
             return Err(Refusal::unsupported(
                 None,
@@ -504,7 +520,8 @@ impl Analyzer {
     pub fn analyze_session(&self, sql: &str, prepared: bool) -> Result<Analysis, Refusal> {
         let mentions = self.policy.mentions_protected_table(sql)
             || self.opts.mentions_view(sql)
-            || lex::has_unicode_ident(sql);
+            || lex::has_unicode_ident(sql)
+            || escaped_mention(sql, &self.policy);
         let _ = prepared;
         let session_relevant = mentions_session_word(sql);
         if !mentions && !session_relevant {

@@ -722,3 +722,39 @@ fn found_by_review_on_conflict_predicates_constraints_and_values_columns() {
     };
     assert_eq!(name.len(), 63);
 }
+
+#[test]
+fn found_by_second_review() {
+    for sql in [
+        // Escapes spelling a protected name in bodies pgveil cannot parse.
+        "DO E'BEGIN INSERT INTO p\\x61tients (first_name) VALUES (''CANARY''); END'",
+        "DO U&'BEGIN INSERT INTO p\\0061tients (first_name) VALUES (''CANARY''); END'",
+        "CREATE FUNCTION f(a text) RETURNS void LANGUAGE sql AS E'INSERT INTO p\\141tients (first_name) VALUES (a)'",
+        // Another relation under a protected table's name.
+        "INSERT INTO pub3.patients (first_name, last_name) VALUES ('CANARY', 'x')",
+        "UPDATE fs.patients SET email = 'CANARY' WHERE id = 2",
+        // INHERIT through ALTER TABLE on an unprotected table.
+        "ALTER TABLE kid5 INHERIT patients",
+        // Aggregate ORDER BY and named windows.
+        "SELECT array_agg(id ORDER BY first_name) FROM patients",
+        "SELECT array_agg(id ORDER BY first_name LIKE 'CANARY%') FROM patients",
+        "SELECT id, row_number() OVER w FROM patients WINDOW w AS (ORDER BY ssn = 'CANARY')",
+        // Copies of protected values into plain columns, foreign keys into them.
+        "ALTER TABLE patients ADD COLUMN phone_copy text GENERATED ALWAYS AS (phone) STORED",
+        "ALTER TABLE patients ADD CONSTRAINT fk FOREIGN KEY (phone) REFERENCES notes (body) ON UPDATE CASCADE",
+    ] {
+        let r = analyze(sql, &policy()).err().unwrap_or_else(|| panic!("not refused: {sql}"));
+        assert!(!r.reason.contains("CANARY"), "{sql}: {r:?}");
+    }
+    // An equality on a deterministic column inside an aggregate's ORDER BY
+    // is a look-up like any other: encrypted.
+    let sql = "SELECT string_agg(id::text, ',' ORDER BY ssn = 'CANARY') FROM patients";
+    assert_eq!(rewritten(sql), ["'CANARY'"]);
+    // Still fine: a foreign key to a protected table's key, plain E'' strings.
+    for sql in [
+        "ALTER TABLE visits2 ADD CONSTRAINT fk FOREIGN KEY (pid) REFERENCES patients (id)",
+        "SELECT E'a\\tb' FROM notes",
+    ] {
+        assert!(analyze(sql, &policy()).is_ok(), "{sql}");
+    }
+}
