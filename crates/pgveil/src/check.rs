@@ -98,29 +98,12 @@ async fn check_database(
 ) -> Result<usize, CheckError> {
     let db_err = |e: tokio_postgres::Error| CheckError::Database(e.to_string());
     let client = connect(url).await?;
-    let rows = client
-        .query(policy.catalog_query().as_str(), &[])
-        .await
-        .map_err(db_err)?;
-    let catalog: Vec<CatalogColumn> = rows
-        .iter()
-        .map(|r| CatalogColumn {
-            schema: r.get(0),
-            table: r.get(1),
-            column: r.get(2),
-            data_type: r.get(3),
-        })
-        .collect();
+    let catalog = catalog_columns(policy, &client).await.map_err(db_err)?;
     let mut counts: BTreeMap<ColumnRef, u64> = BTreeMap::new();
     for col in policy.columns() {
-        let Some(row) = catalog.iter().find(|c| {
-            c.schema == col.column.schema.as_str()
-                && c.table == col.column.table.as_str()
-                && c.column == col.column.column.as_str()
-        }) else {
+        let Some(storage) = storage_of(&catalog, &col.column) else {
             continue;
         };
-        let storage = StorageType::from_format_type(&row.data_type);
         if let Some(q) = Policy::non_envelope_count_query(&col.column, &storage) {
             let n: i64 = client
                 .query_one(q.as_str(), &[])
@@ -158,6 +141,36 @@ async fn check_database(
     }
     drop(client);
     Ok(problems)
+}
+
+/// The policy tables' columns as the live catalog describes them.
+pub(crate) async fn catalog_columns(
+    policy: &Policy,
+    client: &tokio_postgres::Client,
+) -> Result<Vec<CatalogColumn>, tokio_postgres::Error> {
+    Ok(client
+        .query(policy.catalog_query().as_str(), &[])
+        .await?
+        .iter()
+        .map(|r| CatalogColumn {
+            schema: r.get(0),
+            table: r.get(1),
+            column: r.get(2),
+            data_type: r.get(3),
+        })
+        .collect())
+}
+
+/// The storage type of protected column `column`, if the table has it.
+pub(crate) fn storage_of(catalog: &[CatalogColumn], column: &ColumnRef) -> Option<StorageType> {
+    catalog
+        .iter()
+        .find(|c| {
+            c.schema == column.schema.as_str()
+                && c.table == column.table.as_str()
+                && c.column == column.column.as_str()
+        })
+        .map(|row| StorageType::from_format_type(&row.data_type))
 }
 
 /// A client connection to `url` for maintenance commands, with TLS when the

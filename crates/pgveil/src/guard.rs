@@ -13,7 +13,7 @@ use crate::check::CheckError;
 use crate::config::Config;
 use crate::keys;
 use pgveil_policy::guard::{guard_comment, guard_expression, guard_name};
-use pgveil_policy::{CatalogColumn, ColumnRef, Policy, StorageType};
+use pgveil_policy::{ColumnRef, Policy, StorageType};
 use std::io::Write;
 use std::time::Duration;
 
@@ -74,29 +74,14 @@ async fn targets(
     policy: &Policy,
     client: &tokio_postgres::Client,
 ) -> Result<Vec<Target>, GuardError> {
-    let rows = client
-        .query(policy.catalog_query().as_str(), &[])
+    let catalog = crate::check::catalog_columns(policy, client)
         .await
         .map_err(db_err)?;
-    let catalog: Vec<CatalogColumn> = rows
-        .iter()
-        .map(|r| CatalogColumn {
-            schema: r.get(0),
-            table: r.get(1),
-            column: r.get(2),
-            data_type: r.get(3),
-        })
-        .collect();
     let mut out = Vec::new();
     for pc in policy.columns() {
-        let Some(row) = catalog.iter().find(|c| {
-            c.schema == pc.column.schema.as_str()
-                && c.table == pc.column.table.as_str()
-                && c.column == pc.column.column.as_str()
-        }) else {
+        let Some(storage) = crate::check::storage_of(&catalog, &pc.column) else {
             continue;
         };
-        let storage = StorageType::from_format_type(&row.data_type);
         out.push(Target {
             column: pc.column.clone(),
             expression: guard_expression(pc, &storage),
