@@ -32,8 +32,10 @@ pub struct Catalog {
     relation_schemas: HashMap<String, Vec<String>>,
 }
 
+/// An `E'…'` literal: read the same whatever `standard_conforming_strings`
+/// the client's session has (the catalog query runs in that session).
 fn sql_literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
+    format!("E'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
 }
 
 /// The catalog query: every column of every policy table, in order, with

@@ -836,7 +836,7 @@ impl Session {
                     };
                     let mut texts = Vec::with_capacity(all.len());
                     for env in &all {
-                        let mut t = col.sql_literal(env, self.standard_strings)?;
+                        let mut t = col.sql_literal(env)?;
                         if lit.form != LiteralForm::Value && col.storage == crate::Storage::Bytea {
                             t.push_str("::bytea");
                         }

@@ -257,15 +257,10 @@ impl ColumnCrypto {
     }
 
     /// An envelope as an SQL literal for the storage column.
-    pub fn sql_literal(
-        &self,
-        envelope: &[u8],
-        standard_strings: bool,
-    ) -> Result<String, RewriteError> {
+    pub fn sql_literal(&self, envelope: &[u8]) -> Result<String, RewriteError> {
         self.check_storage()?;
         // Bytea always as E'\\x…': read the same whatever
         // standard_conforming_strings the server has at that moment.
-        let _ = standard_strings;
         Ok(match self.storage {
             Storage::Bytea => format!("E'\\{}'", pgveil_crypto::encode_bytea_hex(envelope)),
             _ => format!("'{}'", pgveil_crypto::encode_text(envelope)),
