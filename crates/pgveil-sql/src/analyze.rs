@@ -3,7 +3,9 @@
 //! targets) or refused. Unknown constructs fall back to a conservative text
 //! check: if they mention a protected column name or table, refuse.
 
+use std::cell::RefCell;
 use std::collections::HashSet;
+use std::fmt::Display;
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -167,6 +169,13 @@ pub(crate) struct Walker<'p, 'o> {
     /// any other use of them (a comparison, a function, another output)
     /// would see ciphertext or compare plaintext: refused.
     bound_values: Vec<(usize, usize)>,
+    /// Spans (in `text`) the walk has accounted for: every literal and
+    /// parameter it classified, and every construct it checked as a whole
+    /// (the text fallback). [`Walker::check_coverage`] refuses a statement
+    /// reaching a protected table with a value outside all of them.
+    accounted: RefCell<Vec<Range<usize>>>,
+    /// The protected tables the statement names.
+    protected_tables: Vec<QualifiedTable>,
 }
 
 impl<'p, 'o> Walker<'p, 'o>
@@ -186,7 +195,68 @@ where
             ambiguous: None,
             copy_outputs: None,
             bound_values: Vec::new(),
+            accounted: RefCell::new(Vec::new()),
+            protected_tables: Vec::new(),
         }
+    }
+
+    // ----- coverage -----
+
+    fn account(&self, span: sqlparser::tokenizer::Span) {
+        if let Some(r) = self.span_of(span) {
+            self.accounted.borrow_mut().push(r);
+        }
+    }
+
+    /// The structural half of fail-closed: in a statement that reaches a
+    /// protected table, every string literal and `$n` parameter must sit in
+    /// a position the walk classified. A value the walk never looked at (a
+    /// clause it does not descend into, a node kind added to the parser)
+    /// refuses the statement instead of being forwarded unexamined.
+    pub fn check_coverage(&self) -> R {
+        if !self.plan.touches_protected {
+            return Ok(());
+        }
+        let accounted = self.accounted.borrow();
+        for t in lex::tokens(self.text) {
+            if !matches!(
+                t.kind,
+                Kind::String | Kind::Dollar | Kind::Param | Kind::Unterminated
+            ) {
+                continue;
+            }
+            if accounted
+                .iter()
+                .any(|r| r.start <= t.start && t.end <= r.end)
+            {
+                continue;
+            }
+            let tables = if self.protected_tables.is_empty() {
+                "a protected table".to_owned()
+            } else {
+                let mut names: Vec<String> = self
+                    .protected_tables
+                    .iter()
+                    .map(|t| t.to_string())
+                    .collect();
+                names.sort();
+                names.dedup();
+                format!("protected table {}", names.join(", "))
+            };
+            let what = if t.kind == Kind::Param {
+                "a parameter"
+            } else {
+                "a literal"
+            };
+            return Err(Refusal::unsupported(
+                None,
+                format!(
+                    "this statement reaches {tables}, and {what} at byte {} stands in a clause pgveil does not analyse; move the value out of that clause or simplify the statement",
+                    t.start + self.base
+                ),
+            ));
+        }
+        Ok(())
     }
 
     // ----- names -----
@@ -327,8 +397,9 @@ where
 
     fn rel_for(&mut self, name: &ObjectName, alias: Option<&ast::Ident>) -> Rel {
         let table = self.resolve_table(name);
-        if table.is_some() {
+        if let Some(t) = &table {
             self.plan.touches_protected = true;
+            self.protected_tables.push(t.clone());
         }
         let parts = object_parts(name).unwrap_or_default();
         match alias {
@@ -612,6 +683,7 @@ where
         let Some(r) = self.span_of(v.span) else {
             return Operand::Bad("a literal whose position pgveil cannot determine");
         };
+        self.accounted.borrow_mut().push(r.clone());
         let text = &self.text[r.clone()];
         match &v.value {
             Value::Null => Operand::Null(r),
@@ -887,7 +959,19 @@ where
                 ..
             } => {
                 self.plan.kind = StatementKind::Copy;
-                self.copy(source, *to, target, options, legacy_options)
+                self.copy(source, *to, target, options, legacy_options)?;
+                // The options' strings (DELIMITER, NULL, QUOTE, …) were
+                // read by `copy`; a query source's values by the walk.
+                let whole = 0..self.text.len();
+                let rest = match source {
+                    CopySource::Table { .. } => vec![whole],
+                    CopySource::Query(q) => match self.span_of(q.span()) {
+                        Some(r) => vec![0..r.start, r.end..whole.end],
+                        None => Vec::new(),
+                    },
+                };
+                self.accounted.get_mut().extend(rest);
+                Ok(())
             }
             Statement::Prepare {
                 name,
@@ -914,6 +998,10 @@ where
                     }
                 }
                 self.plan.touches_protected = inner.plan.touches_protected;
+                self.accounted
+                    .get_mut()
+                    .extend(inner.accounted.into_inner());
+                self.protected_tables.append(&mut inner.protected_tables);
                 self.plan.reads = inner.plan.reads.clone();
                 self.plan.writes = inner.plan.writes.clone();
                 // Literals inside the PREPARE text are encrypted now.
@@ -1215,7 +1303,7 @@ where
                     // A generated or default expression reading a protected
                     // column would copy its ciphertext into a plain column.
                     self.scopes.push(vec![rel.clone()]);
-                    let r = self.fallback(&column_def.to_string(), None);
+                    let r = self.fallback(column_def);
                     self.scopes.pop();
                     r?;
                     if let Some(pc) = lookup(self, &column_def.name) {
@@ -1280,7 +1368,7 @@ where
             }
             T::Check(check) => {
                 self.scopes.push(vec![rel.clone()]);
-                let r = self.fallback(&check.to_string(), None);
+                let r = self.fallback(check);
                 self.scopes.pop();
                 r
             }
@@ -1357,7 +1445,10 @@ where
         let res = self.set_expr(&q.body, proj, &order);
         if res.is_ok() {
             if let Some(lc) = &q.limit_clause {
-                self.fallback(&lc.to_string(), None)?;
+                self.fallback(lc)?;
+            }
+            if let Some(e) = q.fetch.as_ref().and_then(|f| f.quantity.as_ref()) {
+                self.expr(e)?;
             }
         }
         if pushed {
@@ -1566,8 +1657,7 @@ where
                 name, alias, args, ..
             } => {
                 if args.is_some() {
-                    let text = tf.to_string();
-                    self.fallback(&text, None)?;
+                    self.fallback(tf)?;
                 }
                 let rel = self.rel_for(name, alias.as_ref().map(|a| &a.name));
                 rels.push(rel);
@@ -1623,7 +1713,7 @@ where
                 table_with_joins, ..
             } => self.join_tree(table_with_joins, rels),
             other => {
-                self.fallback(&other.to_string(), None)?;
+                self.fallback(other)?;
                 rels.push(Rel {
                     name: String::new(),
                     schema: None,
@@ -1651,7 +1741,10 @@ where
 
     fn select_body(&mut self, s: &Select, proj: Proj<'p>, order: &[&ast::OrderByExpr]) -> R {
         for w in &s.named_window {
-            self.fallback(&w.to_string(), None)?;
+            self.fallback_text(&w.to_string())?;
+            if let ast::NamedWindowExpr::WindowSpec(spec) = &w.1 {
+                self.window_spec(spec)?;
+            }
         }
         // VALUES columns this SELECT writes into protected columns: bound
         // before anything else is walked (WHERE comes first).
@@ -2596,7 +2689,16 @@ where
                 }
             },
             Expr::Nested(inner) => self.expr(inner),
-            Expr::Value(_) | Expr::TypedString(_) | Expr::Interval(_) | Expr::Wildcard(_) => Ok(()),
+            Expr::Value(v) => {
+                self.account(v.span);
+                Ok(())
+            }
+            Expr::TypedString(ts) => {
+                self.account(ts.value.span);
+                Ok(())
+            }
+            Expr::Interval(i) => self.expr(&i.value),
+            Expr::Wildcard(_) => Ok(()),
             Expr::IsNull(x) | Expr::IsNotNull(x) => match self.direct(x)? {
                 Some(_) => Ok(()),
                 None => self.expr(x),
@@ -2710,10 +2812,40 @@ where
                 self.expr(low)?;
                 self.expr(high)
             }
-            Expr::Like { expr, pattern, .. }
-            | Expr::ILike { expr, pattern, .. }
-            | Expr::SimilarTo { expr, pattern, .. }
-            | Expr::RLike { expr, pattern, .. } => {
+            Expr::Like {
+                expr,
+                pattern,
+                escape_char,
+                ..
+            }
+            | Expr::ILike {
+                expr,
+                pattern,
+                escape_char,
+                ..
+            }
+            | Expr::SimilarTo {
+                expr,
+                pattern,
+                escape_char,
+                ..
+            } => {
+                for side in [expr, pattern] {
+                    if let Some(c) = self.direct(side)? {
+                        return self.refuse(
+                            c,
+                            "LIKE / ILIKE / SIMILAR TO cannot be evaluated on ciphertext of",
+                        );
+                    }
+                }
+                self.expr(expr)?;
+                self.expr(pattern)?;
+                match escape_char {
+                    Some(e) => self.expr(e),
+                    None => Ok(()),
+                }
+            }
+            Expr::RLike { expr, pattern, .. } => {
                 for side in [expr, pattern] {
                     if let Some(c) = self.direct(side)? {
                         return self.refuse(
@@ -2786,7 +2918,7 @@ where
                 }
                 Ok(())
             }
-            other => self.fallback(&other.to_string(), None),
+            other => self.fallback(other),
         }
     }
 
@@ -2852,7 +2984,7 @@ where
                         Ok(())
                     }
                     InTarget::Subquery(q) => self.query(q, Proj::InSub(None)),
-                    other => self.fallback(&format!("{other}"), None),
+                    other => self.fallback_text(&other.to_string()),
                 }
             }
         }
@@ -2905,7 +3037,7 @@ where
                     self.wildcard_arg(None, &fname)?;
                     continue;
                 }
-                _ => return self.fallback(&a.to_string(), None),
+                _ => return self.fallback(*a),
             };
             if let Some(c) = self.direct(e)? {
                 if fname == "count" && args.len() == 1 && f.over.is_none() {
@@ -2938,7 +3070,7 @@ where
                     ast::FunctionArgumentClause::Limit(e)
                     | ast::FunctionArgumentClause::Where(e) => self.expr(e)?,
                     ast::FunctionArgumentClause::IgnoreOrRespectNulls(_) => {}
-                    other => self.fallback(&other.to_string(), None)?,
+                    other => self.fallback(other)?,
                 }
             }
         }
@@ -2952,14 +3084,44 @@ where
             self.expr(&o.expr)?;
         }
         if let Some(over) = &f.over {
-            self.fallback(&over.to_string(), None)?;
+            self.fallback_text(&over.to_string())?;
+            if let ast::WindowType::WindowSpec(spec) = over {
+                self.window_spec(spec)?;
+            }
         }
         Ok(())
     }
 
     /// A construct the walker does not model: refuse if its text names a
     /// protected column (of a table in scope) or a protected table.
-    fn fallback(&self, text: &str, _hint: Option<&str>) -> R {
+    /// The values of a window (`OVER (…)`): its text has passed the
+    /// fallback check; its expressions are walked so their values are
+    /// accounted for.
+    fn window_spec(&mut self, spec: &ast::WindowSpec) -> R {
+        for e in &spec.partition_by {
+            self.expr(e)?;
+        }
+        for o in &spec.order_by {
+            self.expr(&o.expr)?;
+        }
+        if let Some(frame) = &spec.window_frame {
+            for bound in std::iter::once(&frame.start_bound).chain(frame.end_bound.as_ref()) {
+                if let ast::WindowFrameBound::Preceding(Some(e))
+                | ast::WindowFrameBound::Following(Some(e)) = bound
+                {
+                    self.expr(e)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn fallback<T: Spanned + Display>(&self, node: &T) -> R {
+        self.account(node.span());
+        self.fallback_text(&node.to_string())
+    }
+
+    fn fallback_text(&self, text: &str) -> R {
         if self.policy.mentions_protected_table(text) {
             return Err(Refusal::unsupported(
                 None,

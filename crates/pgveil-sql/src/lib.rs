@@ -353,6 +353,7 @@ fn plan(sql: &str, policy: &Policy, opts: &AnalyzeOptions) -> Result<Plan, Refus
             return Err(r);
         }
         w.check_param_uses()?;
+        w.check_coverage()?;
         let mut p = w.plan;
         p.literals.sort_by_key(|l| l.span.start);
         p.max_param = lex::tokens(text)

@@ -758,3 +758,48 @@ fn found_by_second_review() {
         assert!(analyze(sql, &policy()).is_ok(), "{sql}");
     }
 }
+
+/// The structural coverage rule: in a statement that reaches a protected
+/// table, a value the walk never classified refuses the statement. Clauses
+/// the walk knows keep working whatever values they carry.
+#[test]
+fn values_in_clauses_the_walk_does_not_analyse_refuse_the_statement() {
+    for sql in [
+        "SELECT id FROM patients LIMIT '5' OFFSET $1",
+        "SELECT id FROM patients ORDER BY id FETCH FIRST $1 ROWS ONLY",
+        "SELECT DISTINCT ON ('x') id FROM patients",
+        "SELECT id, count(*) FROM patients GROUP BY id HAVING max(created_at) > '2020-01-01'",
+        "SELECT id FROM patients WHERE created_at AT TIME ZONE 'UTC' > now() - interval '1 day'",
+        "SELECT jsonb_build_object('k', id) FROM patients",
+        "SELECT row_number() OVER (ORDER BY created_at RANGE BETWEEN INTERVAL '1 day' PRECEDING AND CURRENT ROW) FROM patients",
+        "SELECT id FROM patients WINDOW w AS (PARTITION BY 'x')",
+        "SELECT id FROM patients WHERE created_at::text LIKE 'a%' ESCAPE '!'",
+        "SELECT id FROM patients WHERE EXTRACT(year FROM created_at) = 2020 AND TRIM(BOTH 'x' FROM 'y') = 'y'",
+        "SELECT id FROM patients WHERE created_at::date = DATE '2020-01-01'",
+        "UPDATE patients SET first_name = 'x' FROM (SELECT 1 AS a) s WHERE patients.id = s.a RETURNING id, 'done'",
+        "DELETE FROM patients USING (VALUES ('a')) v(x) WHERE id::text = v.x",
+        "INSERT INTO patients (first_name, ssn) VALUES ('a', 'b') ON CONFLICT (id) DO UPDATE SET first_name = 'z' WHERE patients.id > 0",
+        "COPY patients (first_name) FROM STDIN WITH (FORMAT csv, NULL 'x', DELIMITER ';')",
+        "COPY (SELECT first_name FROM patients WHERE created_at > '2020-01-01') TO STDOUT WITH (FORMAT csv, NULL 'x')",
+        "PREPARE q AS SELECT id FROM patients WHERE id = $1 AND created_at > 'x'",
+        "SELECT string_agg(id::text, ',' ORDER BY id) FILTER (WHERE id > 0) FROM patients",
+        "SELECT id FROM patients WHERE created_at::text = U&'\\0061'",
+        "SELECT id FROM patients p WHERE NOT EXISTS (SELECT 1 FROM lab_results l WHERE l.patient_id = p.id AND l.lab = 'x')",
+    ] {
+        if let Err(r) = analyze(sql, &policy()) {
+            panic!("refused: {sql}: {r}");
+        }
+    }
+    for sql in [
+        "SELECT json_object('a' VALUE 1), id FROM patients",
+        "SELECT id FROM patients, XMLTABLE('/a' PASSING 'x' COLUMNS b int)",
+        "SELECT id FROM patients, json_table('{}'::jsonb, '$' COLUMNS (a int PATH '$.a'))",
+    ] {
+        let r = refusal(sql);
+        assert!(
+            r.to_string().contains("a clause pgveil does not analyse")
+                && r.to_string().contains("public.patients"),
+            "{sql}: {r}"
+        );
+    }
+}
