@@ -567,6 +567,8 @@ pub struct RawClient {
     stream: tokio::net::TcpStream,
     buf: bytes::BytesMut,
     reader: pgveil_wire::FrameReader,
+    /// The `BackendKeyData` of the login: process id and secret.
+    pub key: Option<(u32, bytes::Bytes)>,
 }
 
 /// One server message as the raw client saw it.
@@ -606,6 +608,7 @@ impl RawClient {
             stream,
             buf: bytes::BytesMut::new(),
             reader: pgveil_wire::FrameReader::new(1 << 26),
+            key: None,
         };
         let startup = pgveil_wire::startup::StartupMessage {
             protocol: 196_608,
@@ -626,6 +629,10 @@ impl RawClient {
             "login failed: {:?}",
             msgs.iter().map(RawMessage::message).collect::<Vec<_>>()
         );
+        c.key = msgs.iter().find(|m| m.tag == b'K').map(|m| {
+            let pid = u32::from_be_bytes([m.body[0], m.body[1], m.body[2], m.body[3]]);
+            (pid, m.body.slice(4..))
+        });
         c
     }
 

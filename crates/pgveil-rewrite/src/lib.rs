@@ -146,6 +146,9 @@ pub struct Engine {
     policy: Arc<Policy>,
     keys: KeySet,
     databases: Mutex<HashMap<String, Arc<DbContext>>>,
+    /// Per database, the policy tables last reported missing: a warning is
+    /// worth logging when this changes, not on every catalog read.
+    missing_reported: Mutex<HashMap<String, Vec<String>>>,
     generation: AtomicU64,
     /// A reload replaced this engine's policy with one that protects other
     /// columns (or the same ones differently): sessions still using it are
@@ -171,6 +174,7 @@ impl Engine {
             policy,
             keys,
             databases: Mutex::new(HashMap::new()),
+            missing_reported: Mutex::new(HashMap::new()),
             generation: AtomicU64::new(0),
             superseded: std::sync::atomic::AtomicBool::new(false),
         }
@@ -259,6 +263,29 @@ impl Engine {
             let mut dbs = self.databases.lock().unwrap_or_else(|e| e.into_inner());
             dbs.insert(database.to_owned(), ctx.clone());
         }
+    }
+
+    /// Records the policy tables `ctx` found missing in `database`; true
+    /// when that differs from what was last recorded for it (worth a
+    /// warning), false when it was already reported.
+    pub fn note_missing_tables(&self, database: &str, ctx: &DbContext) -> bool {
+        let mut names: Vec<String> = ctx
+            .catalog
+            .missing_tables()
+            .iter()
+            .map(|t| t.to_string())
+            .collect();
+        names.sort();
+        let mut seen = self
+            .missing_reported
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if seen.get(database) == Some(&names) {
+            return false;
+        }
+        let changed = !names.is_empty();
+        seen.insert(database.to_owned(), names);
+        changed
     }
 
     /// The current DDL generation.

@@ -14,6 +14,11 @@ pub enum ProxyError {
     ClientProtocol(#[from] WireError),
     #[error("server protocol violation: {0}")]
     ServerProtocol(WireError),
+    /// A startup packet whose framing PostgreSQL itself answers by closing
+    /// the connection without a word (it logs the reason): a length out of
+    /// range, a malformed cancel request.
+    #[error("invalid startup packet: {0}")]
+    BadStartupPacket(WireError),
     #[error("client sent an unexpected message during {phase}")]
     UnexpectedClientMessage { phase: &'static str },
     #[error("TLS is required")]
@@ -87,6 +92,7 @@ impl ProxyError {
                 None,
             ),
             ProxyError::TlsNotConfigured
+            | ProxyError::BadStartupPacket(_)
             | ProxyError::ClientTls(_)
             | ProxyError::DirectTlsWithoutAlpn
             | ProxyError::Io(_) => return None,

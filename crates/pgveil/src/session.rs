@@ -19,7 +19,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use pgveil_wire::backend::{self, auth, BackendKeyData, ErrorFields};
 use pgveil_wire::frontend;
 use pgveil_wire::startup::{self, CancelRequest, StartupMessage, StartupPacket};
-use pgveil_wire::{Frame, FrameReader};
+use pgveil_wire::{Frame, FrameReader, WireError};
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -30,6 +30,8 @@ use tracing::{debug, info, warn};
 /// than one per message.
 const FLUSH_THRESHOLD: usize = 64 * 1024;
 const READ_CHUNK: usize = 16 * 1024;
+/// How long a relayed cancel waits for PostgreSQL to close its end.
+const CANCEL_CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Runs one client connection to completion and logs how it ended.
 ///
@@ -204,10 +206,22 @@ async fn handshake(
 
     let startup = loop {
         let packet = loop {
-            if let Some(p) = startup::parse_startup(&mut client.rbuf)? {
-                break p;
+            match startup::parse_startup(&mut client.rbuf) {
+                Ok(Some(p)) => break p,
+                Ok(None) => client.fill().await?,
+                // PostgreSQL closes silently on these (COMMERROR): a client
+                // that gave up mid-connect (node-postgres writes Terminate
+                // first) must not receive an error it would raise.
+                Err(
+                    e @ (WireError::BadLength { .. }
+                    | WireError::TooLarge { .. }
+                    | WireError::Malformed {
+                        what: "CancelRequest",
+                        ..
+                    }),
+                ) => return Err(ProxyError::BadStartupPacket(e)),
+                Err(e) => return Err(e.into()),
             }
-            client.fill().await?;
         };
         match packet {
             StartupPacket::SslRequest => {
@@ -444,17 +458,8 @@ async fn authenticate(
                     None => None,
                 };
                 client.send(f.raw()).await?;
-                let cancel = cancel.unwrap_or_else(|| {
-                    // A server that sends no BackendKeyData cannot be
-                    // cancelled; register nothing usable.
-                    shared
-                        .cancel
-                        .register(BackendKeyData {
-                            process_id: 0,
-                            secret: Bytes::from_static(&[0; 4]),
-                        })
-                        .1
-                });
+                // A server that sends no BackendKeyData cannot be cancelled.
+                let cancel = cancel.unwrap_or_else(|| shared.cancel.unregistered());
                 return Ok(Some((cancel, rewrite)));
             }
             backend::tag::PARAMETER_STATUS => {
@@ -499,7 +504,7 @@ async fn load_catalog(
     let ctx = engine.build(&rows, generation);
     engine.publish(database, &ctx);
     let missing = ctx.catalog.missing_tables();
-    if !missing.is_empty() {
+    if engine.note_missing_tables(database, &ctx) {
         let names: Vec<String> = missing.iter().map(|t| t.to_string()).collect();
         warn!(
             database,
@@ -558,8 +563,19 @@ async fn forward_cancel(shared: &Arc<Shared>, req: CancelRequest) {
         Ok(mut s) => {
             if let Err(e) = s.write_all(&real.encode()).await {
                 warn!(error = %e, "forwarding cancel request failed");
+                return;
             }
-            let _ = s.shutdown().await;
+            // PostgreSQL closes its end once it has signalled the backend;
+            // clients take the close of theirs as "cancel delivered" and go
+            // on, so theirs closes only after the server's (bounded wait).
+            let mut sink = [0u8; 64];
+            let drained = tokio::time::timeout(CANCEL_CLOSE_WAIT, async {
+                while matches!(s.read(&mut sink).await, Ok(n) if n > 0) {}
+            })
+            .await;
+            if drained.is_err() {
+                debug!("cancel request: server did not close within the wait");
+            }
             debug!("cancel request forwarded");
         }
         Err(e) => warn!(error = %e, "cancel request: upstream connection failed"),
