@@ -207,3 +207,42 @@ async fn sqlalchemy_core_and_orm_crud() {
     .unwrap();
     assert_only_ciphertext(&enc2);
 }
+
+/// Issue 17: Django ≥ 5.2 `bulk_create` (`SELECT * FROM UNNEST((%s)::text[],
+/// …)`) of 1,000 patients, with psycopg's client-side binding (arrays as
+/// literals, Django's default) and with server-side binding (arrays as
+/// parameters): every protected column holds ciphertext and reads back
+/// equal through the ORM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn django_bulk_create_through_unnest() {
+    let drivers = tokio::task::spawn_blocking(drivers).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let enc = clinic_database("django");
+    let proxy = clinic_proxy(dir.path()).await;
+    let via = proxy.url(SCRAM_USER, &enc, "require");
+    let enc2 = enc.clone();
+    tokio::task::spawn_blocking(move || {
+        let out = drivers.run("py_django.py", &[&via, "dj1"]);
+        assert!(out.starts_with("ok"), "{out}");
+        let out = drivers.run("py_django.py", &[&via, "dj2", "--server-side-binding"]);
+        assert!(out.starts_with("ok"), "{out}");
+    })
+    .await
+    .unwrap();
+    assert_only_ciphertext(&enc2);
+    let log = cluster().log();
+    assert!(
+        // As PostgreSQL received them: literal arrays rewritten to arrays of
+        // ciphertext, parameters' logical-type casts removed.
+        log.contains("SELECT * FROM UNNEST(ARRAY['pgv1:")
+            && log.contains("SELECT * FROM UNNEST($1, $2, $3"),
+        "Django used its UNNEST bulk path: {}",
+        log.lines()
+            .filter(|l| l.contains("INSERT INTO \"patients\""))
+            .take(3)
+            .map(|l| &l[..l.len().min(300)])
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert_server_log_lacks(&["CANARYdj1", "CANARYdj2", "dj1-0000", "dj2-0000"]);
+}

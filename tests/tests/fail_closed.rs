@@ -852,3 +852,104 @@ async fn attacks_found_in_review_are_refused() {
     dump_lacks(&db, "LEAKF");
     assert_server_log_lacks(&["LEAKF"]);
 }
+
+/// Issue 17: ORM and driver bulk-insert idioms store ciphertext for every
+/// element and read back equal: Django ≥ 5.2 `bulk_create`
+/// (`SELECT * FROM UNNEST((%s)::text[], …)`, server- and client-side
+/// binding), hand-written `unnest` with aliases, `SELECT unnest($1)`,
+/// `SELECT * FROM (VALUES …) v`; NULL elements stay NULL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_insert_idioms_encrypt_every_element() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = clinic_database("fc_bulk");
+    let proxy = clinic_proxy(dir.path()).await;
+    let c = connect_tls(&proxy.pg_config(&db)).await;
+    // Extended protocol, binary text[] parameters (server-side binding).
+    let first: Vec<String> = (0..500).map(|i| format!("LEAKfirst{i}")).collect();
+    let last: Vec<String> = (0..500).map(|i| format!("LEAKlast{i}")).collect();
+    let ssn: Vec<Option<String>> = (0..500)
+        .map(|i| (i % 7 != 0).then(|| format!("LEAK-{i:06}")))
+        .collect();
+    let n = c
+        .execute(
+            "INSERT INTO patients (first_name, last_name, ssn) SELECT * FROM UNNEST(($1)::text[], ($2)::text[], ($3)::text[])",
+            &[&first, &last, &ssn],
+        )
+        .await
+        .unwrap();
+    assert_eq!(n, 500);
+    // The ssn column is deterministic: the elements can be looked up.
+    let row = c
+        .query_one(
+            "SELECT first_name, last_name FROM patients WHERE ssn = $1",
+            &[&"LEAK-000001"],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "LEAKfirst1");
+    assert_eq!(row.get::<_, String>(1), "LEAKlast1");
+    let nulls: i64 = c
+        .query_one("SELECT count(*) FROM patients WHERE ssn IS NULL", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(nulls, 72);
+    // Hand-written forms.
+    c.execute(
+        "INSERT INTO patients (first_name, last_name) SELECT a, b FROM unnest($1::text[], $2::text[]) AS t(a, b)",
+        &[&vec!["LEAKalias"], &vec!["LEAKaliaslast"]],
+    )
+    .await
+    .unwrap();
+    // Simple protocol: literals as a client-side-binding driver writes them.
+    c.batch_execute(
+        "INSERT INTO patients (first_name, last_name, date_of_birth) SELECT * FROM UNNEST(('{LEAKsimple,\"LEAK quoted\"}')::text[], ('{LEAKs1,LEAKs2}')::text[], ('{1990-01-02,NULL}')::date[]);
+         INSERT INTO patients (first_name, last_name) SELECT * FROM (VALUES ('LEAKvalues', 'LEAKvalueslast')) v;",
+    )
+    .await
+    .unwrap();
+    let rows = try_rows(
+        &c,
+        "SELECT first_name, last_name, date_of_birth FROM patients WHERE first_name IS NOT NULL AND ssn IS NULL ORDER BY id DESC LIMIT 4",
+    )
+    .await
+    .unwrap();
+    let mut got: Vec<_> = rows.into_iter().collect();
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            vec![Some("LEAK quoted".into()), Some("LEAKs2".into()), None],
+            vec![Some("LEAKalias".into()), Some("LEAKaliaslast".into()), None],
+            vec![
+                Some("LEAKsimple".into()),
+                Some("LEAKs1".into()),
+                Some("1990-01-02".into())
+            ],
+            vec![
+                Some("LEAKvalues".into()),
+                Some("LEAKvalueslast".into()),
+                None
+            ],
+        ]
+    );
+    // Filtered or converted sources are refused, not forwarded.
+    refused(
+        &c,
+        "INSERT INTO patients (first_name, last_name) SELECT * FROM unnest('{LEAKx}'::text[], '{LEAKy}'::text[]) u(a, b) WHERE a <> ''",
+        "0A000",
+    )
+    .await;
+    for column in ["first_name", "last_name", "ssn", "date_of_birth"] {
+        assert_column_ciphertext(&db, "patients", column);
+    }
+    dump_lacks(&db, "LEAK");
+    assert_server_log_lacks(&[
+        "LEAKfirst",
+        "LEAK-0000",
+        "LEAKsimple",
+        "LEAK quoted",
+        "LEAKvalues",
+        "LEAKalias",
+    ]);
+}

@@ -134,8 +134,12 @@ struct ParamInfo {
     /// The client-declared type (of the elements, for an array).
     declared: Option<LogicalType>,
     declared_oid: u32,
-    /// `col = ANY($n)`: an array of values to compare with.
+    /// An array of values: to compare with (`col = ANY($n)`) or to write
+    /// (`unnest($n)` feeding an INSERT).
     array: bool,
+    /// Written (one ciphertext per element, active key) or compared (every
+    /// live key version of each element).
+    usage: Comparison,
     /// `col = $n` rewritten to `col = ANY($n)` during a key rotation: a
     /// scalar from the client, an array of its ciphertexts to the server.
     expand: bool,
@@ -820,6 +824,10 @@ impl Session {
             }
             out.push_str(&sql[last..span.start]);
             match edit {
+                Edit::Literal(lit) if lit.form == LiteralForm::Array => {
+                    let col = self.ctx.catalog.column(&lit.target.column)?;
+                    out.push_str(&self.array_literal(col, lit)?);
+                }
                 Edit::Literal(lit) => {
                     let col = self.ctx.catalog.column(&lit.target.column)?;
                     let canonical = col.canonical_from_client(
@@ -843,7 +851,9 @@ impl Session {
                         texts.push(t);
                     }
                     match (texts.len(), lit.form) {
-                        (1, _) | (_, LiteralForm::Value) => out.push_str(&texts[0]),
+                        (1, _) | (_, LiteralForm::Value | LiteralForm::Array) => {
+                            out.push_str(&texts[0])
+                        }
                         (_, LiteralForm::ListElement) => out.push_str(&texts.join(", ")),
                         (_, LiteralForm::EqRight) => {
                             // During a rotation: match every live version.
@@ -863,6 +873,46 @@ impl Session {
         }
         out.push_str(&sql[last..]);
         Ok(out)
+    }
+
+    /// A whole array literal for a protected column (`'{a,b}'::text[]`) as
+    /// `ARRAY[ct, …]::<storage>[]`: each element encrypted, NULLs kept.
+    fn array_literal(
+        &self,
+        col: &ColumnCrypto,
+        lit: &LiteralTarget,
+    ) -> Result<String, RewriteError> {
+        let elements = crate::array::parse_text(lit.value.as_bytes()).map_err(|reason| {
+            RewriteError::InvalidValue {
+                column: col.column.clone(),
+                reason: format!("array literal: {reason}"),
+                sqlstate: "22P02",
+            }
+        })?;
+        let mut texts = Vec::with_capacity(elements.len());
+        for e in elements {
+            let Some(e) = e else {
+                texts.push("NULL".to_owned());
+                continue;
+            };
+            let canonical = col.canonical_from_client(&e, Format::Text, None, self.tz)?;
+            let all = match lit.usage {
+                Comparison::Equality => col.encrypt_lookup(&canonical)?,
+                Comparison::Write => vec![col.encrypt(&canonical)?],
+            };
+            for env in &all {
+                texts.push(col.sql_literal(env)?);
+            }
+        }
+        let ty = match col.storage {
+            crate::Storage::Bytea => "bytea",
+            _ => "text",
+        };
+        Ok(if texts.is_empty() {
+            format!("'{{}}'::{ty}[]")
+        } else {
+            format!("ARRAY[{}]::{ty}[]", texts.join(", "))
+        })
     }
 
     /// The codec of a COPY on a protected table, if its data can be split.
@@ -1335,6 +1385,7 @@ impl Session {
                 declared,
                 declared_oid,
                 array: p.array,
+                usage: p.usage,
                 expand,
                 extras,
             });
@@ -1615,7 +1666,11 @@ impl Session {
                 None => out.push(None),
                 Some(e) => {
                     let c = p.col.canonical_from_client(&e, format, declared, self.tz)?;
-                    for env in p.col.encrypt_lookup(&c)? {
+                    let all = match p.usage {
+                        Comparison::Equality => p.col.encrypt_lookup(&c)?,
+                        Comparison::Write => vec![p.col.encrypt(&c)?],
+                    };
+                    for env in all {
                         out.push(Some(p.col.param_value(&env, Format::Binary)?));
                     }
                 }

@@ -74,6 +74,33 @@ pub(crate) fn target_of(pc: &ProtectedColumn) -> Target {
     }
 }
 
+/// The one argument of `unnest(arg)` (a plain call: no `FILTER`, `OVER`,
+/// qualifiers on the name other than `pg_catalog`).
+fn unnest_arg(e: &Expr) -> Option<&Expr> {
+    let Expr::Function(f) = e else { return None };
+    let parts = object_parts(&f.name)?;
+    let named = match parts.as_slice() {
+        [n] | [_, n] => n == "unnest",
+        _ => false,
+    };
+    if !named || parts.len() == 2 && parts[0] != "pg_catalog" {
+        return None;
+    }
+    if f.filter.is_some() || f.over.is_some() || !f.within_group.is_empty() {
+        return None;
+    }
+    let FunctionArguments::List(l) = &f.args else {
+        return None;
+    };
+    if l.duplicate_treatment.is_some() || !l.clauses.is_empty() {
+        return None;
+    }
+    match l.args.as_slice() {
+        [FunctionArg::Unnamed(FunctionArgExpr::Expr(a))] => Some(a),
+        _ => None,
+    }
+}
+
 /// A relation visible in a scope.
 #[derive(Clone, Debug)]
 struct Rel {
@@ -105,6 +132,9 @@ enum Site {
 struct ValuesRel {
     columns: Vec<String>,
     rows: Vec<Vec<Elem>>,
+    /// `unnest(a, b, …)`: one row whose elements are arrays; column `k`
+    /// takes the elements of array `k`.
+    arrays: bool,
 }
 
 /// One classified `VALUES` element.
@@ -722,7 +752,24 @@ where
             return None;
         };
         let start = match kind {
-            ast::CastKind::DoubleColon => lit.start,
+            ast::CastKind::DoubleColon => {
+                // `lit::type` or `(lit)::type` (Django writes `(%s)::text[]`).
+                let mut starts = vec![lit.start];
+                let mut at = lit.start;
+                for _ in 0..2 {
+                    let before = self.text[..at].trim_end();
+                    match before.strip_suffix('(') {
+                        Some(b) => {
+                            at = b.len();
+                            starts.push(at);
+                        }
+                        None => break,
+                    }
+                }
+                return starts
+                    .into_iter()
+                    .find_map(|start| self.cast_end(cast, start, lit.end));
+            }
             ast::CastKind::Cast => {
                 let before = self.text[..lit.start]
                     .trim_end()
@@ -736,15 +783,21 @@ where
             }
             _ => return None,
         };
+        self.cast_end(cast, start, lit.end)
+    }
+
+    /// The span from `start` to the end of the cast expression `cast`
+    /// whose literal ends at `lit_end`, verified by re-parsing.
+    fn cast_end(&self, cast: &Expr, start: usize, lit_end: usize) -> Option<Range<usize>> {
         let want = cast.to_string();
-        let toks = lex::tokens(&self.text[lit.end..]);
+        let toks = lex::tokens(&self.text[lit_end..]);
         let mut best = None;
         for t in toks
             .iter()
             .filter(|t| !matches!(t.kind, Kind::Space | Kind::Comment))
             .take(16)
         {
-            let end = lit.end + t.end;
+            let end = lit_end + t.end;
             let cand = &self.text[start..end];
             if let Ok(mut p) = Parser::new(&PostgreSqlDialect {}).try_with_sql(cand) {
                 if let Ok(e) = p.parse_expr() {
@@ -775,10 +828,17 @@ where
             return self.refuse(pc, "a value pgveil cannot re-read is given for");
         };
         let want = pc.type_spec();
-        while let Expr::Cast {
-            expr, data_type, ..
-        } = e
-        {
+        loop {
+            let (expr, data_type) = match e {
+                Expr::Nested(inner) => {
+                    e = *inner;
+                    continue;
+                }
+                Expr::Cast {
+                    expr, data_type, ..
+                } => (expr, data_type),
+                _ => break,
+            };
             let mut name = data_type.to_string().to_ascii_lowercase();
             if array {
                 match name.strip_suffix("[]") {
@@ -819,7 +879,7 @@ where
         negated: bool,
         form: LiteralForm,
     ) -> R {
-        self.check_cast(pc, &span, false)?;
+        self.check_cast(pc, &span, form == LiteralForm::Array)?;
         let span = self.abs(span);
         self.plan.literals.push(LiteralTarget {
             span,
@@ -1677,10 +1737,8 @@ where
                     self.scopes.pop();
                 }
                 r?;
-                let values = match (&*subquery.body, alias) {
-                    (SetExpr::Values(v), Some(a))
-                        if subquery.with.is_none() && !a.columns.is_empty() =>
-                    {
+                let values = match &*subquery.body {
+                    SetExpr::Values(v) if subquery.with.is_none() => {
                         let mut rows = Vec::with_capacity(v.rows.len());
                         for row in &v.rows {
                             let mut out = Vec::with_capacity(row.content.len());
@@ -1694,9 +1752,20 @@ where
                             }
                             rows.push(out);
                         }
+                        // PostgreSQL names them column1, column2, … unless
+                        // the alias lists names.
+                        let width = rows.first().map_or(0, Vec::len);
+                        let named: Vec<String> = alias
+                            .iter()
+                            .flat_map(|a| a.columns.iter().map(|c| norm(&c.name)))
+                            .collect();
+                        let columns = (0..width)
+                            .map(|k| named.get(k).cloned().unwrap_or(format!("column{}", k + 1)))
+                            .collect();
                         Some(Arc::new(ValuesRel {
-                            columns: a.columns.iter().map(|c| norm(&c.name)).collect(),
+                            columns,
                             rows,
+                            arrays: false,
                         }))
                     }
                     _ => None,
@@ -1706,6 +1775,51 @@ where
                     schema: None,
                     table: None,
                     values,
+                });
+                Ok(())
+            }
+            TableFactor::UNNEST {
+                alias,
+                array_exprs,
+                with_offset,
+                with_offset_alias,
+                with_ordinality,
+            } if !with_offset && with_offset_alias.is_none() => {
+                // `unnest(a, b, …)`: column k holds the elements of array k.
+                // Arrays of literals or parameters can feed protected
+                // columns (ORM bulk inserts); anything else is walked.
+                let mut row = Vec::with_capacity(array_exprs.len());
+                for e in array_exprs {
+                    let el = match self.operand(e)? {
+                        Operand::Literal(r, v) => Elem::Literal(r, v),
+                        Operand::Param(n, c) => Elem::Param(n, c),
+                        Operand::Null(_) => Elem::Null,
+                        _ => {
+                            self.expr(e)?;
+                            Elem::Other
+                        }
+                    };
+                    row.push(el);
+                }
+                if *with_ordinality {
+                    row.push(Elem::Other);
+                }
+                let named: Vec<String> = alias
+                    .iter()
+                    .flat_map(|a| a.columns.iter().map(|c| norm(&c.name)))
+                    .collect();
+                let columns = (0..row.len())
+                    .map(|k| named.get(k).cloned().unwrap_or_default())
+                    .collect();
+                rels.push(Rel {
+                    name: alias.as_ref().map(|a| norm(&a.name)).unwrap_or_default(),
+                    schema: None,
+                    table: None,
+                    values: Some(Arc::new(ValuesRel {
+                        columns,
+                        rows: vec![row],
+                        arrays: true,
+                    })),
                 });
                 Ok(())
             }
@@ -1748,6 +1862,17 @@ where
         }
         // VALUES columns this SELECT writes into protected columns: bound
         // before anything else is walked (WHERE comes first).
+        let placed = match &proj {
+            Proj::Into(_) => self.placeable_wildcard(s),
+            _ => None,
+        };
+        if let (Proj::Into(targets), Some(v)) = (&proj, &placed) {
+            for (k, t) in targets.iter().enumerate() {
+                if t.is_some() {
+                    self.bound_values.push((Arc::as_ptr(v) as usize, k));
+                }
+            }
+        }
         if let Proj::Into(targets) = &proj {
             for (i, item) in s.projection.iter().enumerate() {
                 let (SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. }) = item
@@ -1781,6 +1906,25 @@ where
                 }
                 SelectItem::ExprWithAliases { expr, .. } => {
                     self.expr(expr)?;
+                    outputs.push((None, None));
+                }
+                SelectItem::Wildcard(_) if placed.is_some() => {
+                    let (Some(v), Proj::Into(targets)) = (&placed, &proj) else {
+                        unreachable!("placed only for Proj::Into")
+                    };
+                    if v.rows.first().map_or(0, Vec::len) != targets.len() {
+                        if let Some(t) = targets.iter().flatten().next() {
+                            return self.refuse(
+                                t,
+                                "INSERT … SELECT * supplies a different number of columns than the INSERT lists, including",
+                            );
+                        }
+                    }
+                    for (k, t) in targets.iter().enumerate() {
+                        if let Some(t) = t {
+                            self.values_column_into(t, v, k)?;
+                        }
+                    }
                     outputs.push((None, None));
                 }
                 SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..) => {
@@ -1851,7 +1995,7 @@ where
             }
             self.copy_outputs = Some(outputs.iter().map(|o| o.1).collect());
         }
-        if let Proj::Into(t) = &proj {
+        if let (Proj::Into(t), None) = (&proj, &placed) {
             if s.projection.iter().any(|i| {
                 matches!(
                     i,
@@ -1861,7 +2005,7 @@ where
             {
                 return Err(Refusal::unsupported(
                     t.iter().flatten().next().map(|c| &c.column),
-                    "INSERT … SELECT * into a table with protected columns: list the source columns".to_owned(),
+                    "INSERT … SELECT * into a table with protected columns is placed only from one VALUES list or unnest(…) of array literals or parameters (and nothing else in the SELECT); use INSERT … VALUES, or SELECT * FROM unnest($1, $2, …) with one array parameter per column".to_owned(),
                 ));
             }
         }
@@ -1973,6 +2117,23 @@ where
                         Ok(())
                     }
                     (Some(t), None) if self.values_column(e).is_some() => self.values_into(t, e),
+                    (Some(t), None) if unnest_arg(e).is_some() => {
+                        // `SELECT unnest($1::text[])`: each element of the
+                        // array is a value for the column.
+                        let arg = unnest_arg(e).expect("checked");
+                        let el = match self.operand(arg)? {
+                            Operand::Literal(r, v) => Elem::Literal(r, v),
+                            Operand::Param(n, c) => Elem::Param(n, c),
+                            Operand::Null(_) => Elem::Null,
+                            _ => Elem::Other,
+                        };
+                        let v = ValuesRel {
+                            columns: Vec::new(),
+                            rows: vec![vec![el]],
+                            arrays: true,
+                        };
+                        self.values_column_into(t, &v, 0)
+                    }
                     (Some(t), _) => Err(Refusal::unsupported(
                         Some(&t.column),
                         format!(
@@ -2102,21 +2263,32 @@ where
                 None => return self.refuse(t, "a cast pgveil cannot delimit around the source of"),
             }
         }
+        self.values_column_into(t, &v, k)
+    }
+
+    /// Every value of column `k` of `v` encrypted for `t`.
+    fn values_column_into(&mut self, t: &'p ProtectedColumn, v: &ValuesRel, k: usize) -> R {
+        let form = if v.arrays {
+            LiteralForm::Array
+        } else {
+            // Typed (`::bytea`) so the VALUES column gets the storage type.
+            LiteralForm::ListElement
+        };
         for row in &v.rows {
             match row.get(k).cloned().unwrap_or(Elem::Other) {
-                // Typed (`::bytea`) so the VALUES column gets the storage type.
-                Elem::Literal(span, value) => self.add_literal(
-                    t,
-                    span,
-                    value,
-                    Comparison::Write,
-                    false,
-                    LiteralForm::ListElement,
-                )?,
+                Elem::Literal(span, value) => {
+                    self.add_literal(t, span, value, Comparison::Write, false, form)?
+                }
                 Elem::Param(n, cast) => {
-                    self.add_param(t, n, cast, Comparison::Write, false, Site::Other)?
+                    self.add_param(t, n, cast, Comparison::Write, v.arrays, Site::Other)?
                 }
                 Elem::Null => {}
+                Elem::Other if v.arrays => {
+                    return self.refuse(
+                        t,
+                        "unnest(…) may only take array literals or parameters for",
+                    )
+                }
                 Elem::Other => {
                     return self.refuse(
                         t,
@@ -2127,6 +2299,26 @@ where
         }
         self.plan.writes.insert(t.column.clone());
         Ok(())
+    }
+
+    /// `INSERT INTO t (…) SELECT * FROM <one VALUES or unnest relation>`:
+    /// the relation's columns, in order, with no clause that could filter,
+    /// combine or reorder them.
+    fn placeable_wildcard(&self, s: &Select) -> Option<Arc<ValuesRel>> {
+        let [SelectItem::Wildcard(_)] = s.projection.as_slice() else {
+            return None;
+        };
+        if s.selection.is_some()
+            || s.having.is_some()
+            || s.distinct.is_some()
+            || !matches!(&s.group_by, GroupByExpr::Expressions(g, m) if g.is_empty() && m.is_empty())
+        {
+            return None;
+        }
+        let [rel] = self.scopes.last()?.as_slice() else {
+            return None;
+        };
+        rel.values.clone()
     }
 
     // ----- writes -----

@@ -124,6 +124,10 @@ pub enum LiteralForm {
     EqRight,
     /// An element of `IN (…)` or `ARRAY[…]`: may become several elements.
     ListElement,
+    /// A whole one-dimensional array literal (`'{a,b}'::text[]`, an
+    /// argument of `unnest(…)` feeding an INSERT): every element is
+    /// encrypted and the literal becomes `ARRAY[…]::<storage>[]`.
+    Array,
 }
 
 /// A `$n` parameter that targets a protected column.

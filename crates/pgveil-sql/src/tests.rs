@@ -201,7 +201,6 @@ fn refusals_name_column_and_hide_values() {
         ("COPY patients FROM STDIN (FORMAT binary)", "0A000", None),
         ("COPY patients TO '/tmp/CANARY-16'", "0A000", None),
         ("INSERT INTO patients (ssn) VALUES ('CANARY-17' THIS DOES NOT PARSE", "0A000", None),
-        ("SELECT * FROM patients WHERE ssn = ($1)::text", "0A000", Some("public.patients.ssn")),
         ("SELECT CASE WHEN id = 1 THEN email END FROM patients", "0A000", Some("public.patients.email")),
     ];
     for (sql, state, column) in cases {
@@ -510,7 +509,9 @@ fn insert_sources_other_than_a_bare_values_list_encrypt_every_value() {
         "INSERT INTO patients (first_name, last_name) VALUES ('a', 'b') EXCEPT VALUES ('c', 'd')",
         "INSERT INTO patients (first_name, last_name) TABLE staging",
         "INSERT INTO patients (first_name, last_name) (VALUES (lower('a'), 'b'))",
-        "INSERT INTO patients (first_name, last_name) SELECT * FROM (VALUES ('a', 'b')) v",
+        "INSERT INTO patients (first_name, last_name) SELECT * FROM (VALUES ('a', 'b')) v WHERE column1 <> 'x'",
+        "INSERT INTO patients (first_name, last_name) SELECT DISTINCT * FROM (VALUES ('a', 'b')) v",
+        "INSERT INTO patients (first_name, last_name) SELECT * FROM (VALUES ('a', 'b', 'c')) v",
     ] {
         let r = refusal(sql);
         assert_eq!(r.sqlstate, "0A000", "{sql}");
@@ -802,4 +803,73 @@ fn values_in_clauses_the_walk_does_not_analyse_refuse_the_statement() {
             "{sql}: {r}"
         );
     }
+}
+
+/// Issue 17: the bulk-insert idioms of ORMs and drivers — `SELECT * FROM
+/// unnest(…)` (Django ≥ 5.2 `bulk_create`, with server- or client-side
+/// binding), `unnest` with column aliases, `SELECT unnest($1)`, and
+/// `SELECT * FROM (VALUES …) v` — encrypt every element.
+#[test]
+fn unnest_and_values_bulk_inserts_encrypt_every_element() {
+    for sql in [
+        "INSERT INTO patients (first_name, ssn) SELECT * FROM UNNEST(($1)::text[], ($2)::text[])",
+        "INSERT INTO patients (first_name, ssn) SELECT * FROM unnest($1::text[], $2::text[])",
+        "INSERT INTO patients (first_name, ssn) SELECT a, b FROM unnest($1::text[], $2) AS t(a, b)",
+        "INSERT INTO patients (first_name) SELECT unnest($1::text[])",
+    ] {
+        let p = plan_of(sql);
+        let st = &p.statements[0];
+        assert!(
+            st.params
+                .values()
+                .all(|p| p.array && p.usage == Comparison::Write),
+            "{sql}"
+        );
+        assert!(
+            st.params[&1].target.column == col("patients.first_name"),
+            "{sql}"
+        );
+    }
+    let sql = "INSERT INTO patients (first_name, ssn, created_at) SELECT * FROM UNNEST(('{Ann,\"Bo B\"}')::text[], ('{1,NULL}')::text[], ('{2024-01-01,2024-01-02}')::timestamptz[])";
+    let p = plan_of(sql);
+    let st = &p.statements[0];
+    let got: Vec<_> = st
+        .literals
+        .iter()
+        .map(|l| (&sql[l.span.clone()], l.value.as_str(), l.form))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (
+                "('{Ann,\"Bo B\"}')::text[]",
+                "{Ann,\"Bo B\"}",
+                LiteralForm::Array
+            ),
+            ("('{1,NULL}')::text[]", "{1,NULL}", LiteralForm::Array)
+        ]
+    );
+    // Refused: a cast converting the elements, an expression as an array,
+    // an unnest whose rows are filtered, a wildcard over two relations.
+    for sql in [
+        "INSERT INTO patients (first_name) SELECT * FROM unnest($1::int[])",
+        "INSERT INTO patients (first_name) SELECT * FROM unnest(string_to_array($1, ','))",
+        "INSERT INTO patients (first_name) SELECT * FROM unnest($1::text[]) u WHERE u <> ''",
+        "INSERT INTO patients (first_name, ssn) SELECT * FROM unnest($1::text[]), unnest($2::text[])",
+        "INSERT INTO patients (first_name) SELECT unnest($1::text[]) || 'x'",
+    ] {
+        let r = refusal(sql);
+        assert_eq!(r.sqlstate, "0A000", "{sql}");
+        assert!(
+            r.column.is_some() || r.to_string().contains("public.patients"),
+            "{sql}: {r}"
+        );
+    }
+}
+
+#[test]
+fn nested_casts_are_checked_at_every_level() {
+    refusal("INSERT INTO patients (first_name) VALUES (('01'::int4)::text)");
+    refusal("INSERT INTO patients (first_name) SELECT * FROM unnest(('{1}'::int4[])::text[])");
+    plan_of("INSERT INTO patients (first_name) VALUES (('x'::text)::text)");
 }
