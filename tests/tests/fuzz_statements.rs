@@ -147,7 +147,47 @@ impl Gen {
         }
     }
 
+    /// Shapes added with the structural coverage check and the bulk paths
+    /// of issue 17: `unnest` of array literals and parameters in every
+    /// position, array literals with quoting, filtered or converted bulk
+    /// sources, and values in clauses the analyser may not walk.
+    fn statement_v3(&mut self) -> String {
+        let (c, d) = (self.canary(), self.canary());
+        let t = self.table();
+        let arr = |rng: &mut Rng, c: &str| -> String {
+            match rng.below(7) {
+                0 => format!("'{{{c}}}'::text[]"),
+                1 => format!("('{{\"{c}\",NULL}}')::text[]"),
+                2 => format!("'{{{c}}}'"),
+                3 => format!("ARRAY['{c}']"),
+                4 => format!("string_to_array('{c}', ',')"),
+                5 => format!("'{{{c}}}'::varchar(3)[]"),
+                _ => format!("(('{{{c}}}'))::text[]"),
+            }
+        };
+        let (x, y) = (arr(&mut self.rng, &c), arr(&mut self.rng, &d));
+        match self.rng.below(14) {
+            0 | 1 => format!("INSERT INTO {t} (first_name, last_name) SELECT * FROM UNNEST({x}, {y})"),
+            2 => format!("INSERT INTO {t} (first_name, last_name) SELECT a, b FROM unnest({x}, {y}) AS u(a, b)"),
+            3 => format!("INSERT INTO {t} (first_name, last_name) SELECT a, b FROM unnest({x}, {y}) AS u(a, b) WHERE a <> b"),
+            4 => format!("INSERT INTO {t} (first_name, last_name) SELECT unnest({x}), unnest({y})"),
+            5 => format!("INSERT INTO {t} (first_name, last_name) SELECT * FROM unnest({x}, {y}) WITH ORDINALITY"),
+            6 => format!("INSERT INTO {t} (first_name, last_name) SELECT * FROM (VALUES ('{c}', '{d}')) v"),
+            7 => format!("INSERT INTO {t} (first_name, last_name) SELECT * FROM (VALUES ('{c}', '{d}')) v WHERE column1 <> ''"),
+            8 => format!("INSERT INTO {t} (last_name, first_name) SELECT * FROM unnest({x}, {y}), unnest({x})"),
+            9 => format!("SELECT json_object('{c}' VALUE 1), id FROM {t}"),
+            10 => format!("SELECT id FROM {t} WHERE first_name LIKE 'a%' ESCAPE '{}'", &c[..1]),
+            11 => format!("SELECT id FROM {t} ORDER BY id FETCH FIRST (SELECT length('{c}')) ROWS ONLY"),
+            12 => format!("INSERT INTO {t} (first_name, last_name) SELECT * FROM UNNEST({x}, {y}) ORDER BY 1"),
+            _ => format!("SELECT id FROM {t} WHERE ssn = ANY({x})"),
+        }
+    }
+
     fn statement(&mut self) -> String {
+        if self.rng.chance(15) {
+            let s = self.statement_v3();
+            return self.noise(s);
+        }
         if self.rng.chance(35) {
             let s = self.statement_v2();
             return self.noise(s);
