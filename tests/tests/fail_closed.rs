@@ -953,3 +953,81 @@ async fn bulk_insert_idioms_encrypt_every_element() {
         "LEAKalias",
     ]);
 }
+
+/// Third attack review, against the server: a protected PREPARE followed in
+/// the same string by a statement pgveil cannot parse that runs it; a time
+/// zone changed earlier in the same string; parameters declared with types
+/// whose conversion pgveil cannot reproduce; `bytea_output = 'escape'`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_string_prepare_timezone_declared_types_and_bytea_escape() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = clinic_database("fc_third");
+    let proxy = clinic_proxy(dir.path()).await;
+    let c = connect_tls(&proxy.pg_config(&db)).await;
+    refused(
+        &c,
+        "PREPARE e5 AS WITH x AS (INSERT INTO patients (first_name, last_name) VALUES ($1, $2) RETURNING id) SELECT id FROM x; CREATE TABLE t415 AS EXECUTE e5('LEAK415a', 'LEAK415b')",
+        "0A000",
+    )
+    .await;
+    // A zone set earlier in the string: no offset-less timestamptz is
+    // read in a zone pgveil cannot be sure of.
+    let r = try_rows(
+        &c,
+        "SET timezone = 'Asia/Kolkata'; INSERT INTO lab_results (lab, reported_at) VALUES ('TZ6', '2020-01-01 10:00')",
+    )
+    .await;
+    assert!(r.is_err(), "{r:?}");
+    c.batch_execute(
+        "SET timezone = 'UTC'; INSERT INTO lab_results (lab, reported_at) VALUES ('TZ7', '2020-01-01 10:00+05:30')",
+    )
+    .await
+    .unwrap();
+    let rows = try_rows(&c, "SELECT reported_at FROM lab_results WHERE lab = 'TZ7'")
+        .await
+        .unwrap();
+    assert_eq!(rows, vec![vec![Some("2020-01-01 04:30:00+00".to_owned())]]);
+    // Declared parameter types: bpchar (drops trailing spaces on its way
+    // to text) and record are refused; bool becomes 'true' as in PostgreSQL.
+    use tokio_postgres::types::Type;
+    for ty in [Type::BPCHAR, Type::RECORD] {
+        let e = c
+            .prepare_typed(
+                "INSERT INTO patients (first_name, last_name) VALUES ($1, 'x')",
+                std::slice::from_ref(&ty),
+            )
+            .await
+            .expect_err("declared type refused");
+        assert_eq!(e.as_db_error().unwrap().code().code(), "42804", "{ty}");
+    }
+    let st = c
+        .prepare_typed(
+            "INSERT INTO patients (first_name, last_name) VALUES ($1, 'boolean') RETURNING first_name",
+            &[Type::BOOL],
+        )
+        .await
+        .unwrap();
+    let row = c.query_one(&st, &[&true]).await.unwrap();
+    assert_eq!(row.get::<_, String>(0), "true");
+    // bytea_output = 'escape' reads the bytea-stored columns.
+    c.batch_execute(
+        "INSERT INTO patients (first_name, last_name, ssn, medical_history) VALUES ('e', 'scape', 'esc-1', 'history with \\ and é')",
+    )
+    .await
+    .unwrap();
+    for setting in ["escape", "hex"] {
+        let rows = try_rows(
+            &c,
+            &format!("SET bytea_output = '{setting}'; SELECT medical_history FROM patients WHERE ssn = 'esc-1'"),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            rows,
+            vec![vec![Some("history with \\ and é".to_owned())]],
+            "{setting}"
+        );
+    }
+    dump_lacks(&db, "LEAK415");
+    assert_server_log_lacks(&["LEAK415"]);
+}

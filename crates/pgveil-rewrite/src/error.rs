@@ -35,7 +35,7 @@ pub enum RewriteError {
         sqlstate: &'static str,
     },
     /// A bound parameter's declared type cannot be converted to the column's type.
-    #[error("pgveil: parameter ${param} targets protected column {column} of type {logical} but was sent in binary as type OID {declared}; send it as text or as {logical}")]
+    #[error("pgveil: parameter ${param} targets protected column {column} of type {logical} but is declared as type OID {declared}, a conversion pgveil cannot reproduce on ciphertext; declare it as {logical} or leave its type unspecified")]
     ParamType {
         /// 1-based parameter number.
         param: u32,

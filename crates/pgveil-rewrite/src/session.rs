@@ -82,6 +82,9 @@ pub enum ServerAction {
     ReplaceAndClose,
 }
 
+/// `unknown`: a parameter type left for the server to infer.
+const UNKNOWN_OID: u32 = 705;
+
 /// Which columns of a result are protected, and their formats.
 #[derive(Debug)]
 struct Shape {
@@ -277,6 +280,10 @@ pub struct Session {
     /// Statements that may change how the server reads text (see
     /// [`pgveil_sql::mentions_text_setting`]) were sent and not all answered.
     text_settings_in_flight: bool,
+    /// Statements that may change `TimeZone` (see
+    /// [`pgveil_sql::mentions_timezone_setting`]) were sent and not all
+    /// answered: values are canonicalised as for an unknown zone.
+    tz_in_flight: bool,
     /// Between the `Execute` of a `COPY … FROM STDIN` and its end, where the
     /// server ignores `Sync`.
     copy_in_mode: bool,
@@ -412,6 +419,7 @@ impl Session {
             copy_out: None,
             unsafe_encoding: None,
             text_settings_in_flight: false,
+            tz_in_flight: false,
             server_major: None,
             copy_in_mode: false,
             copy_in_started: false,
@@ -834,7 +842,7 @@ impl Session {
                         lit.value.as_bytes(),
                         Format::Text,
                         None,
-                        self.tz,
+                        self.tz(),
                     )?;
                     let all = if lit.usage == Comparison::Equality && lit.form != LiteralForm::Value
                     {
@@ -895,7 +903,7 @@ impl Session {
                 texts.push("NULL".to_owned());
                 continue;
             };
-            let canonical = col.canonical_from_client(&e, Format::Text, None, self.tz)?;
+            let canonical = col.canonical_from_client(&e, Format::Text, None, self.tz())?;
             let all = match lit.usage {
                 Comparison::Equality => col.encrypt_lookup(&canonical)?,
                 Comparison::Write => vec![col.encrypt(&canonical)?],
@@ -913,6 +921,16 @@ impl Session {
         } else {
             format!("ARRAY[{}]::{ty}[]", texts.join(", "))
         })
+    }
+
+    /// The session's time zone for reading values, or unknown while a
+    /// statement that may change it is unanswered.
+    fn tz(&self) -> SessionTimeZone {
+        if self.tz_in_flight {
+            SessionTimeZone::Unknown
+        } else {
+            self.tz
+        }
     }
 
     /// The codec of a COPY on a protected table, if its data can be split.
@@ -944,7 +962,13 @@ impl Session {
         unsure: bool,
         copy_only: bool,
     ) -> Result<(), RewriteError> {
-        let prepared = self.reg.has_statements();
+        // Protected prepared statements the session has, or that this very
+        // string defines before a statement pgveil cannot parse could run
+        // them (`PREPARE p AS …; CREATE TABLE t AS EXECUTE p(…)`).
+        let prepared = self.reg.has_statements()
+            || plan.statements.iter().any(|s| {
+                matches!(&s.prepared, Some(pgveil_sql::PreparedOp::Prepare { plan, .. }) if plan.touches_protected)
+            });
         if prepared
             && plan
                 .statements
@@ -1047,6 +1071,9 @@ impl Session {
             });
             return ClientOutcome::forward();
         };
+        if pgveil_sql::mentions_timezone_setting(sql) {
+            self.tz_in_flight = true;
+        }
         let setting = pgveil_sql::mentions_text_setting(sql);
         let unsure_before = self.text_settings_in_flight;
         if setting {
@@ -1134,7 +1161,7 @@ impl Session {
         let mut copy_in = None;
         if let Some(codec) = copy {
             if codec.is_copy_in() {
-                copy_in = Some(CopyStream::new(codec, self.tz, self.server_major));
+                copy_in = Some(CopyStream::new(codec, self.tz(), self.server_major));
             } else {
                 copy_out = Some(codec);
             }
@@ -1243,6 +1270,9 @@ impl Session {
         if pgveil_sql::mentions_text_setting(sql) {
             self.text_settings_in_flight = true;
         }
+        if pgveil_sql::mentions_timezone_setting(sql) {
+            self.tz_in_flight = true;
+        }
         let plan = match self
             .ctx
             .analyzer
@@ -1323,10 +1353,24 @@ impl Session {
             }
             let declared_oid = parse.param_types.get(idx).copied().unwrap_or(0);
             let declared = match (declared_oid, p.array) {
-                (0, _) => None,
+                (0 | UNKNOWN_OID, _) => None,
                 (oid, false) => LogicalType::from_oid(oid),
                 (oid, true) => crate::array::element_of(oid),
             };
+            if declared.is_none() && !matches!(declared_oid, 0 | UNKNOWN_OID) {
+                // PostgreSQL would convert from that type (bpchar drops
+                // trailing spaces) or reject it (record); pgveil cannot
+                // reproduce either on ciphertext.
+                return self.refuse_extended(
+                    RewriteError::ParamType {
+                        param: n,
+                        column: col.column.clone(),
+                        logical: col.logical.name(),
+                        declared: declared_oid,
+                    },
+                    out,
+                );
+            }
             if parse.param_types.len() <= idx {
                 parse.param_types.resize(idx + 1, 0);
             }
@@ -1544,7 +1588,7 @@ impl Session {
                 self.encrypt_array(p, value, format)
             } else if p.expand {
                 p.col
-                    .canonical_from_client(value, format, p.declared, self.tz)
+                    .canonical_from_client(value, format, p.declared, self.tz())
                     .and_then(|c| p.col.encrypt_lookup(&c))
                     .and_then(|all| {
                         let els = all
@@ -1559,7 +1603,7 @@ impl Session {
             } else if count_ok && !p.extras.is_empty() {
                 // Active version in the client's slot, older ones added.
                 p.col
-                    .canonical_from_client(value, format, p.declared, self.tz)
+                    .canonical_from_client(value, format, p.declared, self.tz())
                     .and_then(|c| p.col.encrypt_lookup(&c))
                     .and_then(|all| {
                         for (k, &e) in p.extras.iter().enumerate() {
@@ -1572,7 +1616,7 @@ impl Session {
                     })
             } else {
                 p.col
-                    .canonical_from_client(value, format, p.declared, self.tz)
+                    .canonical_from_client(value, format, p.declared, self.tz())
                     .and_then(|c| p.col.encrypt(&c))
                     .and_then(|env| p.col.param_value(&env, format))
                     .map(|v| (v, format))
@@ -1665,7 +1709,9 @@ impl Session {
             match e {
                 None => out.push(None),
                 Some(e) => {
-                    let c = p.col.canonical_from_client(&e, format, declared, self.tz)?;
+                    let c = p
+                        .col
+                        .canonical_from_client(&e, format, declared, self.tz())?;
                     let all = match p.usage {
                         Comparison::Equality => p.col.encrypt_lookup(&c)?,
                         Comparison::Write => vec![p.col.encrypt(&c)?],
@@ -1744,7 +1790,7 @@ impl Session {
         let mut copy_out = None;
         if let Some(codec) = codec {
             if codec.is_copy_in() {
-                self.copy_in = Some(CopyStream::new(codec, self.tz, self.server_major));
+                self.copy_in = Some(CopyStream::new(codec, self.tz(), self.server_major));
                 self.copy_in_mode = true;
             } else {
                 copy_out = Some(codec);
@@ -2146,6 +2192,7 @@ impl Session {
                     // Every statement sent has been answered, and with it any
                     // ParameterStatus that changed how text is read.
                     self.text_settings_in_flight = false;
+                    self.tz_in_flight = false;
                 }
                 self.copy_in_started = false;
                 self.current = None;

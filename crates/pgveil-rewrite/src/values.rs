@@ -118,10 +118,18 @@ impl ColumnCrypto {
             Format::Text => canonical::canonical_from_text_in(source, value, tz).map_err(err)?,
             Format::Binary => canonical::canonical_from_binary(source, value).map_err(err)?,
         };
-        let c = if source != self.logical {
-            canonical::canonical_from_text_in(self.logical, &c, tz).map_err(err)?
-        } else {
+        let c = if source == self.logical {
             c
+        } else if source == LogicalType::Bool
+            && matches!(self.logical, LogicalType::Text | LogicalType::Varchar)
+        {
+            // bool → text is booltext(), not the output function: `true`.
+            match c.as_slice() {
+                b"t" | b"true" => b"true".to_vec(),
+                _ => b"false".to_vec(),
+            }
+        } else {
+            canonical::canonical_from_text_in(self.logical, &c, tz).map_err(err)?
         };
         self.apply_typmod(c)
     }

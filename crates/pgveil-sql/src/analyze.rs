@@ -101,6 +101,47 @@ fn unnest_arg(e: &Expr) -> Option<&Expr> {
     }
 }
 
+/// The protected column behind an output named by ordinal (`1`) or by
+/// output alias, as ORDER BY, GROUP BY and DISTINCT ON may name them.
+fn output_target<'p>(
+    e: &Expr,
+    outputs: &[(Option<String>, Option<&'p ProtectedColumn>)],
+) -> Option<&'p ProtectedColumn> {
+    match e {
+        Expr::Value(v) => match &v.value {
+            Value::Number(n, _) => n
+                .parse::<usize>()
+                .ok()
+                .and_then(|k| outputs.get(k.wrapping_sub(1)))
+                .and_then(|o| o.1),
+            _ => None,
+        },
+        Expr::Identifier(i) => {
+            let n = norm(i);
+            outputs
+                .iter()
+                .find(|(a, _)| a.as_deref() == Some(n.as_str()))
+                .and_then(|o| o.1)
+        }
+        _ => None,
+    }
+}
+
+/// Whether a number literal converts to text exactly as written (what
+/// pgveil encrypts): `-?(0|[1-9][0-9]*)(\.[0-9]+)?`, not negative zero.
+fn number_reads_as_written(n: &str) -> bool {
+    let digits = n.strip_prefix('-').unwrap_or(n);
+    let (int, frac) = match digits.split_once('.') {
+        Some((i, f)) => (i, Some(f)),
+        None => (digits, None),
+    };
+    let int_ok = int == "0"
+        || (!int.is_empty() && !int.starts_with('0') && int.bytes().all(|b| b.is_ascii_digit()));
+    let frac_ok = frac.is_none_or(|f| !f.is_empty() && f.bytes().all(|b| b.is_ascii_digit()));
+    let negative_zero = n.starts_with('-') && digits.bytes().all(|b| b == b'0' || b == b'.');
+    int_ok && frac_ok && !negative_zero
+}
+
 /// A relation visible in a scope.
 #[derive(Clone, Debug)]
 struct Rel {
@@ -199,6 +240,12 @@ pub(crate) struct Walker<'p, 'o> {
     /// any other use of them (a comparison, a function, another output)
     /// would see ciphertext or compare plaintext: refused.
     bound_values: Vec<(usize, usize)>,
+    /// The SELECT whose projection is being placed into an INSERT's columns
+    /// reads from one relation only, with no DISTINCT, GROUP BY or HAVING:
+    /// a VALUES list or unnest(…) there supplies each value exactly once,
+    /// unchanged (a join could merge it with another column, repeat or
+    /// drop it; grouping could merge equal plaintexts).
+    lone_source: bool,
     /// Spans (in `text`) the walk has accounted for: every literal and
     /// parameter it classified, and every construct it checked as a whole
     /// (the text fallback). [`Walker::check_coverage`] refuses a statement
@@ -225,6 +272,7 @@ where
             ambiguous: None,
             copy_outputs: None,
             bound_values: Vec::new(),
+            lone_source: false,
             accounted: RefCell::new(Vec::new()),
             protected_tables: Vec::new(),
         }
@@ -247,7 +295,17 @@ where
         if !self.plan.touches_protected {
             return Ok(());
         }
-        let accounted = self.accounted.borrow();
+        // The union of the accounted spans, sorted and disjoint, so each
+        // token is one binary search (statements can hold 10⁵ literals).
+        let mut spans = self.accounted.borrow().clone();
+        spans.sort_by_key(|r| r.start);
+        let mut union: Vec<Range<usize>> = Vec::with_capacity(spans.len());
+        for r in spans {
+            match union.last_mut() {
+                Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
+                _ => union.push(r),
+            }
+        }
         for t in lex::tokens(self.text) {
             if !matches!(
                 t.kind,
@@ -255,10 +313,8 @@ where
             ) {
                 continue;
             }
-            if accounted
-                .iter()
-                .any(|r| r.start <= t.start && t.end <= r.end)
-            {
+            let i = union.partition_point(|r| r.start <= t.start);
+            if i > 0 && t.end <= union[i - 1].end {
                 continue;
             }
             let tables = if self.protected_tables.is_empty() {
@@ -790,7 +846,14 @@ where
     /// whose literal ends at `lit_end`, verified by re-parsing.
     fn cast_end(&self, cast: &Expr, start: usize, lit_end: usize) -> Option<Range<usize>> {
         let want = cast.to_string();
-        let toks = lex::tokens(&self.text[lit_end..]);
+        // The type follows within a few hundred bytes: lex a window, not
+        // the rest of the statement (which would be quadratic in the number
+        // of casts). A window cut mid-token fails the re-parse: refused.
+        let mut window = (lit_end + 1024).min(self.text.len());
+        while !self.text.is_char_boundary(window) {
+            window -= 1;
+        }
+        let toks = lex::tokens(&self.text[lit_end..window]);
         let mut best = None;
         for t in toks
             .iter()
@@ -880,6 +943,18 @@ where
         form: LiteralForm,
     ) -> R {
         self.check_cast(pc, &span, form == LiteralForm::Array)?;
+        let numeric = self.text[span.clone()]
+            .trim_start_matches('(')
+            .starts_with(|c: char| c.is_ascii_digit() || matches!(c, '.' | '-' | '+'));
+        if numeric
+            && matches!(pc.type_spec().ty, ColumnType::Text | ColumnType::Varchar)
+            && !number_reads_as_written(&value)
+        {
+            return self.refuse(
+                pc,
+                "a number that PostgreSQL would normalise on its way to text (exponent, leading zeros, a leading point, negative zero) is given for; quote it as the text to store, for",
+            );
+        }
         let span = self.abs(span);
         self.plan.literals.push(LiteralTarget {
             span,
@@ -1083,6 +1158,19 @@ where
                 };
                 let mut args = Vec::new();
                 for e in parameters {
+                    let mut bare = e;
+                    while let Expr::Nested(inner) = bare {
+                        bare = inner;
+                    }
+                    if matches!(bare, Expr::Cast { .. }) {
+                        // A cast may convert the value (`'abc'::varchar(2)`)
+                        // and pgveil does not know the target's type here:
+                        // such an argument is refused for a protected
+                        // parameter.
+                        self.expr(e)?;
+                        args.push(ExecuteArg::Other);
+                        continue;
+                    }
                     args.push(match self.operand(e)? {
                         Operand::Literal(r, value) => ExecuteArg::Literal {
                             span: self.abs(r),
@@ -1854,6 +1942,15 @@ where
     }
 
     fn select_body(&mut self, s: &Select, proj: Proj<'p>, order: &[&ast::OrderByExpr]) -> R {
+        // Subqueries walked inside decide for themselves; restored after.
+        let outer = self.lone_source;
+        self.lone_source = matches!(proj, Proj::Into(_)) && Self::lone(s, self.scopes.last());
+        let r = self.select_items(s, proj, order);
+        self.lone_source = outer;
+        r
+    }
+
+    fn select_items(&mut self, s: &Select, proj: Proj<'p>, order: &[&ast::OrderByExpr]) -> R {
         for w in &s.named_window {
             self.fallback_text(&w.to_string())?;
             if let ast::NamedWindowExpr::WindowSpec(spec) = &w.1 {
@@ -2022,14 +2119,14 @@ where
             }
             Some(Distinct::On(exprs)) => {
                 for e in exprs {
-                    self.group_expr(e)?;
+                    self.group_expr(e, &outputs)?;
                 }
             }
             _ => {}
         }
         if let GroupByExpr::Expressions(exprs, _) = &s.group_by {
             for e in exprs {
-                self.group_expr(e)?;
+                self.group_expr(e, &outputs)?;
             }
         }
         if let Some(h) = &s.having {
@@ -2040,25 +2137,7 @@ where
                 return self.refuse(c, "ORDER BY would sort ciphertext of");
             }
             // Ordinal or output alias pointing at a protected output.
-            let target = match &o.expr {
-                Expr::Value(v) => match &v.value {
-                    Value::Number(n, _) => n
-                        .parse::<usize>()
-                        .ok()
-                        .and_then(|k| outputs.get(k.wrapping_sub(1)))
-                        .and_then(|o| o.1),
-                    _ => None,
-                },
-                Expr::Identifier(i) => {
-                    let n = norm(i);
-                    outputs
-                        .iter()
-                        .find(|(a, _)| a.as_deref() == Some(n.as_str()))
-                        .and_then(|o| o.1)
-                }
-                _ => None,
-            };
-            if let Some(c) = target {
+            if let Some(c) = output_target(&o.expr, &outputs) {
                 return self.refuse(c, "ORDER BY would sort ciphertext of");
             }
             self.expr(&o.expr)?;
@@ -2066,8 +2145,19 @@ where
         Ok(())
     }
 
-    fn group_expr(&mut self, e: &Expr) -> R {
-        match self.direct(e)? {
+    /// A GROUP BY / DISTINCT ON item: an input column first (as
+    /// PostgreSQL resolves a name there), else an output by ordinal or
+    /// alias (`GROUP BY 1`, `DISTINCT ON (1)`).
+    fn group_expr(
+        &mut self,
+        e: &Expr,
+        outputs: &[(Option<String>, Option<&'p ProtectedColumn>)],
+    ) -> R {
+        let direct = match self.direct(e)? {
+            Some(c) => Some(c),
+            None => output_target(e, outputs),
+        };
+        match direct {
             Some(c) if c.is_deterministic() => {
                 self.plan.reads.insert(c.column.clone());
                 Ok(())
@@ -2121,6 +2211,12 @@ where
                         // `SELECT unnest($1::text[])`: each element of the
                         // array is a value for the column.
                         let arg = unnest_arg(e).expect("checked");
+                        if self.scopes.last().is_some_and(|r| !r.is_empty()) {
+                            return self.refuse(
+                                t,
+                                "SELECT unnest(…) with a FROM clause repeats its elements once per row; use SELECT * FROM unnest(…) for",
+                            );
+                        }
                         let el = match self.operand(arg)? {
                             Operand::Literal(r, v) => Elem::Literal(r, v),
                             Operand::Param(n, c) => Elem::Param(n, c),
@@ -2268,6 +2364,12 @@ where
 
     /// Every value of column `k` of `v` encrypted for `t`.
     fn values_column_into(&mut self, t: &'p ProtectedColumn, v: &ValuesRel, k: usize) -> R {
+        if !self.lone_source {
+            return self.refuse(
+                t,
+                "a VALUES list or unnest(…) feeding a protected column must be the only relation of its SELECT, with no DISTINCT, GROUP BY or HAVING (a join or grouping could merge, repeat or drop its values); it feeds",
+            );
+        }
         let form = if v.arrays {
             LiteralForm::Array
         } else {
@@ -2308,17 +2410,22 @@ where
         let [SelectItem::Wildcard(_)] = s.projection.as_slice() else {
             return None;
         };
-        if s.selection.is_some()
-            || s.having.is_some()
-            || s.distinct.is_some()
-            || !matches!(&s.group_by, GroupByExpr::Expressions(g, m) if g.is_empty() && m.is_empty())
-        {
+        if s.selection.is_some() || !Self::lone(s, self.scopes.last()) {
             return None;
         }
         let [rel] = self.scopes.last()?.as_slice() else {
             return None;
         };
         rel.values.clone()
+    }
+
+    /// At most one relation in FROM (no join), no DISTINCT, GROUP BY or
+    /// HAVING.
+    fn lone(s: &Select, scope: Option<&Vec<Rel>>) -> bool {
+        scope.is_none_or(|r| r.len() <= 1)
+            && s.having.is_none()
+            && s.distinct.is_none()
+            && matches!(&s.group_by, GroupByExpr::Expressions(g, m) if g.is_empty() && m.is_empty())
     }
 
     // ----- writes -----

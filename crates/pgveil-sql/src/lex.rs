@@ -407,38 +407,50 @@ pub(crate) fn fingerprint(sql: &str) -> String {
 /// `char`s, lines split on `\n` only) to byte offsets.
 pub(crate) struct LineIndex<'a> {
     text: &'a str,
+    /// Byte offset of each line's start.
     starts: Vec<usize>,
+    /// For text that is not ASCII: the byte offset of every `char` (and
+    /// the text's length last), and the index of each line's first `char`.
+    /// (Linear time for any number of look-ups: a statement of a million
+    /// literals on one line must not cost a scan per literal.)
+    chars: Option<(Vec<usize>, Vec<usize>)>,
 }
 
 impl<'a> LineIndex<'a> {
     pub fn new(text: &'a str) -> Self {
         let mut starts = vec![0];
         starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
-        LineIndex { text, starts }
+        let chars = (!text.is_ascii()).then(|| {
+            let mut bytes: Vec<usize> = text.char_indices().map(|(i, _)| i).collect();
+            bytes.push(text.len());
+            let line_chars = starts
+                .iter()
+                .map(|s| bytes.partition_point(|&b| b < *s))
+                .collect();
+            (bytes, line_chars)
+        });
+        LineIndex {
+            text,
+            starts,
+            chars,
+        }
     }
 
-    /// Byte offset of `line:column`, if inside the text.
+    /// Byte offset of `line:column`, if inside the text (at most the end of
+    /// its line).
     pub fn offset(&self, line: u64, column: u64) -> Option<usize> {
-        let line_start = *self
+        let line = usize::try_from(line).ok()?.checked_sub(1)?;
+        let line_start = *self.starts.get(line)?;
+        let line_end = self
             .starts
-            .get(usize::try_from(line).ok()?.checked_sub(1)?)?;
+            .get(line + 1)
+            .map_or(self.text.len(), |next| next - 1);
         let col = usize::try_from(column).ok()?.checked_sub(1)?;
-        let rest = &self.text[line_start..];
-        if col == 0 {
-            return Some(line_start);
-        }
-        let mut chars = rest.char_indices();
-        let mut seen = 0;
-        for (k, c) in chars.by_ref() {
-            if c == '\n' {
-                return (seen == col).then_some(line_start + k);
-            }
-            if seen == col {
-                return Some(line_start + k);
-            }
-            seen += 1;
-        }
-        (seen == col).then_some(self.text.len())
+        let at = match &self.chars {
+            None => line_start.checked_add(col)?,
+            Some((bytes, line_chars)) => *bytes.get(line_chars[line].checked_add(col)?)?,
+        };
+        (at <= line_end).then_some(at)
     }
 }
 
@@ -525,6 +537,14 @@ mod tests {
         assert_eq!(li.offset(1, 2), Some(2));
         assert_eq!(li.offset(2, 4), Some(t.find('c').unwrap()));
         assert_eq!(li.offset(2, 5), Some(t.len()));
+        assert_eq!(li.offset(2, 6), None);
+        assert_eq!(li.offset(1, 3), None, "past the end of line 1");
+        let a = "ab\ncd";
+        let li = LineIndex::new(a);
+        assert_eq!(li.offset(1, 3), Some(2));
+        assert_eq!(li.offset(1, 4), None);
+        assert_eq!(li.offset(2, 2), Some(4));
+        assert_eq!(li.offset(3, 1), None);
     }
 
     #[test]

@@ -455,6 +455,26 @@ pub fn mentions_text_setting(sql: &str) -> bool {
     }
 }
 
+/// Whether `sql` may change the session's `TimeZone` (`SET timezone`,
+/// `SET TIME ZONE`, `set_config`, `RESET`, `DISCARD`): until the server has
+/// answered it, pgveil cannot know how a `timestamptz` without an offset
+/// reads, and canonicalises as for an unknown zone (an explicit offset is
+/// then required).
+pub fn mentions_timezone_setting(sql: &str) -> bool {
+    static WORDS: std::sync::OnceLock<Option<aho_corasick::AhoCorasick>> =
+        std::sync::OnceLock::new();
+    let scanner = WORDS.get_or_init(|| {
+        aho_corasick::AhoCorasick::builder()
+            .ascii_case_insensitive(true)
+            .build(["zone", "set_config", "reset", "discard"])
+            .ok()
+    });
+    match scanner {
+        Some(s) => s.is_match(sql),
+        None => true,
+    }
+}
+
 /// The statement with every literal (strings, numbers, dollar-quoted text)
 /// replaced by `?`, parameters kept as `$n`, comments dropped and white
 /// space collapsed: safe for logs. Works on any text, parsable or not.

@@ -873,3 +873,84 @@ fn nested_casts_are_checked_at_every_level() {
     refusal("INSERT INTO patients (first_name) SELECT * FROM unnest(('{1}'::int4[])::text[])");
     plan_of("INSERT INTO patients (first_name) VALUES (('x'::text)::text)");
 }
+
+/// Third attack review: a VALUES list or unnest feeding protected columns
+/// must be the only relation of its SELECT — `JOIN … USING`/`NATURAL`
+/// merge its columns with plaintext ones, `ON` conditions compare them,
+/// joins repeat them and DISTINCT/GROUP BY would merge equal plaintexts.
+#[test]
+fn bulk_sources_must_stand_alone() {
+    for sql in [
+        "INSERT INTO patients (first_name, last_name) SELECT a, b FROM (SELECT 'p', 'q') w(a, b) LEFT JOIN (VALUES ('x', 'y')) v(a, b) USING (a, b)",
+        "INSERT INTO patients (first_name, last_name) SELECT a, b FROM (SELECT 'p', 'q') w(a, b) NATURAL FULL JOIN (VALUES ('x', 'y')) v(a, b)",
+        "INSERT INTO patients (first_name, last_name) SELECT a, b FROM (VALUES ('x', 'y')) v(a, b) JOIN notes ON a = 'x'",
+        "INSERT INTO patients (first_name, last_name) SELECT DISTINCT a, b FROM (VALUES ('x', 'y'), ('x', 'y')) v(a, b)",
+        "INSERT INTO patients (first_name, last_name) SELECT a, b FROM (VALUES ('x', 'y')) v(a, b) CROSS JOIN generate_series(1, 2)",
+        "INSERT INTO patients (first_name, last_name) SELECT a, b FROM (VALUES ('x', 'y')) v(a, b) GROUP BY a, b",
+        "INSERT INTO patients (first_name, last_name) SELECT unnest($1::text[]), unnest($2::text[]) FROM generate_series(1, 2)",
+    ] {
+        let r = refusal(sql);
+        assert_eq!(r.sqlstate, "0A000", "{sql}");
+    }
+    // SQLAlchemy's insertmanyvalues orders by a counter: still one source.
+    plan_of("INSERT INTO patients (first_name, last_name) SELECT p0::TEXT, p1::TEXT FROM (VALUES ($1, $2, 0), ($3, $4, 1)) AS imp_sen(p0, p1, sen_counter) ORDER BY sen_counter RETURNING patients.id");
+}
+
+/// Third attack review: analysis time must grow linearly with the
+/// statement (one large statement once blocked every session for minutes).
+#[test]
+fn analysis_is_linear_in_the_number_of_values() {
+    let time = |n: usize| {
+        let list: Vec<String> = (0..n).map(|i| format!("'{i:09}'::text")).collect();
+        let rows: Vec<String> = (0..n / 4)
+            .map(|i| format!("('a{i}', 'b{i}'::text, {i})"))
+            .collect();
+        let sql = format!(
+            "SELECT id FROM patients WHERE ssn IN ({}) AND id IN ({}); INSERT INTO patients (first_name, last_name, phone) VALUES {}",
+            list.join(","),
+            (0..n).map(|i| i.to_string()).collect::<Vec<_>>().join(","),
+            rows.join(",")
+        );
+        let t = std::time::Instant::now();
+        analyze(&sql, &policy()).unwrap();
+        t.elapsed()
+    };
+    time(500);
+    let small = time(2_000);
+    let large = time(16_000);
+    // 8× the values: linear is ~8×, quadratic ~64×. Generous for noise.
+    assert!(
+        large < small * 24,
+        "2,000 values: {small:?}, 16,000 values: {large:?}"
+    );
+}
+
+/// Third attack review: silently wrong results become refusals.
+#[test]
+fn conversions_and_groupings_pgveil_cannot_reproduce_are_refused() {
+    for sql in [
+        // GROUP BY / DISTINCT ON an output of a randomized column.
+        "SELECT last_name, count(*) FROM patients GROUP BY 1",
+        "SELECT last_name AS n, count(*) FROM patients GROUP BY n",
+        "SELECT DISTINCT ON (1) last_name FROM patients",
+        // Numbers PostgreSQL normalises on their way into a text column.
+        "INSERT INTO patients (first_name, last_name) VALUES (1e5, 'x')",
+        "INSERT INTO patients (first_name, last_name) VALUES (.5, 'x')",
+        "INSERT INTO patients (first_name, last_name) VALUES (00012, 'x')",
+        "INSERT INTO patients (first_name, last_name) VALUES (-0, 'x')",
+    ] {
+        let r = refusal(sql);
+        assert_eq!(r.sqlstate, "0A000", "{sql}");
+        assert!(r.column.is_some(), "{sql}: {r}");
+    }
+    // Numbers that read as written are encrypted as before.
+    plan_of("INSERT INTO patients (first_name, last_name, phone) VALUES (12, -3.50, 0)");
+    plan_of("SELECT ssn, count(*) FROM patients GROUP BY 1");
+    // An EXECUTE argument with a cast is not a plain literal.
+    let p = plan_of("EXECUTE q('abc'::varchar(2), 'x')");
+    let Some(PreparedOp::Execute { args, .. }) = &p.statements[0].prepared else {
+        panic!("execute")
+    };
+    assert!(matches!(args[0], ExecuteArg::Other), "{args:?}");
+    assert!(matches!(args[1], ExecuteArg::Literal { .. }), "{args:?}");
+}
