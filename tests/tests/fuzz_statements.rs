@@ -166,7 +166,12 @@ impl Gen {
             }
         };
         let (x, y) = (arr(&mut self.rng, &c), arr(&mut self.rng, &d));
-        match self.rng.below(14) {
+        match self.rng.below(19) {
+            14 => format!("INSERT INTO {t} (first_name, last_name) SELECT a, b FROM (SELECT '{c}', 'x') w(a, b) LEFT JOIN (VALUES ('y', 'z')) v(a, b) USING (a, b)"),
+            15 => format!("INSERT INTO {t} (first_name, last_name) SELECT a, b FROM (SELECT '{c}', 'x') w(a, b) NATURAL FULL JOIN (VALUES ('y', 'z')) v(a, b)"),
+            16 => format!("INSERT INTO {t} (first_name, last_name) SELECT a, b FROM (VALUES ('x', 'y')) v(a, b) JOIN notes_public ON a = '{c}'"),
+            17 => format!("PREPARE fz5 AS WITH x AS (INSERT INTO {t} (first_name, last_name) VALUES ($1, $2) RETURNING id) SELECT id FROM x; CREATE TEMP TABLE fz_t5 AS EXECUTE fz5('{c}', '{d}')"),
+            18 => format!("INSERT INTO {t} (first_name, last_name) SELECT DISTINCT a, b FROM (VALUES ('{c}', '{d}'), ('{c}', '{d}')) v(a, b)"),
             0 | 1 => format!("INSERT INTO {t} (first_name, last_name) SELECT * FROM UNNEST({x}, {y})"),
             2 => format!("INSERT INTO {t} (first_name, last_name) SELECT a, b FROM unnest({x}, {y}) AS u(a, b)"),
             3 => format!("INSERT INTO {t} (first_name, last_name) SELECT a, b FROM unnest({x}, {y}) AS u(a, b) WHERE a <> b"),
