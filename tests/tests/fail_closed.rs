@@ -1031,3 +1031,55 @@ async fn same_string_prepare_timezone_declared_types_and_bytea_escape() {
     dump_lacks(&db, "LEAK415");
     assert_server_log_lacks(&["LEAK415"]);
 }
+
+/// Fourth attack review, against the server: DDL made directly on
+/// PostgreSQL is seen by sessions that start afterwards (beyond the
+/// catalog's reuse age); a column the table lacks is refused before its
+/// value is sent; field assignments to protected columns and subqueries in
+/// clauses the walk does not enter never reach the server log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_ddl_unknown_columns_and_unwalked_clauses() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = clinic_database("fc_fourth");
+    let proxy = clinic_proxy(dir.path()).await;
+    let c = connect_tls(&proxy.pg_config(&db)).await;
+    c.batch_execute("CREATE TABLE k307 (x text)").await.unwrap();
+    for sql in [
+        "INSERT INTO patients (first_name.x, last_name) VALUES ('LEAKk4', 'b')",
+        "UPDATE patients SET first_name.x = 'LEAKk110' WHERE id = -1",
+        "CREATE INDEX k601 ON k307 (x) WHERE length(x) = (SELECT count(*) FROM patients WHERE ssn = 'LEAKk601')",
+        "CREATE TABLE k602 (c bigint DEFAULT (SELECT count(*) FROM patients WHERE ssn = 'LEAKk602'))",
+    ] {
+        refused(&c, sql, "0A000").await;
+    }
+    // A TABLESAMPLE quantity is walked: its comparison is encrypted.
+    let rows = try_rows(
+        &c,
+        "SELECT 1 FROM k307 TABLESAMPLE BERNOULLI ((SELECT count(*) FROM patients WHERE ssn = 'LEAKts1'))",
+    )
+    .await
+    .unwrap();
+    assert!(rows.is_empty());
+    cluster()
+        .psql(&db, "ALTER TABLE patients RENAME COLUMN email TO email2")
+        .unwrap();
+    tokio::time::sleep(pgveil_rewrite::CATALOG_MAX_AGE + std::time::Duration::from_millis(300))
+        .await;
+    let fresh = connect_tls(&proxy.pg_config(&db)).await;
+    let msg = refused(
+        &fresh,
+        "INSERT INTO patients (first_name, last_name, email2) VALUES ('a', 'b', 'LEAKrn1')",
+        "0A000",
+    )
+    .await;
+    assert!(msg.contains("email"), "{msg}");
+    refused(
+        &fresh,
+        "INSERT INTO patients (first_name, last_name, nonexistent) VALUES ('a', 'b', 'LEAKnx')",
+        "42703",
+    )
+    .await;
+    assert_server_log_lacks(&[
+        "LEAKrn1", "LEAKnx", "LEAKk4", "LEAKk110", "LEAKk601", "LEAKk602", "LEAKts1",
+    ]);
+}

@@ -166,7 +166,12 @@ impl Gen {
             }
         };
         let (x, y) = (arr(&mut self.rng, &c), arr(&mut self.rng, &d));
-        match self.rng.below(19) {
+        match self.rng.below(24) {
+            19 => format!("INSERT INTO {t} (first_name.x, last_name) VALUES ('{c}', 'b')"),
+            20 => format!("UPDATE {t} SET last_name[1] = '{c}' WHERE id = -1"),
+            21 => format!("SELECT 1 FROM notes_public TABLESAMPLE BERNOULLI ((SELECT count(*) FROM {t} WHERE ssn = '{c}'))"),
+            22 => format!("CREATE TABLE fz_k (c bigint DEFAULT (SELECT count(*) FROM {t} WHERE ssn = '{c}'))"),
+            23 => format!("INSERT INTO {t} (first_name, last_name, no_such_column) VALUES ('a', 'b', '{c}')"),
             14 => format!("INSERT INTO {t} (first_name, last_name) SELECT a, b FROM (SELECT '{c}', 'x') w(a, b) LEFT JOIN (VALUES ('y', 'z')) v(a, b) USING (a, b)"),
             15 => format!("INSERT INTO {t} (first_name, last_name) SELECT a, b FROM (SELECT '{c}', 'x') w(a, b) NATURAL FULL JOIN (VALUES ('y', 'z')) v(a, b)"),
             16 => format!("INSERT INTO {t} (first_name, last_name) SELECT a, b FROM (VALUES ('x', 'y')) v(a, b) JOIN notes_public ON a = '{c}'"),

@@ -51,6 +51,12 @@ pub type Elements = Vec<Option<Vec<u8>>>;
 /// The most elements pgveil accepts in one array parameter.
 pub const MAX_ELEMENTS: usize = 100_000;
 
+/// White space around array elements, as `array_in` reads it (vertical
+/// tab included).
+fn is_array_space(c: &u8) -> bool {
+    matches!(c, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c)
+}
+
 /// Elements of a one-dimensional array in text format (`{a,"b c",NULL}`).
 pub fn parse_text(v: &[u8]) -> Result<Elements, &'static str> {
     let inner = v
@@ -58,12 +64,12 @@ pub fn parse_text(v: &[u8]) -> Result<Elements, &'static str> {
         .and_then(|r| r.strip_suffix(b"}"))
         .ok_or("an array literal must be {…} (one dimension, no bounds)")?;
     let mut out = Vec::new();
-    if inner.iter().all(u8::is_ascii_whitespace) {
+    if inner.iter().all(is_array_space) {
         return Ok(out);
     }
     let mut i = 0;
     loop {
-        while inner.get(i).is_some_and(u8::is_ascii_whitespace) {
+        while inner.get(i).is_some_and(is_array_space) {
             i += 1;
         }
         let mut el = Vec::new();
@@ -88,7 +94,7 @@ pub fn parse_text(v: &[u8]) -> Result<Elements, &'static str> {
                     }
                 }
             }
-            while inner.get(i).is_some_and(u8::is_ascii_whitespace) {
+            while inner.get(i).is_some_and(is_array_space) {
                 i += 1;
             }
         } else {
@@ -107,7 +113,7 @@ pub fn parse_text(v: &[u8]) -> Result<Elements, &'static str> {
                     c => {
                         el.push(c);
                         i += 1;
-                        if !c.is_ascii_whitespace() {
+                        if !is_array_space(&c) {
                             keep = el.len();
                         }
                     }
@@ -144,6 +150,9 @@ pub fn parse_binary(v: &[u8]) -> Result<(u32, Elements), &'static str> {
             .ok_or(bad)
     };
     let ndim = int(0)?;
+    if !matches!(int(4)?, 0 | 1) {
+        return Err("invalid array flags");
+    }
     let elem = int(8)? as u32;
     if ndim == 0 {
         return Ok((elem, Vec::new()));
@@ -213,6 +222,15 @@ mod tests {
 
     #[test]
     fn text_arrays() {
+        // Vertical tab is white space to array_in, like the others.
+        assert_eq!(
+            parse_text(b"{\x0ba\x0b, b\x0c}").unwrap(),
+            vec![Some(b"a".to_vec()), Some(b"b".to_vec())]
+        );
+        // Binary flags other than 0/1 are refused, as array_recv does.
+        let mut bin = encode_binary(25, &[Some(b"x".to_vec())]);
+        bin[7] = 2;
+        assert_eq!(parse_binary(&bin), Err("invalid array flags"));
         let v = parse_text(br#"{a, "b,c" ,NULL,"NULL","x\"y",d\,e}"#).unwrap();
         assert_eq!(
             v,

@@ -129,7 +129,16 @@ pub struct DbContext {
     pub catalog: Catalog,
     analyzer: pgveil_sql::Analyzer,
     generation: u64,
+    /// When the catalog was read: a new session does not reuse a context
+    /// older than [`CATALOG_MAX_AGE`].
+    read_at: std::time::Instant,
 }
+
+/// How long a new session may reuse another session's catalog read. DDL
+/// made around pgveil (directly on PostgreSQL: a rename, a new child) is
+/// invisible to pgveil until it reads the catalog again; sessions starting
+/// more than this after such DDL see it.
+pub const CATALOG_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl fmt::Debug for DbContext {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -237,7 +246,9 @@ impl Engine {
     pub fn cached(&self, database: &str) -> Option<Arc<DbContext>> {
         let g = self.generation.load(Ordering::Acquire);
         let dbs = self.databases.lock().unwrap_or_else(|e| e.into_inner());
-        dbs.get(database).filter(|c| c.generation == g).cloned()
+        dbs.get(database)
+            .filter(|c| c.generation == g && c.read_at.elapsed() < CATALOG_MAX_AGE)
+            .cloned()
     }
 
     /// Builds a context from catalog rows read at `generation` (taken before
@@ -254,6 +265,7 @@ impl Engine {
             analyzer: pgveil_sql::Analyzer::with_options(self.policy.clone(), opts, 10_000),
             catalog,
             generation,
+            read_at: std::time::Instant::now(),
         })
     }
 

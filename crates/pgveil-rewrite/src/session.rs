@@ -1697,11 +1697,15 @@ impl Session {
             Format::Text => (p.declared, crate::array::parse_text(value).map_err(bad)?),
             Format::Binary => {
                 let (oid, els) = crate::array::parse_binary(value).map_err(bad)?;
-                let declared = match LogicalType::from_oid(oid) {
-                    Some(t) => Some(t),
-                    None => return Err(bad("elements of an unsupported type")),
-                };
-                (declared, els)
+                // As PostgreSQL's array_recv: the elements must be of the
+                // parameter's element type (declared, else the column's).
+                let want = p.declared.unwrap_or(p.col.logical);
+                if oid != want.type_oid() {
+                    return Err(bad(
+                        "binary array elements of another type than the parameter's",
+                    ));
+                }
+                (Some(want), els)
             }
         };
         let mut out = Vec::with_capacity(elements.len());

@@ -142,6 +142,16 @@ fn number_reads_as_written(n: &str) -> bool {
     int_ok && frac_ok && !negative_zero
 }
 
+/// The column a target-list name writes (its first part: `a.b` is field
+/// `b` of column `a`), and whether it names a field or element of it.
+/// An unparsable name yields no column (an empty string).
+fn target_column(n: &ObjectName) -> (String, bool) {
+    match object_parts(n) {
+        Some(parts) => (parts.first().cloned().unwrap_or_default(), parts.len() > 1),
+        None => (String::new(), true),
+    }
+}
+
 /// A relation visible in a scope.
 #[derive(Clone, Debug)]
 struct Rel {
@@ -292,7 +302,10 @@ where
     /// clause it does not descend into, a node kind added to the parser)
     /// refuses the statement instead of being forwarded unexamined.
     pub fn check_coverage(&self) -> R {
-        if !self.plan.touches_protected {
+        // Also when the walk reached no protected table but the text names
+        // one: it may sit in a clause the walk never entered (a subquery
+        // in TABLESAMPLE, in a DDL expression on another table).
+        if !self.plan.touches_protected && !self.policy.mentions_protected_table(self.text) {
             return Ok(());
         }
         // The union of the accounted spans, sorted and disjoint, so each
@@ -1802,10 +1815,28 @@ where
     fn table_factor(&mut self, tf: &TableFactor, rels: &mut Vec<Rel>) -> R {
         match tf {
             TableFactor::Table {
-                name, alias, args, ..
+                name,
+                alias,
+                args,
+                sample,
+                ..
             } => {
                 if args.is_some() {
                     self.fallback(tf)?;
+                }
+                if let Some(
+                    ast::TableSampleKind::BeforeTableAlias(ts)
+                    | ast::TableSampleKind::AfterTableAlias(ts),
+                ) = sample
+                {
+                    // `TABLESAMPLE m (quantity) REPEATABLE (seed)`: the
+                    // quantity can be any expression, a subquery included.
+                    if let Some(q) = &ts.quantity {
+                        self.expr(&q.value)?;
+                    }
+                    if let Some(seed) = &ts.seed {
+                        self.account(seed.value.span);
+                    }
                 }
                 let rel = self.rel_for(name, alias.as_ref().map(|a| &a.name));
                 rels.push(rel);
@@ -2135,6 +2166,26 @@ where
         for o in order {
             if let Some(c) = self.direct(&o.expr)? {
                 return self.refuse(c, "ORDER BY would sort ciphertext of");
+            }
+            // Into an INSERT: an ordinal or output alias names a target
+            // column; its values are ciphertext by the time rows are sorted.
+            if let Proj::Into(targets) = &proj {
+                let index = match &o.expr {
+                    Expr::Value(v) => match &v.value {
+                        Value::Number(n, _) => n.parse::<usize>().ok().map(|k| k.wrapping_sub(1)),
+                        _ => None,
+                    },
+                    Expr::Identifier(i) => {
+                        let n = norm(i);
+                        outputs
+                            .iter()
+                            .position(|(a, _)| a.as_deref() == Some(n.as_str()))
+                    }
+                    _ => None,
+                };
+                if let Some(t) = index.and_then(|k| targets.get(k).copied().flatten()) {
+                    return self.refuse(t, "ORDER BY would sort ciphertext written into");
+                }
             }
             // Ordinal or output alias pointing at a protected output.
             if let Some(c) = output_target(&o.expr, &outputs) {
@@ -2505,11 +2556,45 @@ where
         };
         let rel = self.rel_for(name, ins.table_alias.as_ref().map(|a| &a.alias));
         let table = rel.table.clone();
-        let cols: Vec<String> = ins
-            .columns
-            .iter()
-            .filter_map(|c| object_parts(c).and_then(|p| p.last().cloned()))
-            .collect();
+        // PostgreSQL reads `a.b` in a target list as field `b` of column
+        // `a` (and `a[1]` as an element): the column is the first part.
+        let mut cols: Vec<String> = Vec::with_capacity(ins.columns.len());
+        for c in &ins.columns {
+            let (col, fields) = target_column(c);
+            if col.is_empty() && rel.table.is_some() {
+                return Err(Refusal::unsupported(
+                    None,
+                    format!("INSERT into {c}: a target column pgveil cannot read, on a table with protected columns"),
+                ));
+            }
+            if fields {
+                if let Some(pc) = self.protected_in(&rel, &col) {
+                    return self.refuse(pc, "a field or element assignment cannot write into");
+                }
+            }
+            cols.push(col);
+        }
+        // A column the table does not have: PostgreSQL would reject the
+        // statement — and log its text, values included.
+        if let Some(t) = &table {
+            if let Some(order) = self
+                .opts
+                .column_order
+                .as_ref()
+                .and_then(|c| c.column_order(t))
+            {
+                if let Some(missing) = cols
+                    .iter()
+                    .find(|c| !order.iter().any(|o| o.as_str() == c.as_str()))
+                {
+                    return Err(Refusal {
+                        sqlstate: "42703",
+                        column: None,
+                        reason: format!("column \"{missing}\" of relation {t} does not exist (pgveil checks it before sending the values)"),
+                    });
+                }
+            }
+        }
         let targets: Vec<Option<&'p ProtectedColumn>> = match &table {
             Some(t) => {
                 let names: Vec<String> = if !cols.is_empty() {
@@ -2601,17 +2686,22 @@ where
         for a in assignments {
             match &a.target {
                 AssignmentTarget::ColumnName(n) => {
-                    let col = object_parts(n)
-                        .and_then(|p| p.last().cloned())
-                        .unwrap_or_default();
+                    let (col, fields) = target_column(n);
+                    if col.is_empty() && target.table.is_some() {
+                        return Err(Refusal::unsupported(
+                            None,
+                            format!("SET {n}: a target column pgveil cannot read, on a table with protected columns"),
+                        ));
+                    }
                     let pc = self.protected_in(target, &col);
+                    if let (Some(pc), true) = (pc, fields) {
+                        return self.refuse(pc, "a field or element assignment cannot write into");
+                    }
                     self.write_value(pc, &a.value)?;
                 }
                 AssignmentTarget::Tuple(names) => {
                     for n in names {
-                        let col = object_parts(n)
-                            .and_then(|p| p.last().cloned())
-                            .unwrap_or_default();
+                        let (col, _) = target_column(n);
                         if let Some(pc) = self.protected_in(target, &col) {
                             return self.refuse(pc, "a multi-column SET (a, b) = … cannot assign");
                         }

@@ -378,6 +378,44 @@ pub fn has_backslash_in_plain_string(sql: &str) -> bool {
         })
 }
 
+/// The value of every string literal of `sql` (`'…'`, `E'…'`, `$tag$…$tag$`
+/// and the other prefixed forms), in text order, as pgveil's scanner reads
+/// it (`None` for forms it does not decode): for parity tests against
+/// PostgreSQL's own scanner.
+pub fn string_literal_values(sql: &str) -> Vec<Option<String>> {
+    let tokens = lex::tokens(sql);
+    let mut previous_word = "";
+    let mut strings = Vec::new();
+    for t in &tokens {
+        match t.kind {
+            lex::Kind::Space | lex::Kind::Comment => continue,
+            // `U&'…' UESCAPE '!'`: the escape character is part of the
+            // literal before it, not a literal of its own.
+            lex::Kind::String if previous_word.eq_ignore_ascii_case("uescape") => {}
+            lex::Kind::String | lex::Kind::Dollar => strings.push(*t),
+            _ => {}
+        }
+        previous_word = if t.kind == lex::Kind::Word {
+            &sql[t.start..t.end]
+        } else {
+            ""
+        };
+    }
+    strings
+        .iter()
+        .map(|t| {
+            let text = &sql[t.start..t.end];
+            if t.kind == lex::Kind::Dollar {
+                let tag = text[1..].find('$').map(|i| i + 2)?;
+                text.get(tag..text.len().checked_sub(tag)?)
+                    .map(str::to_owned)
+            } else {
+                lex::decode_string(text)
+            }
+        })
+        .collect()
+}
+
 /// How many non-empty statements the query string `sql` has (split on
 /// top-level `;` as PostgreSQL's scanner would).
 pub fn statement_count(sql: &str) -> usize {

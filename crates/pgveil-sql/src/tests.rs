@@ -954,3 +954,53 @@ fn conversions_and_groupings_pgveil_cannot_reproduce_are_refused() {
     assert!(matches!(args[0], ExecuteArg::Other), "{args:?}");
     assert!(matches!(args[1], ExecuteArg::Literal { .. }), "{args:?}");
 }
+
+/// Fourth attack review: values in clauses the walk never entered, on a
+/// statement whose walked relations are all unprotected; field and element
+/// assignments to protected columns.
+#[test]
+fn unwalked_clauses_naming_protected_tables_and_field_targets_are_refused() {
+    // TABLESAMPLE's quantity is walked now: its comparison is rewritten.
+    let p = plan_of("SELECT 1 FROM pg_class TABLESAMPLE BERNOULLI ((SELECT count(*) FROM patients WHERE ssn = 'K506')) LIMIT 1");
+    assert_eq!(p.statements[0].literals.len(), 1);
+    let p = plan_of("SELECT 1 FROM pg_class TABLESAMPLE BERNOULLI ((SELECT count(*) FROM patients WHERE ssn = $1))");
+    assert_eq!(p.statements[0].params.len(), 1);
+    for sql in [
+        "SELECT 1 FROM pg_class TABLESAMPLE BERNOULLI ((SELECT max(length(first_name)) FROM patients))",
+        "CREATE INDEX k601 ON notes (x) WHERE x::bigint = (SELECT count(*) FROM patients WHERE ssn = 'K601')",
+        "CREATE TABLE k602 (c bigint DEFAULT (SELECT count(*) FROM patients WHERE ssn = 'K602'))",
+        "CREATE TABLE k700 (c bigint CHECK (c > (SELECT count(*) FROM patients WHERE ssn = 'K700')))",
+        "INSERT INTO patients (first_name.x, last_name) VALUES ('K4', 'b')",
+        "INSERT INTO patients (last_name, \"first_name\".x) VALUES ('b', 'K4')",
+        "UPDATE patients SET first_name.x = 'K110' WHERE id = -1",
+        "INSERT INTO patients (first_name, last_name, ssn) VALUES ('a', 'b', 'x') ON CONFLICT (ssn) DO UPDATE SET first_name.x = 'K108'",
+        "INSERT INTO patients (first_name.x, last_name) SELECT * FROM UNNEST('{K103}'::text[], '{b}'::text[])",
+    ] {
+        let r = refusal(sql);
+        assert_eq!(r.sqlstate, "0A000", "{sql}");
+        assert!(!r.to_string().contains("K"), "{sql}: {r}");
+    }
+    // Ordinary statements that merely mention a protected table's name in
+    // a string or an unprotected context keep working.
+    plan_or_passthrough("INSERT INTO notes VALUES (1, 'about patients')");
+    plan_or_passthrough(
+        "SELECT 'patients' AS label, relname FROM pg_class WHERE relname = 'patients'",
+    );
+    plan_or_passthrough("SELECT 1 FROM pg_class TABLESAMPLE BERNOULLI (10) REPEATABLE (7)");
+}
+
+fn plan_or_passthrough(sql: &str) {
+    if let Err(r) = analyze(sql, &policy()) {
+        panic!("refused: {sql}: {r}");
+    }
+}
+
+#[test]
+fn ordering_a_bulk_source_by_a_protected_target_is_refused() {
+    for sql in [
+        "INSERT INTO patients (first_name, last_name) SELECT * FROM UNNEST('{a,b}'::text[], '{c,d}'::text[]) ORDER BY 1 DESC",
+        "INSERT INTO patients (first_name, last_name) SELECT a AS f, b FROM unnest($1::text[], $2::text[]) u(a, b) ORDER BY f",
+    ] {
+        assert_eq!(refusal(sql).sqlstate, "0A000", "{sql}");
+    }
+}

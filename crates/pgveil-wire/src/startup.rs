@@ -113,7 +113,9 @@ pub fn ssl_request() -> [u8; 8] {
 /// is checked against [`MAX_STARTUP_PACKET`] before waiting for the body, so a
 /// peer cannot make pgveil buffer more than that.
 pub fn parse_startup(buf: &mut BytesMut) -> Result<Option<StartupPacket>, WireError> {
-    if buf.len() < 8 {
+    // The length is judged as soon as it has arrived, as PostgreSQL does:
+    // a short one (4, 7, negative) must not wait for bytes never coming.
+    if buf.len() < 4 {
         return Ok(None);
     }
     let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
@@ -134,6 +136,7 @@ pub fn parse_startup(buf: &mut BytesMut) -> Result<Option<StartupPacket>, WireEr
         return Ok(None);
     }
     let packet = buf.split_to(len).freeze();
+    debug_assert!(packet.len() >= 8);
     let code = u32::from_be_bytes([packet[4], packet[5], packet[6], packet[7]]);
     let body = packet.slice(8..);
     let fixed = |p: StartupPacket| {
