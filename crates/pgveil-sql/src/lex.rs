@@ -383,17 +383,43 @@ pub(crate) fn split_statements(sql: &str) -> Vec<Range<usize>> {
 
 /// The statement with every literal replaced by `?`: see [`crate::fingerprint`].
 pub(crate) fn fingerprint(sql: &str) -> String {
+    let toks = tokens(sql);
+    let significant: Vec<usize> = (0..toks.len())
+        .filter(|&i| !matches!(toks[i].kind, Kind::Space | Kind::Comment))
+        .collect();
+    let text = |i: usize| &sql[toks[i].start..toks[i].end];
     let mut out = String::with_capacity(sql.len());
     let mut pending_space = false;
-    for t in tokens(sql) {
+    let mut k: usize = 0; // position of the current token in `significant`
+    for (i, t) in toks.iter().enumerate() {
         let piece = match t.kind {
             Kind::Space | Kind::Comment => {
                 pending_space = !out.is_empty();
                 continue;
             }
             Kind::String | Kind::Dollar | Kind::Number | Kind::Unterminated => "?",
+            Kind::QuotedIdent => {
+                // A quoted identifier is kept where it can only name
+                // something (qualified, or after a keyword introducing a
+                // relation or column name); elsewhere it could be a value
+                // a client quoted the wrong way: its contents are dropped.
+                let prev = k.checked_sub(1).map(|p| text(significant[p]));
+                let next = significant.get(k + 1).map(|&n| text(n));
+                let named = prev == Some(".")
+                    || next == Some(".")
+                    || prev.is_some_and(|p| {
+                        NAME_KEYWORDS.iter().any(|kw| p.eq_ignore_ascii_case(kw))
+                    });
+                if named {
+                    &sql[t.start..t.end]
+                } else {
+                    "\"?\""
+                }
+            }
             _ => &sql[t.start..t.end],
         };
+        k += 1;
+        debug_assert_eq!(significant.get(k - 1), Some(&i));
         if pending_space {
             out.push(' ');
             pending_space = false;
@@ -402,6 +428,13 @@ pub(crate) fn fingerprint(sql: &str) -> String {
     }
     out
 }
+
+/// Keywords after which a quoted identifier names a relation, column or
+/// other object (never a value).
+const NAME_KEYWORDS: &[&str] = &[
+    "from", "join", "into", "update", "table", "only", "as", "index", "on", "view", "schema",
+    "sequence", "column", "constraint", "rename", "to", "exists", "type", "function", "trigger",
+];
 
 /// Maps sqlparser locations (1-based line, 1-based column counted in
 /// `char`s, lines split on `\n` only) to byte offsets.

@@ -389,6 +389,16 @@ fn fingerprint_examples() {
         fingerprint("INSERT INTO patients (ssn) VALUES ('123-45-6789', -5, $1) /* c */"),
         "INSERT INTO patients (ssn) VALUES (?, -?, $1)"
     );
+    // Quoted identifiers: kept where they name something, dropped where a
+    // misquoted value could stand.
+    assert_eq!(
+        fingerprint("SELECT \"p\".\"ssn\" FROM \"patients\" AS \"p\" WHERE \"p\".\"id\" = \"Ada Lovelace\""),
+        "SELECT \"p\".\"ssn\" FROM \"patients\" AS \"p\" WHERE \"p\".\"id\" = \"?\""
+    );
+    assert_eq!(
+        fingerprint("INSERT INTO \"patients\" (\"first_name\") VALUES (\"Ada\")"),
+        "INSERT INTO \"patients\" (\"?\") VALUES (\"?\")"
+    );
 }
 
 proptest! {
