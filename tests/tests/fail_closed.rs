@@ -1083,3 +1083,41 @@ async fn direct_ddl_unknown_columns_and_unwalked_clauses() {
         "LEAKrn1", "LEAKnx", "LEAKk4", "LEAKk110", "LEAKk601", "LEAKk602", "LEAKts1",
     ]);
 }
+
+/// Fifth attack review, against the server: a CTE named like a protected
+/// table never hides the real target of a write; column alias lists on
+/// protected tables and guard drops are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cte_shadowing_alias_lists_and_guard_drops() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = clinic_database("fc_fifth");
+    let proxy = clinic_proxy(dir.path()).await;
+    let c = connect_tls(&proxy.pg_config(&db)).await;
+    c.batch_execute(
+        "WITH patients AS (SELECT 1) INSERT INTO patients (first_name, last_name, ssn) VALUES ('LEAKcte1', 'x', 'LEAK-cte-1')",
+    )
+    .await
+    .unwrap();
+    let n: i64 = c
+        .query_one(
+            "WITH patients AS (SELECT 1 AS id) SELECT count(*) FROM public.patients WHERE ssn = $1",
+            &[&"LEAK-cte-1"],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1);
+    c.batch_execute("WITH patients AS (SELECT 1 AS id) UPDATE patients SET first_name = 'LEAKcte2' WHERE ssn = 'LEAK-cte-1'")
+        .await
+        .unwrap();
+    for sql in [
+        "SELECT count(*) FROM patients AS p(pid, fname, lname, s) WHERE s = 'LEAKalias'",
+        "ALTER TABLE patients DROP CONSTRAINT pgveil_guard_phone",
+    ] {
+        refused(&c, sql, "0A000").await;
+    }
+    for column in ["first_name", "ssn"] {
+        assert_column_ciphertext(&db, "patients", column);
+    }
+    assert_server_log_lacks(&["LEAKcte", "LEAK-cte", "LEAKalias"]);
+}

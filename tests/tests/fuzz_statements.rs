@@ -166,7 +166,11 @@ impl Gen {
             }
         };
         let (x, y) = (arr(&mut self.rng, &c), arr(&mut self.rng, &d));
-        match self.rng.below(24) {
+        match self.rng.below(28) {
+            24 => format!("WITH patients AS (SELECT 1 AS id) UPDATE patients SET first_name = '{c}' WHERE id = 1"),
+            25 => format!("WITH {t} AS (SELECT 1) INSERT INTO {t} (first_name, last_name) VALUES ('{c}', 'x')"),
+            26 => format!("SELECT count(*) FROM {t} AS p(pid, fname, lname, s) WHERE s = '{c}'"),
+            27 => format!("SELECT count(*) FROM (patients JOIN visits ON true) AS j(a, b) WHERE b = '{c}'"),
             19 => format!("INSERT INTO {t} (first_name.x, last_name) VALUES ('{c}', 'b')"),
             20 => format!("UPDATE {t} SET last_name[1] = '{c}' WHERE id = -1"),
             21 => format!("SELECT 1 FROM notes_public TABLESAMPLE BERNOULLI ((SELECT count(*) FROM {t} WHERE ssn = '{c}'))"),

@@ -256,6 +256,9 @@ pub(crate) struct Walker<'p, 'o> {
     /// unchanged (a join could merge it with another column, repeat or
     /// drop it; grouping could merge equal plaintexts).
     lone_source: bool,
+    /// Resolving the target of INSERT/UPDATE/DELETE: always a real table
+    /// (a CTE of the same name never stands in for it in PostgreSQL).
+    dml_target: bool,
     /// Spans (in `text`) the walk has accounted for: every literal and
     /// parameter it classified, and every construct it checked as a whole
     /// (the text fallback). [`Walker::check_coverage`] refuses a statement
@@ -283,6 +286,7 @@ where
             copy_outputs: None,
             bound_values: Vec::new(),
             lone_source: false,
+            dml_target: false,
             accounted: RefCell::new(Vec::new()),
             protected_tables: Vec::new(),
         }
@@ -365,7 +369,7 @@ where
         self.check_view(&parts);
         let (schema, table) = match parts.as_slice() {
             [t] => {
-                if self.ctes.iter().any(|s| s.contains(t)) {
+                if !self.dml_target && self.ctes.iter().any(|s| s.contains(t)) {
                     return None;
                 }
                 return self.resolve_unqualified(&ident(t)?);
@@ -1391,6 +1395,16 @@ where
         };
         for op in &at.operations {
             match op {
+                // The second line of defence is not the application's to
+                // remove: `pgveil guard remove` does it, directly.
+                Op::DropConstraint { name, .. } | Op::RenameConstraint { old_name: name, .. }
+                    if norm(name).starts_with("pgveil_guard") =>
+                {
+                    return Err(Refusal::unsupported(
+                        None,
+                        format!("constraint {name} is a pgveil guard: remove guards with `pgveil guard remove` on a direct connection, not through pgveil"),
+                    ));
+                }
                 Op::RenameTable { table_name } => {
                     let (ast::RenameTableNameKind::As(new) | ast::RenameTableNameKind::To(new)) =
                         table_name;
@@ -1839,6 +1853,16 @@ where
                     }
                 }
                 let rel = self.rel_for(name, alias.as_ref().map(|a| &a.name));
+                if let (Some(t), Some(a)) = (&rel.table, alias) {
+                    if !a.columns.is_empty() {
+                        // `patients p(a, b)` renames columns by position:
+                        // pgveil resolves protected columns by name.
+                        return Err(Refusal::unsupported(
+                            None,
+                            format!("a column alias list on protected table {t} renames its columns by position; alias the table only and name the columns"),
+                        ));
+                    }
+                }
                 rels.push(rel);
                 Ok(())
             }
@@ -1943,8 +1967,28 @@ where
                 Ok(())
             }
             TableFactor::NestedJoin {
-                table_with_joins, ..
-            } => self.join_tree(table_with_joins, rels),
+                table_with_joins,
+                alias,
+            } => {
+                let before = rels.len();
+                self.join_tree(table_with_joins, rels)?;
+                if let Some(a) = alias {
+                    if let Some(t) = rels[before..].iter().find_map(|r| r.table.as_ref()) {
+                        if !a.columns.is_empty() {
+                            return Err(Refusal::unsupported(
+                                None,
+                                format!("a column alias list on a join over protected table {t} renames its columns by position; name the columns instead"),
+                            ));
+                        }
+                    }
+                    // `(a JOIN b) AS j`: only `j.` qualifies its columns.
+                    for r in &mut rels[before..] {
+                        r.name = norm(&a.name);
+                        r.schema = None;
+                    }
+                }
+                Ok(())
+            }
             other => {
                 self.fallback(other)?;
                 rels.push(Rel {
@@ -2554,7 +2598,9 @@ where
         let TableObject::TableName(name) = &ins.table else {
             return self.refuse_stmt("INSERT into a table function");
         };
+        self.dml_target = true;
         let rel = self.rel_for(name, ins.table_alias.as_ref().map(|a| &a.alias));
+        self.dml_target = false;
         let table = rel.table.clone();
         // PostgreSQL reads `a.b` in a target list as field `b` of column
         // `a` (and `a[1]` as an element): the column is the first part.
@@ -2756,7 +2802,10 @@ where
 
     fn update(&mut self, u: &ast::Update, nested: bool) -> R {
         let mut rels = Vec::new();
-        self.table_factor(&u.table.relation, &mut rels)?;
+        self.dml_target = true;
+        let r = self.table_factor(&u.table.relation, &mut rels);
+        self.dml_target = false;
+        r?;
         if !u.table.joins.is_empty() {
             return self.refuse_stmt("UPDATE with JOIN");
         }
@@ -2784,7 +2833,13 @@ where
         let mut rels = Vec::new();
         let (FromTable::WithFromKeyword(f) | FromTable::WithoutKeyword(f)) = &d.from;
         for twj in f {
-            self.join_tree(twj, &mut rels)?;
+            if !twj.joins.is_empty() {
+                return self.refuse_stmt("DELETE with JOIN");
+            }
+            self.dml_target = true;
+            let r = self.table_factor(&twj.relation, &mut rels);
+            self.dml_target = false;
+            r?;
         }
         for twj in d.using.iter().flatten() {
             self.join_tree(twj, &mut rels)?;

@@ -407,9 +407,8 @@ pub(crate) fn fingerprint(sql: &str) -> String {
                 let next = significant.get(k + 1).map(|&n| text(n));
                 let named = prev == Some(".")
                     || next == Some(".")
-                    || prev.is_some_and(|p| {
-                        NAME_KEYWORDS.iter().any(|kw| p.eq_ignore_ascii_case(kw))
-                    });
+                    || prev
+                        .is_some_and(|p| NAME_KEYWORDS.iter().any(|kw| p.eq_ignore_ascii_case(kw)));
                 if named {
                     &sql[t.start..t.end]
                 } else {
@@ -432,8 +431,26 @@ pub(crate) fn fingerprint(sql: &str) -> String {
 /// Keywords after which a quoted identifier names a relation, column or
 /// other object (never a value).
 const NAME_KEYWORDS: &[&str] = &[
-    "from", "join", "into", "update", "table", "only", "as", "index", "on", "view", "schema",
-    "sequence", "column", "constraint", "rename", "to", "exists", "type", "function", "trigger",
+    "from",
+    "join",
+    "into",
+    "update",
+    "table",
+    "only",
+    "as",
+    "index",
+    "on",
+    "view",
+    "schema",
+    "sequence",
+    "column",
+    "constraint",
+    "rename",
+    "to",
+    "exists",
+    "type",
+    "function",
+    "trigger",
 ];
 
 /// Maps sqlparser locations (1-based line, 1-based column counted in

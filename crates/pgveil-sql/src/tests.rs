@@ -392,7 +392,9 @@ fn fingerprint_examples() {
     // Quoted identifiers: kept where they name something, dropped where a
     // misquoted value could stand.
     assert_eq!(
-        fingerprint("SELECT \"p\".\"ssn\" FROM \"patients\" AS \"p\" WHERE \"p\".\"id\" = \"Ada Lovelace\""),
+        fingerprint(
+            "SELECT \"p\".\"ssn\" FROM \"patients\" AS \"p\" WHERE \"p\".\"id\" = \"Ada Lovelace\""
+        ),
         "SELECT \"p\".\"ssn\" FROM \"patients\" AS \"p\" WHERE \"p\".\"id\" = \"?\""
     );
     assert_eq!(
@@ -1013,4 +1015,35 @@ fn ordering_a_bulk_source_by_a_protected_target_is_refused() {
     ] {
         assert_eq!(refusal(sql).sqlstate, "0A000", "{sql}");
     }
+}
+
+/// Fifth attack review: a CTE never stands in for the target of a write;
+/// column alias lists rename protected columns by position; guards cannot
+/// be dropped through pgveil.
+#[test]
+fn cte_shadowed_targets_column_alias_lists_and_guard_drops() {
+    // The target is the real table: its values are encrypted.
+    for sql in [
+        "WITH patients AS (SELECT 1) INSERT INTO patients (first_name, last_name) VALUES ('K120', 'x')",
+        "WITH patients AS (SELECT 1 AS id) UPDATE patients SET first_name = 'K121' WHERE id = 1",
+        "WITH patients AS (SELECT 1 AS id) DELETE FROM patients WHERE ssn = 'K122'",
+    ] {
+        let p = plan_of(sql);
+        assert!(p.statements[0].literals.iter().any(|l| l.value.starts_with('K')), "{sql}");
+    }
+    let p = plan_of("WITH patients AS (SELECT 1) DELETE FROM patients WHERE ssn = $1");
+    assert_eq!(p.statements[0].params.len(), 1);
+    for sql in [
+        "SELECT count(*) FROM patients AS p(pid, fname, lname, s) WHERE s = 'K720'",
+        "DELETE FROM notes USING patients p(a, b) WHERE p.b = 'K724'",
+        "SELECT count(*) FROM (patients JOIN visits ON true) AS j(a, b) WHERE b = 'K727'",
+        "UPDATE patients SET phone = p2.phone FROM patients p2(id2, a, b, c, d, e, f, g, h, phone) WHERE p2.id2 = patients.id",
+        "ALTER TABLE patients DROP CONSTRAINT pgveil_guard_phone",
+        "ALTER TABLE patients RENAME CONSTRAINT pgveil_guard_phone TO x",
+    ] {
+        assert_eq!(refusal(sql).sqlstate, "0A000", "{sql}");
+    }
+    // A join alias qualifies its columns.
+    let p = plan_of("SELECT j.id FROM (patients JOIN visits ON visits.patient_id = patients.id) AS j WHERE j.ssn = 'K1'");
+    assert_eq!(p.statements[0].literals.len(), 1);
 }
