@@ -4,22 +4,9 @@
 //! one per session.
 
 use pgveil_tests::*;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 /// pgveil's log lines of this test binary (one subscriber per process).
 fn logs() -> &'static Captured {
@@ -37,7 +24,7 @@ fn logs() -> &'static Captured {
 }
 
 fn log_text() -> String {
-    String::from_utf8_lossy(&logs().0.lock().unwrap()).into_owned()
+    logs().text()
 }
 
 /// A CancelRequest sent as libpq does: write, then wait for the far end to

@@ -101,30 +101,32 @@ fn unnest_arg(e: &Expr) -> Option<&Expr> {
     }
 }
 
-/// The protected column behind an output named by ordinal (`1`) or by
-/// output alias, as ORDER BY, GROUP BY and DISTINCT ON may name them.
-fn output_target<'p>(
-    e: &Expr,
-    outputs: &[(Option<String>, Option<&'p ProtectedColumn>)],
-) -> Option<&'p ProtectedColumn> {
+/// The index of an output named by ordinal (`1`) or by output alias, as
+/// ORDER BY, GROUP BY and DISTINCT ON may name them.
+fn output_index<T>(e: &Expr, outputs: &[(Option<String>, T)]) -> Option<usize> {
     match e {
         Expr::Value(v) => match &v.value {
-            Value::Number(n, _) => n
-                .parse::<usize>()
-                .ok()
-                .and_then(|k| outputs.get(k.wrapping_sub(1)))
-                .and_then(|o| o.1),
+            Value::Number(n, _) => n.parse::<usize>().ok().and_then(|k| k.checked_sub(1)),
             _ => None,
         },
         Expr::Identifier(i) => {
             let n = norm(i);
             outputs
                 .iter()
-                .find(|(a, _)| a.as_deref() == Some(n.as_str()))
-                .and_then(|o| o.1)
+                .position(|(a, _)| a.as_deref() == Some(n.as_str()))
         }
         _ => None,
     }
+}
+
+/// The protected column behind an output named by ordinal or alias.
+fn output_target<'p>(
+    e: &Expr,
+    outputs: &[(Option<String>, Option<&'p ProtectedColumn>)],
+) -> Option<&'p ProtectedColumn> {
+    output_index(e, outputs)
+        .and_then(|k| outputs.get(k))
+        .and_then(|o| o.1)
 }
 
 /// Whether a number literal converts to text exactly as written (what
@@ -2214,19 +2216,7 @@ where
             // Into an INSERT: an ordinal or output alias names a target
             // column; its values are ciphertext by the time rows are sorted.
             if let Proj::Into(targets) = &proj {
-                let index = match &o.expr {
-                    Expr::Value(v) => match &v.value {
-                        Value::Number(n, _) => n.parse::<usize>().ok().map(|k| k.wrapping_sub(1)),
-                        _ => None,
-                    },
-                    Expr::Identifier(i) => {
-                        let n = norm(i);
-                        outputs
-                            .iter()
-                            .position(|(a, _)| a.as_deref() == Some(n.as_str()))
-                    }
-                    _ => None,
-                };
+                let index = output_index(&o.expr, &outputs);
                 if let Some(t) = index.and_then(|k| targets.get(k).copied().flatten()) {
                     return self.refuse(t, "ORDER BY would sort ciphertext written into");
                 }

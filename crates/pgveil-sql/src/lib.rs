@@ -254,17 +254,8 @@ pub fn analyze(sql: &str, policy: &Policy) -> Result<Analysis, Refusal> {
 const SESSION_WORDS: [&str; 4] = ["execute", "prepare", "deallocate", "discard"];
 
 fn mentions_session_word(sql: &str) -> bool {
-    static WORDS: std::sync::OnceLock<Option<aho_corasick::AhoCorasick>> =
-        std::sync::OnceLock::new();
-    match WORDS.get_or_init(|| {
-        aho_corasick::AhoCorasick::builder()
-            .ascii_case_insensitive(true)
-            .build(SESSION_WORDS)
-            .ok()
-    }) {
-        Some(s) => s.is_match(sql),
-        None => true,
-    }
+    static WORDS: WordScanner = WordScanner::new(&SESSION_WORDS);
+    WORDS.matches(sql)
 }
 
 /// Analyse with options and, if the session has any, its SQL-level prepared
@@ -472,24 +463,41 @@ pub fn reading_may_differ(sql: &str) -> bool {
 /// `SET NAMES`, `set_config`, `RESET`, `DISCARD`): until the server has
 /// answered it, pgveil cannot know the session's reading.
 pub fn mentions_text_setting(sql: &str) -> bool {
-    static WORDS: std::sync::OnceLock<Option<aho_corasick::AhoCorasick>> =
-        std::sync::OnceLock::new();
-    let scanner = WORDS.get_or_init(|| {
-        aho_corasick::AhoCorasick::builder()
-            .ascii_case_insensitive(true)
-            .build([
-                "standard_conforming_strings",
-                "client_encoding",
-                "names",
-                "set_config",
-                "reset",
-                "discard",
-            ])
-            .ok()
-    });
-    match scanner {
-        Some(s) => s.is_match(sql),
-        None => true,
+    static WORDS: WordScanner = WordScanner::new(&[
+        "standard_conforming_strings",
+        "client_encoding",
+        "names",
+        "set_config",
+        "reset",
+        "discard",
+    ]);
+    WORDS.matches(sql)
+}
+
+/// A case-insensitive scan for any of a fixed set of words, built on first
+/// use; if it cannot be built, everything matches (the callers then take
+/// the cautious path).
+struct WordScanner {
+    words: &'static [&'static str],
+    scanner: std::sync::OnceLock<Option<aho_corasick::AhoCorasick>>,
+}
+
+impl WordScanner {
+    const fn new(words: &'static [&'static str]) -> Self {
+        WordScanner {
+            words,
+            scanner: std::sync::OnceLock::new(),
+        }
+    }
+
+    fn matches(&self, text: &str) -> bool {
+        let scanner = self.scanner.get_or_init(|| {
+            aho_corasick::AhoCorasick::builder()
+                .ascii_case_insensitive(true)
+                .build(self.words)
+                .ok()
+        });
+        scanner.as_ref().is_none_or(|s| s.is_match(text))
     }
 }
 
@@ -499,18 +507,8 @@ pub fn mentions_text_setting(sql: &str) -> bool {
 /// reads, and canonicalises as for an unknown zone (an explicit offset is
 /// then required).
 pub fn mentions_timezone_setting(sql: &str) -> bool {
-    static WORDS: std::sync::OnceLock<Option<aho_corasick::AhoCorasick>> =
-        std::sync::OnceLock::new();
-    let scanner = WORDS.get_or_init(|| {
-        aho_corasick::AhoCorasick::builder()
-            .ascii_case_insensitive(true)
-            .build(["zone", "set_config", "reset", "discard"])
-            .ok()
-    });
-    match scanner {
-        Some(s) => s.is_match(sql),
-        None => true,
-    }
+    static WORDS: WordScanner = WordScanner::new(&["zone", "set_config", "reset", "discard"]);
+    WORDS.matches(sql)
 }
 
 /// The statement with every literal (strings, numbers, dollar-quoted text)
