@@ -886,7 +886,11 @@ where
                     if p.peek_token().token == sqlparser::tokenizer::Token::EOF
                         && e.to_string() == want
                     {
+                        // The shortest candidate that reads back as the
+                        // cast is the cast: a longer one would parse as a
+                        // larger expression (or leave tokens over).
                         best = Some(start..end);
+                        break;
                     }
                 }
             }
