@@ -927,12 +927,15 @@ fn analysis_is_linear_in_the_number_of_values() {
         analyze(&sql, &policy()).unwrap();
         t.elapsed()
     };
+    // The fastest of three runs each, so a busy machine (tests run in
+    // parallel) does not decide the ratio.
+    let best = |n: usize| (0..3).map(|_| time(n)).min().expect("three runs");
     time(500);
-    let small = time(2_000);
-    let large = time(16_000);
-    // 8× the values: linear is ~8×, quadratic ~64×. Generous for noise.
+    let small = best(2_000);
+    let large = best(16_000);
+    // 8× the values: linear is ~8×, quadratic ~64×.
     assert!(
-        large < small * 24,
+        large < small * 32,
         "2,000 values: {small:?}, 16,000 values: {large:?}"
     );
 }
