@@ -160,11 +160,12 @@ fn decode_bytea_escape(s: &[u8]) -> Option<Vec<u8>> {
             i += 1;
             continue;
         }
+        if s.get(i + 1) == Some(&b'\\') {
+            out.push(b'\\');
+            i += 2;
+            continue;
+        }
         match s.get(i + 1..i + 4) {
-            Some([b'\\', ..]) => {
-                out.push(b'\\');
-                i += 2;
-            }
             Some(&[a, b, c])
                 if (b'0'..=b'3').contains(&a)
                     && (b'0'..=b'7').contains(&b)
@@ -172,10 +173,6 @@ fn decode_bytea_escape(s: &[u8]) -> Option<Vec<u8>> {
             {
                 out.push((a - b'0') * 64 + (b - b'0') * 8 + (c - b'0'));
                 i += 4;
-            }
-            _ if s.get(i + 1) == Some(&b'\\') => {
-                out.push(b'\\');
-                i += 2;
             }
             _ => return None,
         }

@@ -307,7 +307,7 @@ where
     /// a position the walk classified. A value the walk never looked at (a
     /// clause it does not descend into, a node kind added to the parser)
     /// refuses the statement instead of being forwarded unexamined.
-    pub fn check_coverage(&self) -> R {
+    pub fn check_coverage(&self, tokens: &[lex::Tok]) -> R {
         // Also when the walk reached no protected table but the text names
         // one: it may sit in a clause the walk never entered (a subquery
         // in TABLESAMPLE, in a DDL expression on another table).
@@ -325,7 +325,7 @@ where
                 _ => union.push(r),
             }
         }
-        for t in lex::tokens(self.text) {
+        for t in tokens {
             if !matches!(
                 t.kind,
                 Kind::String | Kind::Dollar | Kind::Param | Kind::Unterminated

@@ -344,10 +344,13 @@ fn plan(sql: &str, policy: &Policy, opts: &AnalyzeOptions) -> Result<Plan, Refus
             return Err(r);
         }
         w.check_param_uses()?;
-        w.check_coverage()?;
+        // One scan of the statement's tokens for the coverage check and the
+        // highest parameter number.
+        let tokens = lex::tokens(text);
+        w.check_coverage(&tokens)?;
         let mut p = w.plan;
         p.literals.sort_by_key(|l| l.span.start);
-        p.max_param = lex::tokens(text)
+        p.max_param = tokens
             .iter()
             .filter(|t| t.kind == lex::Kind::Param)
             .filter_map(|t| text[t.start + 1..t.end].parse::<u32>().ok())
