@@ -246,3 +246,39 @@ async fn django_bulk_create_through_unnest() {
     );
     assert_server_log_lacks(&["CANARYdj1", "CANARYdj2", "dj1-0000", "dj2-0000"]);
 }
+
+/// Issue 17: the drivers' other bulk idioms (`py_bulk.py`): asyncpg
+/// `copy_records_to_table` (binary COPY) and `executemany`, psycopg binary
+/// COPY, `executemany` and a hand-written `unnest($1::text[], …)`,
+/// SQLAlchemy multi-row `VALUES … RETURNING` and its sentinel form through
+/// the asyncpg dialect: ciphertext in every protected column, everything
+/// reads back equal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn driver_bulk_idioms_encrypt_every_row() {
+    let drivers = tokio::task::spawn_blocking(drivers).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let enc = clinic_database("bulk");
+    let proxy = clinic_proxy(dir.path()).await;
+    let via = proxy.url(SCRAM_USER, &enc, "disable");
+    let via = via.split('&').next().unwrap().to_owned();
+    let enc2 = enc.clone();
+    tokio::task::spawn_blocking(move || {
+        let out = drivers.run("py_bulk.py", &[&via, "bk1"]);
+        assert!(out.starts_with("ok"), "{out}");
+    })
+    .await
+    .unwrap();
+    assert_only_ciphertext(&enc2);
+    let n = cluster()
+        .psql(&enc2, "SELECT count(*) FROM patients")
+        .unwrap();
+    assert_eq!(n.trim(), "2200");
+    let log = cluster().log().to_lowercase();
+    for shape in ["(format binary)", "imp_sen", "from unnest("] {
+        assert!(
+            log.contains(shape),
+            "the idioms' statements reached PostgreSQL: {shape}"
+        );
+    }
+    assert_server_log_lacks(&["CANARYbk1", "bk1-copyrec-0", "canary.bk1"]);
+}

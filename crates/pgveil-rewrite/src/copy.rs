@@ -8,6 +8,13 @@
 //! format a backslash escapes the next byte (newline included) and the NULL
 //! marker is compared before de-escaping; in CSV a field is NULL only when
 //! unquoted and equal to the NULL marker.
+//!
+//! Binary format (drivers' bulk loaders): a signature header, then tuples
+//! of a 16-bit field count and length-prefixed fields in each column's
+//! binary send/receive form, then a trailer (field count -1). Protected
+//! fields are read in the column's logical type and written in its storage
+//! type (text: the envelope's text form; bytea: the raw envelope), and the
+//! reverse on the way out. A tuple is buffered whole (capped like a line).
 
 use std::sync::Arc;
 
@@ -29,6 +36,7 @@ pub struct CopyCodec {
     table: String,
     encrypt: bool,
     csv: bool,
+    binary: bool,
     delimiter: u8,
     null: Vec<u8>,
     header: bool,
@@ -79,6 +87,7 @@ impl CopyCodec {
         Ok(Arc::new(CopyCodec {
             encrypt: plan.direction == CopyDirection::FromStdin,
             csv: plan.format == CopyFormat::Csv,
+            binary: plan.format == CopyFormat::Binary,
             delimiter: single_byte(plan.delimiter, "DELIMITER", &table)?,
             null: plan.null.as_bytes().to_vec(),
             header: plan.header,
@@ -98,6 +107,28 @@ impl CopyCodec {
     pub fn width(&self) -> usize {
         self.cols.len()
     }
+
+    /// True for binary format (`CopyOutResponse` format code 1).
+    pub fn is_binary(&self) -> bool {
+        self.binary
+    }
+}
+
+/// The signature that starts binary COPY data.
+const BINARY_SIGNATURE: &[u8; 11] = b"PGCOPY\n\xff\r\n\0";
+/// Signature, flags and header-extension length.
+const BINARY_HEADER: usize = 19;
+/// The longest binary header extension pgveil accepts (PostgreSQL writes
+/// none).
+const MAX_HEADER_EXTENSION: u32 = 1 << 20;
+
+/// Where a binary COPY stream is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum BinaryPhase {
+    Header,
+    Tuples,
+    /// After the trailer: nothing more may come.
+    Ended,
 }
 
 /// One COPY stream in progress.
@@ -115,6 +146,7 @@ pub struct CopyStream {
     /// older; 18 reads it as a value).
     csv_end_marker: bool,
     line: u64,
+    binary: BinaryPhase,
     // Scratch (may hold plaintext: wiped after every row).
     value: Vec<u8>,
     text: Vec<u8>,
@@ -160,6 +192,7 @@ impl CopyStream {
             in_quotes: false,
             ended: false,
             line: 0,
+            binary: BinaryPhase::Header,
             value: Vec::new(),
             text: Vec::new(),
             fields: Vec::new(),
@@ -176,6 +209,9 @@ impl CopyStream {
     /// Transforms the complete lines of `data` (plus what was pending) and
     /// appends them to `out`; keeps an incomplete last line.
     pub fn feed(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), RewriteError> {
+        if self.codec.binary {
+            return self.feed_binary(data, out);
+        }
         let mut start = 0;
         let mut i = 0;
         while i < data.len() {
@@ -233,6 +269,13 @@ impl CopyStream {
     pub fn finish(&mut self, out: &mut Vec<u8>) -> Result<(), RewriteError> {
         if self.pending.is_empty() {
             return Ok(());
+        }
+        if self.codec.binary {
+            // The server reads a stream without trailer to its end, but not
+            // one that stops inside a header or tuple.
+            return Err(
+                self.format_error("the binary COPY data ends inside a header or tuple".to_owned())
+            );
         }
         let mut line = std::mem::take(&mut self.pending);
         let r = self.emit_line(&line, out);
@@ -505,6 +548,190 @@ impl CopyStream {
         }
         Ok(())
     }
+}
+
+impl CopyStream {
+    /// Binary format: transforms the complete units (header, tuples,
+    /// trailer) of what was pending plus `data`; keeps an incomplete last
+    /// one.
+    fn feed_binary(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), RewriteError> {
+        if self.pending.is_empty() {
+            let used = self.binary_units(data, out)?;
+            self.pending.extend_from_slice(&data[used..]);
+            return Ok(());
+        }
+        let mut buf = std::mem::take(&mut self.pending);
+        buf.extend_from_slice(data);
+        let r = self.binary_units(&buf, out);
+        if let Ok(used) = r {
+            self.pending.extend_from_slice(&buf[used..]);
+        }
+        buf.zeroize();
+        r.map(|_| ())
+    }
+
+    /// Transforms the complete units at the start of `buf`; returns how many
+    /// bytes they took.
+    fn binary_units(&mut self, buf: &[u8], out: &mut Vec<u8>) -> Result<usize, RewriteError> {
+        let mut pos = 0;
+        while let Some(n) = self.binary_unit(&buf[pos..], out)? {
+            pos += n;
+        }
+        Ok(pos)
+    }
+
+    /// One unit at the start of `buf`: its length, or `None` while it is
+    /// incomplete.
+    fn binary_unit(
+        &mut self,
+        buf: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<Option<usize>, RewriteError> {
+        match self.binary {
+            BinaryPhase::Header => {
+                let sig = buf.len().min(BINARY_SIGNATURE.len());
+                if buf[..sig] != BINARY_SIGNATURE[..sig] {
+                    return Err(self.format_error(
+                        "binary COPY data does not start with the PGCOPY signature".to_owned(),
+                    ));
+                }
+                if buf.len() < BINARY_HEADER {
+                    return Ok(None);
+                }
+                let flags = be_u32(&buf[11..15]);
+                if flags & (1 << 16) != 0 {
+                    return Err(
+                        self.format_error("binary COPY data with OIDs is not supported".to_owned())
+                    );
+                }
+                if flags >> 17 != 0 {
+                    return Err(self
+                        .format_error("binary COPY data with unknown critical flags".to_owned()));
+                }
+                let extension = be_u32(&buf[15..19]);
+                if extension > MAX_HEADER_EXTENSION {
+                    return Err(self.format_error(format!(
+                        "a binary COPY header extension is longer than pgveil's limit of {MAX_HEADER_EXTENSION} bytes"
+                    )));
+                }
+                let total = BINARY_HEADER + extension as usize;
+                if buf.len() < total {
+                    return Ok(None);
+                }
+                out.extend_from_slice(&buf[..total]);
+                self.binary = BinaryPhase::Tuples;
+                Ok(Some(total))
+            }
+            BinaryPhase::Tuples => {
+                let Some(count) = buf.get(..2) else {
+                    return Ok(None);
+                };
+                let count = i16::from_be_bytes([count[0], count[1]]);
+                if count == -1 {
+                    out.extend_from_slice(&buf[..2]);
+                    self.binary = BinaryPhase::Ended;
+                    return Ok(Some(2));
+                }
+                if count < 0 || count as usize != self.codec.cols.len() {
+                    return Err(self.format_error(format!(
+                        "a tuple has {count} fields where {} columns were expected",
+                        self.codec.cols.len()
+                    )));
+                }
+                // Measure the tuple; every declared length counts against
+                // the cap before its bytes arrive.
+                let mut end = 2;
+                for _ in 0..count {
+                    let Some(len) = buf.get(end..end + 4) else {
+                        return Ok(None);
+                    };
+                    let len = be_u32(len) as i32;
+                    end += 4;
+                    if len == -1 {
+                        continue;
+                    }
+                    if len < 0 {
+                        return Err(
+                            self.format_error(format!("a field has the invalid length {len}"))
+                        );
+                    }
+                    end += len as usize;
+                    if end > MAX_COPY_LINE {
+                        return Err(self.format_error(format!(
+                            "a COPY tuple is longer than pgveil's limit of {MAX_COPY_LINE} bytes"
+                        )));
+                    }
+                }
+                if buf.len() < end {
+                    return Ok(None);
+                }
+                self.line += 1;
+                let r = self.binary_tuple(&buf[..end], out);
+                self.wipe();
+                r.map(|()| Some(end))
+            }
+            BinaryPhase::Ended if buf.is_empty() => Ok(None),
+            BinaryPhase::Ended => Err(self.format_error(
+                "data after the binary COPY trailer is not accepted by pgveil".to_owned(),
+            )),
+        }
+    }
+
+    /// One complete tuple (field count included).
+    fn binary_tuple(&mut self, tuple: &[u8], out: &mut Vec<u8>) -> Result<(), RewriteError> {
+        let codec = self.codec.clone();
+        out.extend_from_slice(&tuple[..2]);
+        let mut pos = 2;
+        for col in codec.cols.iter() {
+            let len = be_u32(&tuple[pos..pos + 4]) as i32;
+            let start = pos;
+            pos += 4;
+            if len == -1 {
+                out.extend_from_slice(&tuple[start..pos]);
+                continue;
+            }
+            let value = &tuple[pos..pos + len as usize];
+            pos += len as usize;
+            let Some(col) = col else {
+                out.extend_from_slice(&tuple[start..pos]);
+                continue;
+            };
+            self.text.clear();
+            let r = if codec.encrypt {
+                col.canonical_from_client(value, Format::Binary, None, self.tz)
+                    .and_then(|mut canonical| {
+                        let env = col.encrypt(&canonical);
+                        canonical.zeroize();
+                        col.param_value(&env?, Format::Binary)
+                    })
+                    .map(|stored| self.text = stored)
+            } else {
+                col.decrypt_to_client(
+                    value,
+                    Format::Binary,
+                    self.tz,
+                    &mut self.bufs,
+                    &mut self.text,
+                )
+            };
+            if let Err(e) = r {
+                return Err(RewriteError::InCopy {
+                    line: self.line,
+                    inner: Box::new(e),
+                });
+            }
+            let len = i32::try_from(self.text.len()).map_err(|_| {
+                self.format_error("a transformed field is longer than 2 GiB".to_owned())
+            })?;
+            out.extend_from_slice(&len.to_be_bytes());
+            out.extend_from_slice(&self.text);
+        }
+        Ok(())
+    }
+}
+
+fn be_u32(b: &[u8]) -> u32 {
+    u32::from_be_bytes([b[0], b[1], b[2], b[3]])
 }
 
 fn trailing_backslashes(b: &[u8]) -> usize {

@@ -1985,9 +1985,12 @@ impl Session {
                     .get(6..8)
                     .map(|b| i16::from_be_bytes([b[0], b[1]]) as i64)
                     .unwrap_or(-1);
-                if msg.get(5) != Some(&0) || width != codec.width() as i64 {
+                if msg.get(5) != Some(&u8::from(codec.is_binary())) || width != codec.width() as i64
+                {
                     return self.fail(
-                        RewriteError::Malformed("CopyOutResponse (not the expected text columns)"),
+                        RewriteError::Malformed(
+                            "CopyOutResponse (not the expected format or columns)",
+                        ),
                         out,
                     );
                 }

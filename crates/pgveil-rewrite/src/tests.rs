@@ -279,13 +279,25 @@ fn copy_in_at(e: &Arc<Engine>, sql: &str, input: &[u8], cut: usize) -> Vec<u8> {
 
 /// Runs `stored` through a COPY TO STDOUT session, split at `cut`.
 fn copy_out_at(e: &Arc<Engine>, sql: &str, width: i16, stored: &[u8], cut: usize) -> Vec<u8> {
+    copy_out_in(e, sql, 0, width, stored, cut)
+}
+
+/// [`copy_out_at`] in `format` (0 text, 1 binary).
+fn copy_out_in(
+    e: &Arc<Engine>,
+    sql: &str,
+    format: u8,
+    width: i16,
+    stored: &[u8],
+    cut: usize,
+) -> Vec<u8> {
     let mut s = session_on(e);
     let (o, _) = client(&mut s, &frontend::query(sql.as_bytes()));
     assert!(o.error.is_none(), "{:?}", o.error);
-    let mut body = vec![0u8];
+    let mut body = vec![format];
     body.extend_from_slice(&width.to_be_bytes());
     for _ in 0..width {
-        body.extend_from_slice(&0i16.to_be_bytes());
+        body.extend_from_slice(&i16::from(format).to_be_bytes());
     }
     let (a, _) = server(&mut s, &Frame::new(backend::tag::COPY_OUT, &body));
     assert_eq!(a, ServerAction::Forward);
@@ -345,6 +357,96 @@ fn copy_streams_survive_every_chunk_boundary_in_text_and_csv() {
             let want = String::from_utf8_lossy(input).replace("\\\n", "\\n");
             assert_eq!(String::from_utf8_lossy(&back), want, "{copy_in}, cut {cut}");
         }
+    }
+}
+
+/// Binary COPY data: the header, `tuples` (fields as `None` for NULL) and
+/// the trailer.
+fn binary_copy(tuples: &[Vec<Option<Vec<u8>>>]) -> Vec<u8> {
+    let mut b = b"PGCOPY\n\xff\r\n\0".to_vec();
+    b.extend_from_slice(&[0; 8]);
+    for t in tuples {
+        b.extend_from_slice(&(t.len() as i16).to_be_bytes());
+        for f in t {
+            match f {
+                None => b.extend_from_slice(&(-1i32).to_be_bytes()),
+                Some(v) => {
+                    b.extend_from_slice(&(v.len() as i32).to_be_bytes());
+                    b.extend_from_slice(v);
+                }
+            }
+        }
+    }
+    b.extend_from_slice(&(-1i16).to_be_bytes());
+    b
+}
+
+#[test]
+fn binary_copy_encrypts_and_decrypts_every_protected_field_at_every_chunk_boundary() {
+    // first_name text, ssn text (deterministic), date_of_birth date
+    // (binary: days since 2000-01-01), created_at (not protected).
+    let dob = (-7304i32).to_be_bytes().to_vec(); // 1980-01-02
+    let input = binary_copy(&[
+        vec![
+            Some(b"CANARY-A".to_vec()),
+            Some(b"CANARY-1".to_vec()),
+            Some(dob),
+            Some(vec![0, 0, 0, 0, 0, 0, 0, 7]),
+        ],
+        vec![Some(b"CANARY-B".to_vec()), None, None, None],
+        vec![Some(Vec::new()), Some(b"CANARY-2".to_vec()), None, None],
+    ]);
+    let copy_in =
+        "COPY patients (first_name, ssn, date_of_birth, created_at) FROM STDIN (FORMAT binary)";
+    let copy_out = "COPY patients (first_name, ssn, date_of_birth, created_at) TO STDOUT BINARY";
+    let e = engine();
+    for cut in 0..=input.len() {
+        let sent = copy_in_at(&e, copy_in, &input, cut);
+        assert!(!contains(&sent, b"CANARY"), "cut {cut}: plaintext sent");
+        assert_eq!(
+            sent.windows(5).filter(|w| w == b"pgv1:").count(),
+            6,
+            "cut {cut}"
+        );
+        let back = copy_out_in(&e, copy_out, 1, 4, &sent, cut.min(sent.len()));
+        assert_eq!(back, input, "cut {cut}");
+    }
+}
+
+#[test]
+fn binary_copy_data_pgveil_cannot_read_is_refused() {
+    let sql = "COPY patients (first_name, ssn) FROM STDIN (FORMAT binary)";
+    let good = binary_copy(&[vec![Some(b"CANARY-A".to_vec()), Some(b"CANARY-1".to_vec())]]);
+    let mut with_oids = good.clone();
+    with_oids[12] = 1; // flag bit 16
+    let mut after_trailer = good.clone();
+    after_trailer.extend_from_slice(&good[19..]);
+    let mut bad_date = b"PGCOPY\n\xff\r\n\0".to_vec();
+    bad_date.extend_from_slice(&[0; 8]);
+    for (sql, data, want) in [
+        (sql, &b"PGCOPX\n\xff\r\n\0CANARY"[..], "PGCOPY signature"),
+        (sql, &with_oids[..], "with OIDs"),
+        (sql, &after_trailer[..], "after the binary COPY trailer"),
+        (
+            sql,
+            &binary_copy(&[vec![Some(b"CANARY-A".to_vec())]])[..],
+            "1 fields where 2 columns",
+        ),
+        (
+            sql,
+            &good[..good.len() - 4],
+            "ends inside a header or tuple",
+        ),
+        (
+            "COPY patients (date_of_birth) FROM STDIN (FORMAT binary)",
+            &binary_copy(&[vec![Some(b"CANARY".to_vec())]])[..],
+            "date_of_birth",
+        ),
+    ] {
+        let mut s = session();
+        let e = copy_in_result(&mut s, sql, data).unwrap_err();
+        assert!(e.to_string().contains(want), "{e}");
+        assert!(!e.to_string().contains("CANARY"), "{e}");
     }
 }
 

@@ -2952,7 +2952,13 @@ where
                 CopyOption::Format(f) => match norm(f).as_str() {
                     "text" => plan.format = CopyFormat::Text,
                     "csv" => plan.format = CopyFormat::Csv,
-                    _ => binary = true,
+                    "binary" => binary = true,
+                    _ => {
+                        return Err(Refusal::unsupported(
+                            None,
+                            format!("COPY {table} with an unknown FORMAT is not supported by pgveil; use text, csv or binary"),
+                        ))
+                    }
                 },
                 CopyOption::Delimiter(c) => delimiter = Some(*c),
                 CopyOption::Null(s) => null = Some(s.clone()),
@@ -3005,12 +3011,10 @@ where
             }
         }
         if binary {
-            return Err(Refusal::unsupported(
-                None,
-                format!("COPY {table} in binary format is not supported: pgveil encrypts COPY data field by field in text or CSV format; use FORMAT text or csv"),
-            ));
-        }
-        if plan.format == CopyFormat::Csv {
+            // The server refuses DELIMITER, NULL, QUOTE, ESCAPE, HEADER and
+            // CSV together with binary; the fields are length-prefixed.
+            plan.format = CopyFormat::Binary;
+        } else if plan.format == CopyFormat::Csv {
             plan.delimiter = delimiter.unwrap_or(',');
             plan.null = null.unwrap_or_default();
             plan.escape = escape.unwrap_or(plan.quote);

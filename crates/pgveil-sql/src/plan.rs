@@ -212,13 +212,17 @@ pub enum CopyDirection {
     ToStdout,
 }
 
-/// COPY data format (binary is refused).
+/// COPY data format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CopyFormat {
     /// PostgreSQL text format.
     Text,
     /// CSV.
     Csv,
+    /// PostgreSQL binary format: each field length-prefixed, in the binary
+    /// send/receive form of the column's type (drivers' bulk loaders, e.g.
+    /// asyncpg `copy_records_to_table`).
+    Binary,
 }
 
 /// One COPY column.

@@ -198,7 +198,7 @@ fn refusals_name_column_and_hide_values() {
         ("MERGE INTO patients p USING visits v ON p.ssn = v.patient_ssn WHEN MATCHED THEN UPDATE SET email = 'CANARY-13'", "0A000", None),
         ("DO $$ BEGIN UPDATE patients SET email = 'CANARY-14'; END $$", "0A000", None),
         ("CALL update_patients('CANARY-15')", "0A000", None),
-        ("COPY patients FROM STDIN (FORMAT binary)", "0A000", None),
+        ("COPY patients FROM STDIN (FORMAT native)", "0A000", None),
         ("COPY patients TO '/tmp/CANARY-16'", "0A000", None),
         ("INSERT INTO patients (ssn) VALUES ('CANARY-17' THIS DOES NOT PARSE", "0A000", None),
         ("SELECT CASE WHEN id = 1 THEN email END FROM patients", "0A000", Some("public.patients.email")),
@@ -334,6 +334,14 @@ fn copy_plans() {
     );
     assert!(c.columns.is_none());
     assert_eq!(s.kind, StatementKind::Copy);
+    for sql in [
+        "COPY patients (ssn) FROM STDIN (FORMAT binary)",
+        "COPY patients (ssn) FROM STDIN BINARY",
+        "COPY patients (ssn) TO STDOUT WITH BINARY",
+    ] {
+        let c = plan_of(sql).statements[0].copy.clone().unwrap();
+        assert_eq!(c.format, CopyFormat::Binary, "{sql}");
+    }
 }
 
 #[test]
