@@ -27,3 +27,11 @@ fi
 # Debian's package may start its own cluster; the tests never use it.
 
 cargo test --workspace "$@"
+
+# The client projects' own test suites, directly and through pgveil
+# (tests/conformance/run.sh; PGVEIL_CONFORMANCE=full for every test,
+# off to skip). Only for a whole-workspace run.
+conformance=${PGVEIL_CONFORMANCE:-ci}
+if [ $# -eq 0 ] && [ "$conformance" != off ]; then
+  bash tests/conformance/run.sh "$conformance"
+fi
