@@ -29,9 +29,9 @@ fi
 cargo test --workspace "$@"
 
 # The client projects' own test suites, directly and through pgveil
-# (tests/conformance/run.sh; PGVEIL_CONFORMANCE=full for every test,
+# (tests/conformance/run.sh; CONFORMANCE=full for every test,
 # off to skip). Only for a whole-workspace run.
-conformance=${PGVEIL_CONFORMANCE:-ci}
+conformance=${CONFORMANCE:-ci}
 if [ $# -eq 0 ] && [ "$conformance" != off ]; then
   bash tests/conformance/run.sh "$conformance"
 fi

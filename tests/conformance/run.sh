@@ -15,16 +15,16 @@
 # NOTIFY, cancel, pool, COPY, prepared-statement and transaction tests, about
 # 3 minutes. full: every test of the three suites, about 8 minutes.
 #
-# Installs what it needs: a venv in ${PGVEIL_CONFORMANCE_DIR:-target/conformance}
+# Installs what it needs: a venv in ${CONFORMANCE_DIR:-target/conformance}
 # (from PyPI), the sdists (checked against their sha256), PostgreSQL from
-# Debian's packages when missing. Reports go to $PGVEIL_CONFORMANCE_DIR/reports.
+# Debian's packages when missing. Reports go to $CONFORMANCE_DIR/reports.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 repo=$PWD
 here=$repo/tests/conformance
 scope=${1:-ci}
 case $scope in ci|full) ;; *) echo "usage: $0 [ci|full]" >&2; exit 2 ;; esac
-dir=${PGVEIL_CONFORMANCE_DIR:-$repo/target/conformance}
+dir=${CONFORMANCE_DIR:-$repo/target/conformance}
 say() { printf 'conformance: %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }
 mkdir -p "$dir/sdists" "$dir/reports"

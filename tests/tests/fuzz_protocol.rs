@@ -1,5 +1,7 @@
 //! A stateful protocol fuzzer: random but well-formed message sequences
-//! (Parse/Bind/Describe/Execute/Close/Sync/Flush and simple queries, with
+//! (Parse/Bind/Describe/Execute/Close/Sync/Flush, simple queries and COPY
+//! FROM STDIN in text, CSV and binary with truncated, split, malformed or
+//! failed data, with
 //! statement and portal names reused across namespaces, server errors
 //! injected by broken SQL, failing transactions and duplicate names,
 //! pipelines of several Syncs) sent through pgveil by a raw client.
@@ -59,9 +61,105 @@ impl Gen {
         format!("PCAN-{}", self.n)
     }
 
+    /// A `COPY … FROM STDIN` of a few canary rows in text, CSV or binary,
+    /// sometimes truncated, with a wrong field count, garbage or data after
+    /// the end, split into several `CopyData`, ended by `CopyDone` or
+    /// `CopyFail` — or a `COPY … TO STDOUT`.
+    fn copy(&mut self) -> Vec<Frame> {
+        let cols: &[&str] = match self.rng.below(3) {
+            0 => &["first_name", "last_name"],
+            1 => &["last_name", "first_name", "ssn"],
+            _ => &["first_name", "last_name", "date_of_birth"],
+        };
+        let format = self.rng.below(3);
+        let (opt, out_opt) = match format {
+            0 => ("", ""),
+            1 => (" (FORMAT csv)", " (FORMAT csv)"),
+            _ => (" (FORMAT binary)", " WITH BINARY"),
+        };
+        if self.rng.below(6) == 0 {
+            let sql = format!("COPY patients ({}) TO STDOUT{out_opt}", cols.join(", "));
+            return vec![pgveil_wire::frontend::query(sql.as_bytes())];
+        }
+        let mut data = Vec::new();
+        if format == 2 {
+            data.extend_from_slice(b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0");
+        }
+        for _ in 0..self.rng.below(4) {
+            let width = if self.rng.below(8) == 0 {
+                cols.len() - 1
+            } else {
+                cols.len()
+            };
+            let fields: Vec<Option<Vec<u8>>> = (0..width)
+                .map(|k| match (cols[k], self.rng.below(6)) {
+                    (_, 0) => None,
+                    ("date_of_birth", _) if format == 2 => Some(1234i32.to_be_bytes().to_vec()),
+                    ("date_of_birth", _) => Some(b"1990-01-02".to_vec()),
+                    _ => Some(self.canary().into_bytes()),
+                })
+                .collect();
+            if format == 2 {
+                data.extend_from_slice(&(fields.len() as i16).to_be_bytes());
+                for f in &fields {
+                    match f {
+                        None => data.extend_from_slice(&(-1i32).to_be_bytes()),
+                        Some(v) => {
+                            data.extend_from_slice(&(v.len() as i32).to_be_bytes());
+                            data.extend_from_slice(v);
+                        }
+                    }
+                }
+            } else {
+                let sep = if format == 1 { "," } else { "\t" };
+                let null = if format == 1 { "" } else { "\\N" };
+                let line: Vec<String> = fields
+                    .iter()
+                    .map(|f| {
+                        f.as_ref()
+                            .map_or(null.to_owned(), |v| String::from_utf8_lossy(v).into_owned())
+                    })
+                    .collect();
+                data.extend_from_slice(line.join(sep).as_bytes());
+                data.push(b'\n');
+            }
+        }
+        if format == 2 && self.rng.below(3) != 0 {
+            data.extend_from_slice(&(-1i16).to_be_bytes());
+        }
+        match self.rng.below(8) {
+            0 if !data.is_empty() => {
+                let cut = self.rng.below(data.len());
+                data.truncate(cut);
+            }
+            1 => {
+                let c = self.canary();
+                data.extend_from_slice(c.as_bytes());
+            }
+            _ => {}
+        }
+        let sql = format!("COPY patients ({}) FROM STDIN{opt}", cols.join(", "));
+        let mut frames = vec![pgveil_wire::frontend::query(sql.as_bytes())];
+        let mut rest = &data[..];
+        while !rest.is_empty() {
+            let n = 1 + self.rng.below(rest.len());
+            frames.push(Frame::new(
+                pgveil_wire::frontend::tag::COPY_DATA,
+                &rest[..n],
+            ));
+            rest = &rest[n..];
+        }
+        frames.push(if self.rng.below(5) == 0 {
+            Frame::new(pgveil_wire::frontend::tag::COPY_FAIL, b"fuzz\0")
+        } else {
+            Frame::new(pgveil_wire::frontend::tag::COPY_DONE, b"")
+        });
+        frames
+    }
+
     /// One message; returns the frames and how many ReadyForQuery it adds.
     fn message(&mut self) -> (Vec<Frame>, usize) {
-        match self.rng.below(20) {
+        match self.rng.below(22) {
             0..=3 => (
                 vec![raw::parse(self.rng.pick(NAMES), self.rng.pick(STATEMENTS))],
                 0,
@@ -97,6 +195,7 @@ impl Gen {
                 };
                 (vec![pgveil_wire::frontend::query(sql.as_bytes())], 1)
             }
+            20 | 21 => (self.copy(), 1),
             _ => (
                 vec![pgveil_wire::frontend::query(
                     self.rng.pick(QUERIES).as_bytes(),
@@ -165,14 +264,14 @@ async fn random_message_sequences_never_leak_a_canary() {
             .iter()
             .map(|f| {
                 let body = String::from_utf8_lossy(f.body()).replace('\0', "|");
-                format!("{}:{}", f.tag() as char, &body[..body.len().min(70)])
+                format!("{}:{}", f.tag() as char, body.chars().take(70).collect::<String>())
             })
             .collect();
         let describe: Vec<String> = frames
             .iter()
             .map(|f| {
                 let body = String::from_utf8_lossy(f.body()).replace('\0', "|");
-                format!("{}:{}", f.tag() as char, &body[..body.len().min(70)])
+                format!("{}:{}", f.tag() as char, body.chars().take(70).collect::<String>())
             })
             .collect();
         let mut seen_marker = false;
