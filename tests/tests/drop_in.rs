@@ -173,3 +173,109 @@ async fn missing_policy_tables_are_reported_once_per_database() {
         .count();
     assert_eq!(count, 1, "{}", log_text());
 }
+
+/// The fields of the first `ErrorResponse` in `bytes`: (SQLSTATE, message).
+fn error_fields(bytes: &[u8]) -> Option<(String, String)> {
+    if bytes.first() != Some(&b'E') || bytes.len() < 5 {
+        return None;
+    }
+    let len = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]) as usize;
+    let body = bytes.get(5..1 + len)?;
+    let (mut code, mut msg) = (String::new(), String::new());
+    for f in body.split(|&b| b == 0).filter(|f| !f.is_empty()) {
+        let v = String::from_utf8_lossy(&f[1..]).into_owned();
+        match f[0] {
+            b'C' => code = v,
+            b'M' => msg = v,
+            _ => {}
+        }
+    }
+    Some((code, msg))
+}
+
+/// Startup packets PostgreSQL answers: pgveil answers them with the same
+/// SQLSTATE and message (protocol 2 in protocol 2's own error form), and
+/// accepts the longest startup packet PostgreSQL accepts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn startup_errors_match_postgresql() {
+    let proxy = Proxy::start().await;
+    let startup = |version: u32, params: &[u8]| {
+        let mut p = ((8 + params.len()) as u32).to_be_bytes().to_vec();
+        p.extend_from_slice(&version.to_be_bytes());
+        p.extend_from_slice(params);
+        p
+    };
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("protocol 4.0", startup(4 << 16, b"user\0postgres\0\0")),
+        ("protocol 9.9", startup((9 << 16) | 9, b"")),
+        (
+            "no terminator",
+            startup(3 << 16, b"user\0postgres\0database"),
+        ),
+        ("unterminated value", startup(3 << 16, b"user\0post")),
+    ];
+    for (what, bytes) in &cases {
+        let direct = answer_to(cluster().port(), bytes).await;
+        let through = answer_to(proxy.port(), bytes).await;
+        let d = error_fields(&direct).unwrap_or_else(|| panic!("{what}: PostgreSQL: {direct:?}"));
+        assert_eq!(error_fields(&through), Some(d), "{what}");
+    }
+    // Protocol 2: PostgreSQL answers in protocol 2's error form, byte for
+    // byte the same through pgveil.
+    let v2 = startup(2 << 16, b"user\0postgres\0\0");
+    let direct = answer_to(cluster().port(), &v2).await;
+    let through = answer_to(proxy.port(), &v2).await;
+    assert!(
+        direct.starts_with(b"EFATAL:  unsupported frontend protocol 2.0"),
+        "{direct:?}"
+    );
+    assert_eq!(through, direct);
+    // The longest startup packet PostgreSQL reads (10,000 bytes after the
+    // length word): both go on to authentication.
+    let mut params = b"user\0postgres\0application_name\0".to_vec();
+    params.resize(10_000 - 4 - 2, b'a');
+    params.extend_from_slice(b"\0\0");
+    let longest = startup(3 << 16, &params);
+    assert_eq!(longest.len(), 10_004);
+    let direct = answer_to(cluster().port(), &longest).await;
+    let through = answer_to(proxy.port(), &longest).await;
+    assert_eq!(
+        direct.first(),
+        Some(&b'R'),
+        "PostgreSQL: {:?}",
+        &direct[..direct.len().min(40)]
+    );
+    assert_eq!(through.first(), direct.first());
+}
+
+/// Bytes pipelined behind an SSLRequest (before its answer) were sent in the
+/// clear: PostgreSQL answers the request, then refuses them with FATAL 08P01
+/// (CVE-2021-23214) — with or without TLS on pgveil's listener.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_pipelined_after_an_ssl_request_is_refused() {
+    let mut ssl_then_startup = 8u32.to_be_bytes().to_vec();
+    ssl_then_startup.extend_from_slice(&80_877_103u32.to_be_bytes());
+    ssl_then_startup.extend_from_slice(b"\0\0\0\x17\0\x03\0\0user\0postgres\0\0");
+    let mut no_tls = Proxy::config();
+    no_tls.tls.cert_file = None;
+    no_tls.tls.key_file = None;
+    for (proxy, answer) in [
+        (Proxy::start().await, b'E'),
+        (Proxy::start_with(no_tls).await, b'N'),
+    ] {
+        let got = answer_to(proxy.port(), &ssl_then_startup).await;
+        // With TLS the request is refused before `S` (the bytes would
+        // otherwise be read as if they came over TLS).
+        let rest = if answer == b'N' {
+            assert_eq!(got.first(), Some(&b'N'), "{got:?}");
+            &got[1..]
+        } else {
+            &got[..]
+        };
+        let (code, msg) = error_fields(rest).unwrap_or_else(|| panic!("{got:?}"));
+        assert_eq!(
+            (code.as_str(), msg.as_str()),
+            ("08P01", "received unencrypted data after SSL request")
+        );
+    }
+}

@@ -264,14 +264,22 @@ async fn random_message_sequences_never_leak_a_canary() {
             .iter()
             .map(|f| {
                 let body = String::from_utf8_lossy(f.body()).replace('\0', "|");
-                format!("{}:{}", f.tag() as char, body.chars().take(70).collect::<String>())
+                format!(
+                    "{}:{}",
+                    f.tag() as char,
+                    body.chars().take(70).collect::<String>()
+                )
             })
             .collect();
         let describe: Vec<String> = frames
             .iter()
             .map(|f| {
                 let body = String::from_utf8_lossy(f.body()).replace('\0', "|");
-                format!("{}:{}", f.tag() as char, body.chars().take(70).collect::<String>())
+                format!(
+                    "{}:{}",
+                    f.tag() as char,
+                    body.chars().take(70).collect::<String>()
+                )
             })
             .collect();
         let mut seen_marker = false;

@@ -59,7 +59,13 @@ fn is_array_space(c: &u8) -> bool {
 
 /// Elements of a one-dimensional array in text format (`{a,"b c",NULL}`).
 pub fn parse_text(v: &[u8]) -> Result<Elements, &'static str> {
-    let inner = v
+    // White space around the braces is allowed (array_in skips it).
+    let start = v.iter().position(|c| !is_array_space(c)).unwrap_or(v.len());
+    let end = v
+        .iter()
+        .rposition(|c| !is_array_space(c))
+        .map_or(start, |e| e + 1);
+    let inner = v[start..end]
         .strip_prefix(b"{")
         .and_then(|r| r.strip_suffix(b"}"))
         .ok_or("an array literal must be {…} (one dimension, no bounds)")?;
@@ -155,7 +161,12 @@ pub fn parse_binary(v: &[u8]) -> Result<(u32, Elements), &'static str> {
     }
     let elem = int(8)? as u32;
     if ndim == 0 {
-        return Ok((elem, Vec::new()));
+        // Nothing may follow the header (the server rejects it).
+        return if v.len() == 12 {
+            Ok((elem, Vec::new()))
+        } else {
+            Err(bad)
+        };
     }
     if ndim != 1 {
         return Err("only one-dimensional arrays are supported");
@@ -252,6 +263,15 @@ mod tests {
             vec![Some(b"NULL".to_vec()), Some(b"a ".to_vec())]
         );
         assert!(parse_text(b"[1:2]={a,b}").is_err());
+        // White space around the braces, as array_in allows.
+        assert_eq!(parse_text(b"  {a}\n ").unwrap(), vec![Some(b"a".to_vec())]);
+        assert_eq!(parse_text(b" {} ").unwrap(), Vec::<Option<Vec<u8>>>::new());
+        assert!(parse_text(b" ").is_err());
+        // Bytes after an empty binary array's header are refused.
+        let mut empty = encode_binary(25, &[]);
+        assert!(parse_binary(&empty).is_ok());
+        empty.push(0);
+        assert!(parse_binary(&empty).is_err());
     }
 
     #[test]

@@ -268,6 +268,10 @@ pub(crate) struct Walker<'p, 'o> {
     accounted: RefCell<Vec<Range<usize>>>,
     /// The protected tables the statement names.
     protected_tables: Vec<QualifiedTable>,
+    /// Index in `plan.literals` of the literal starting at each offset: one
+    /// literal reached twice (`SELECT t.a, t.a FROM unnest('{x}') t(a)`
+    /// into two protected columns) can be ciphertext for one place only.
+    literal_at: std::collections::HashMap<usize, usize>,
 }
 
 impl<'p, 'o> Walker<'p, 'o>
@@ -291,6 +295,7 @@ where
             dml_target: false,
             accounted: RefCell::new(Vec::new()),
             protected_tables: Vec::new(),
+            literal_at: std::collections::HashMap::new(),
         }
     }
 
@@ -979,10 +984,28 @@ where
             );
         }
         let span = self.abs(span);
+        let target = target_of(pc);
+        if let Some(&i) = self.literal_at.get(&span.start) {
+            let prev = &self.plan.literals[i];
+            if prev.span == span
+                && prev.target == target
+                && (prev.usage, prev.negated, prev.form) == (usage, negated, form)
+            {
+                return Ok(());
+            }
+            return Err(Refusal::unsupported(
+                Some(&pc.column),
+                format!(
+                    "one literal is used for {} and for {}: pgveil can write it as ciphertext for one place only; repeat the value for each column",
+                    prev.target.column, pc.column
+                ),
+            ));
+        }
+        self.literal_at.insert(span.start, self.plan.literals.len());
         self.plan.literals.push(LiteralTarget {
             span,
             value,
-            target: target_of(pc),
+            target,
             usage,
             negated,
             form,
@@ -1775,23 +1798,8 @@ where
         self.table_factor(&twj.relation, rels)?;
         for j in &twj.joins {
             self.table_factor(&j.relation, rels)?;
-            let constraint = match &j.join_operator {
-                JoinOperator::Join(c)
-                | JoinOperator::Inner(c)
-                | JoinOperator::Left(c)
-                | JoinOperator::LeftOuter(c)
-                | JoinOperator::Right(c)
-                | JoinOperator::RightOuter(c)
-                | JoinOperator::FullOuter(c)
-                | JoinOperator::CrossJoin(c)
-                | JoinOperator::Semi(c)
-                | JoinOperator::LeftSemi(c)
-                | JoinOperator::RightSemi(c)
-                | JoinOperator::Anti(c)
-                | JoinOperator::LeftAnti(c)
-                | JoinOperator::RightAnti(c)
-                | JoinOperator::StraightJoin(c) => c,
-                _ => return self.refuse_stmt("this join type"),
+            let Some(constraint) = join_constraint(&j.join_operator) else {
+                return self.refuse_stmt("this join type");
             };
             match constraint {
                 JoinConstraint::On(e) => {
@@ -2135,8 +2143,12 @@ where
                         }
                         Proj::CopyOut => {
                             // COPY (SELECT * …): place the columns by the
-                            // catalog's order when every relation is known.
-                            if let Some(expanded) = self.expand_wildcard(qual.as_deref()) {
+                            // catalog's order when every relation is known
+                            // and no USING/NATURAL join merges columns.
+                            let merged = qual.is_none() && merges_join_columns(&s.from);
+                            if let Some(expanded) =
+                                self.expand_wildcard(qual.as_deref()).filter(|_| !merged)
+                            {
                                 for c in expanded.iter().flatten() {
                                     self.plan.reads.insert(c.column.clone());
                                 }
@@ -2145,6 +2157,9 @@ where
                             }
                             unplaced = true;
                             if let Some(c) = cols.first() {
+                                if merged {
+                                    return self.refuse(c, "COPY (SELECT * …) over a JOIN … USING or NATURAL JOIN merges the joined columns, so pgveil cannot place them; list the columns instead, including");
+                                }
                                 return self.refuse(c, "COPY (SELECT * …) over relations pgveil cannot place column by column would return");
                             }
                         }
@@ -3590,4 +3605,47 @@ where
         }
         Ok(())
     }
+}
+
+/// The constraint of a join, for the join types pgveil walks.
+fn join_constraint(op: &JoinOperator) -> Option<&JoinConstraint> {
+    match op {
+        JoinOperator::Join(c)
+        | JoinOperator::Inner(c)
+        | JoinOperator::Left(c)
+        | JoinOperator::LeftOuter(c)
+        | JoinOperator::Right(c)
+        | JoinOperator::RightOuter(c)
+        | JoinOperator::FullOuter(c)
+        | JoinOperator::CrossJoin(c)
+        | JoinOperator::Semi(c)
+        | JoinOperator::LeftSemi(c)
+        | JoinOperator::RightSemi(c)
+        | JoinOperator::Anti(c)
+        | JoinOperator::LeftAnti(c)
+        | JoinOperator::RightAnti(c)
+        | JoinOperator::StraightJoin(c) => Some(c),
+        _ => None,
+    }
+}
+
+/// Whether a FROM clause joins with `USING` or `NATURAL` (also inside
+/// parenthesised joins): an unqualified `SELECT *` then merges the joined
+/// columns into one, so its outputs are not the relations' columns in
+/// order.
+fn merges_join_columns(from: &[TableWithJoins]) -> bool {
+    fn twj(t: &TableWithJoins) -> bool {
+        factor(&t.relation)
+            || t.joins.iter().any(|j| {
+                factor(&j.relation)
+                    || !matches!(
+                        join_constraint(&j.join_operator),
+                        Some(JoinConstraint::On(_) | JoinConstraint::None)
+                    )
+            })
+    }
+    fn factor(f: &TableFactor) -> bool {
+        matches!(f, TableFactor::NestedJoin { table_with_joins, .. } if twj(table_with_joins))
+    }
+    from.iter().any(twj)
 }

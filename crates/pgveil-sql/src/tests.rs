@@ -188,6 +188,8 @@ fn refusals_name_column_and_hide_values() {
         ("SELECT ssn FROM patients UNION SELECT patient_ssn FROM visits", "0A000", Some("public.patients.ssn")),
         ("INSERT INTO patients (ssn) SELECT member_id FROM insurance", "0A000", Some("public.patients.ssn")),
         ("INSERT INTO patients (ssn) SELECT 'CANARY-7'", "0A000", Some("public.patients.ssn")),
+        ("INSERT INTO patients (first_name, last_name) SELECT t.a, t.a FROM unnest('{CANARY-30}'::text[]) AS t(a)", "0A000", Some("public.patients.last_name")),
+        ("INSERT INTO patients (first_name, last_name) SELECT a, a FROM (VALUES ('CANARY-31')) v(a)", "0A000", Some("public.patients.last_name")),
         ("INSERT INTO patients (email) VALUES (lower('CANARY-8'))", "0A000", Some("public.patients.email")),
         ("INSERT INTO patients (email) VALUES ($$CANARY-9$$)", "0A000", Some("public.patients.email")),
         ("UPDATE patients SET email = provider FROM visits WHERE visits.provider = 'CANARY-10'", "0A000", Some("public.patients.email")),
@@ -311,6 +313,43 @@ fn insert_without_columns_uses_catalog() {
         .map(|l| l.target.column.column.to_string())
         .collect();
     assert_eq!(cols, ["first_name", "last_name", "ssn"]);
+}
+
+#[test]
+fn copy_star_over_a_merging_join_is_refused() {
+    struct Cat;
+    impl ColumnOrder for Cat {
+        fn column_order(&self, _t: &QualifiedTable) -> Option<Vec<Ident>> {
+            Some(
+                ["id", "first_name", "ssn"]
+                    .iter()
+                    .map(|s| Ident::parse(s).unwrap())
+                    .collect(),
+            )
+        }
+    }
+    let opts = AnalyzeOptions {
+        column_order: Some(Arc::new(Cat)),
+        ..AnalyzeOptions::default()
+    };
+    let planned = |sql: &str| analyze_with(sql, &policy(), &opts, None);
+    // Without USING/NATURAL, `*` is every relation's columns in order.
+    assert!(
+        planned("COPY (SELECT * FROM patients p JOIN patients q ON p.id = q.id) TO STDOUT").is_ok()
+    );
+    assert!(
+        planned("COPY (SELECT p.* FROM patients p JOIN patients q USING (id)) TO STDOUT").is_ok()
+    );
+    // USING and NATURAL merge the joined columns: `*` is not placeable.
+    for sql in [
+        "COPY (SELECT * FROM patients p JOIN patients q USING (id)) TO STDOUT",
+        "COPY (SELECT * FROM patients p JOIN visits v USING (id)) TO STDOUT (FORMAT binary)",
+        "COPY (SELECT * FROM (patients p JOIN patients q USING (id))) TO STDOUT",
+    ] {
+        let r = planned(sql).unwrap_err();
+        assert_eq!(r.sqlstate, "0A000", "{sql}");
+        assert!(r.reason.contains("list the columns"), "{sql}: {}", r.reason);
+    }
 }
 
 #[test]

@@ -125,7 +125,8 @@ pub fn parse_startup(buf: &mut BytesMut) -> Result<Option<StartupPacket>, WireEr
             len: len as i64,
         });
     }
-    if len > MAX_STARTUP_PACKET {
+    // PostgreSQL caps the length without its own 4 bytes.
+    if len - 4 > MAX_STARTUP_PACKET {
         return Err(WireError::TooLarge {
             what: "startup packet",
             len,
@@ -277,7 +278,7 @@ mod tests {
 
     #[test]
     fn oversized_is_rejected_before_buffering() {
-        let mut p = (MAX_STARTUP_PACKET as u32 + 1).to_be_bytes().to_vec();
+        let mut p = (MAX_STARTUP_PACKET as u32 + 5).to_be_bytes().to_vec();
         p.extend_from_slice(&PROTOCOL_3_0.to_be_bytes());
         assert!(matches!(parse(&p), Err(WireError::TooLarge { .. })));
         let p = u32::MAX.to_be_bytes();

@@ -21,6 +21,10 @@ pub enum ProxyError {
     BadStartupPacket(WireError),
     #[error("client sent an unexpected message during {phase}")]
     UnexpectedClientMessage { phase: &'static str },
+    /// Bytes pipelined behind an SSLRequest, before its answer: sent in the
+    /// clear, possibly injected (CVE-2021-23214); PostgreSQL's FATAL.
+    #[error("received unencrypted data after SSL request")]
+    DataAfterSslRequest,
     #[error("TLS is required")]
     TlsRequired,
     #[error("client requested TLS but none is configured")]
@@ -50,7 +54,23 @@ impl ProxyError {
     ///
     /// SQLSTATEs follow PostgreSQL's own choices for the same situations.
     pub fn client_error(&self) -> Option<Frame> {
+        let mut detail = None;
         let (code, msg, hint): (&str, String, Option<&str>) = match self {
+            // PostgreSQL's own words for the startup packets it rejects.
+            ProxyError::ClientProtocol(WireError::UnsupportedProtocol { major, minor }) => (
+                "0A000",
+                format!("unsupported frontend protocol {major}.{minor}: server supports 3.0 to 3.0"),
+                None,
+            ),
+            ProxyError::ClientProtocol(WireError::Truncated("StartupMessage")) => (
+                "08P01",
+                "invalid startup packet layout: expected terminator as last byte".into(),
+                None,
+            ),
+            ProxyError::DataAfterSslRequest => {
+                detail = Some("This could be either a client-software bug or evidence of an attempted man-in-the-middle attack.");
+                ("08P01", "received unencrypted data after SSL request".into(), None)
+            }
             ProxyError::ClientProtocol(e) => ("08P01", format!("invalid frontend message: {e}"), None),
             ProxyError::UnexpectedClientMessage { phase } => {
                 ("08P01", format!("unexpected message from client during {phase}"), None)
@@ -97,7 +117,27 @@ impl ProxyError {
             | ProxyError::DirectTlsWithoutAlpn
             | ProxyError::Io(_) => return None,
         };
-        Some(error_response(Severity::Fatal, code, &msg, None, hint))
+        Some(error_response(Severity::Fatal, code, &msg, detail, hint))
+    }
+
+    /// What to send a client that asked for protocol 2 or older: the error
+    /// in that protocol's form (`E`, the text, a NUL; no length), as
+    /// PostgreSQL does — such a client cannot read a v3 `ErrorResponse`.
+    pub fn v2_client_error(&self) -> Option<Vec<u8>> {
+        match self {
+            ProxyError::ClientProtocol(WireError::UnsupportedProtocol { major, minor })
+                if *major < 3 =>
+            {
+                let mut b = b"E".to_vec();
+                b.extend_from_slice(
+                    format!("FATAL:  unsupported frontend protocol {major}.{minor}: server supports 3.0 to 3.0\n")
+                        .as_bytes(),
+                );
+                b.push(0);
+                Some(b)
+            }
+            _ => None,
+        }
     }
 
     /// True when the peer simply went away; not worth a warning.

@@ -118,7 +118,9 @@ async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(
     client: &mut Conn<S>,
     e: ProxyError,
 ) -> Result<(), ProxyError> {
-    if let Some(f) = e.client_error() {
+    if let Some(v2) = e.v2_client_error() {
+        let _ = client.send(&v2).await;
+    } else if let Some(f) = e.client_error() {
         let _ = client.send(f.raw()).await;
     }
     Err(e)
@@ -139,7 +141,9 @@ async fn session(
     .await;
     let established = match handshake {
         Ok(Err(
-            e @ (ProxyError::ClientProtocol(_) | ProxyError::UnexpectedClientMessage { .. }),
+            e @ (ProxyError::ClientProtocol(_)
+            | ProxyError::UnexpectedClientMessage { .. }
+            | ProxyError::DataAfterSslRequest),
         )) => {
             // Malformed or oversized startup-phase input: say why (08P01).
             return match client.as_mut() {
@@ -235,21 +239,23 @@ async fn handshake(
                     .await
                     .map(|_| None);
                 }
+                // Bytes pipelined behind SSLRequest were sent in the clear
+                // before its answer, so may have been injected
+                // (CVE-2021-23214): PostgreSQL answers and then refuses them,
+                // whether it accepted TLS or not.
                 let Some(acceptor) = &shared.tls_acceptor else {
                     client.send(b"N").await?;
+                    if !client.rbuf.is_empty() {
+                        return refuse(client, ProxyError::DataAfterSslRequest)
+                            .await
+                            .map(|_| None);
+                    }
                     continue;
                 };
-                // Bytes pipelined behind SSLRequest were sent in the clear and
-                // must not be treated as if they came over TLS (CVE-2021-23214).
                 if !client.rbuf.is_empty() {
-                    return refuse(
-                        client,
-                        ProxyError::UnexpectedClientMessage {
-                            phase: "startup (data after SSLRequest)",
-                        },
-                    )
-                    .await
-                    .map(|_| None);
+                    return refuse(client, ProxyError::DataAfterSslRequest)
+                        .await
+                        .map(|_| None);
                 }
                 client.send(b"S").await?;
                 let conn = client_slot.take().expect("set above");
