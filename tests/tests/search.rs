@@ -273,8 +273,8 @@ async fn fail_closed_catalogue_in_both_protocols() {
         ("SELECT ssn FROM patients UNION SELECT 'CANARY'", "0A000", "public.patients.ssn", "loses the table identity"),
         ("SELECT s FROM (SELECT ssn AS s FROM patients) q", "0A000", "public.patients.ssn", "loses the table identity"),
         ("WITH q AS (SELECT last_name FROM patients) SELECT * FROM q", "0A000", "public.patients.last_name", "loses the table identity"),
-        // COPY: binary, files
-        ("COPY patients TO STDOUT (FORMAT binary)", "0A000", "public.patients", "in binary format is not supported"),
+        // COPY: unknown formats, files
+        ("COPY patients TO STDOUT (FORMAT native)", "0A000", "public.patients", "with an unknown FORMAT is not supported"),
         ("COPY patients (ssn) FROM '/tmp/CANARY.csv'", "0A000", "public.patients", "bypasses pgveil"),
     ];
     let check = |sql: &str, e: &tokio_postgres::Error, code: &str, needle: &str, reason: &str| {
