@@ -128,6 +128,30 @@ pub fn encode_text(envelope: &[u8]) -> String {
     out
 }
 
+/// [`encode_text`], appended to `out` (no allocation when it has room).
+pub fn encode_text_into(envelope: &[u8], out: &mut Vec<u8>) {
+    let start = out.len();
+    out.extend_from_slice(TEXT_PREFIX.as_bytes());
+    let at = out.len();
+    out.resize(at + envelope.len().div_ceil(3) * 4, 0);
+    let n = STANDARD
+        .encode_slice(envelope, &mut out[at..])
+        .expect("sized for padded base64");
+    out.truncate(at + n);
+    debug_assert!(out.len() > start);
+}
+
+/// [`encode_bytea_hex`], appended to `out`.
+pub fn encode_bytea_hex_into(envelope: &[u8], out: &mut Vec<u8>) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.reserve(2 + envelope.len() * 2);
+    out.extend_from_slice(b"\\x");
+    for &b in envelope {
+        out.push(HEX[usize::from(b >> 4)]);
+        out.push(HEX[usize::from(b & 0x0f)]);
+    }
+}
+
 /// Renders a binary envelope as PostgreSQL's text form of a `bytea` value:
 /// `\x` + lowercase hex (what a `bytea` column returns in text format and what
 /// a `bytea` literal or text-format parameter takes).

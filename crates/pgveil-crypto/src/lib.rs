@@ -121,7 +121,10 @@ pub mod rng;
 mod kat;
 
 pub use column::{validate_key_name, ColumnKeys, DEFAULT_ENCRYPTION_LIMIT, MAX_ENCRYPTION_LIMIT};
-pub use envelope::{decode, encode_bytea_hex, encode_text, EncryptionMode, EnvelopeHeader};
+pub use envelope::{
+    decode, encode_bytea_hex, encode_bytea_hex_into, encode_text, encode_text_into, EncryptionMode,
+    EnvelopeHeader,
+};
 pub use error::CryptoError;
 pub use keyring::{KeyInfo, KeyState, Keyring, KeyringStore, KEYRING_FORMAT};
 pub use keys::{DataKey, KekProvider, LocalKek, KEY_LEN};

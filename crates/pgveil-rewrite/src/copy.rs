@@ -150,6 +150,8 @@ pub struct CopyStream {
     // Scratch (may hold plaintext: wiped after every row).
     value: Vec<u8>,
     text: Vec<u8>,
+    /// The binary envelope of the field being encrypted (ciphertext).
+    envelope: Vec<u8>,
     fields: Vec<Field>,
     bufs: DecryptBuffers,
 }
@@ -195,6 +197,7 @@ impl CopyStream {
             binary: BinaryPhase::Header,
             value: Vec::new(),
             text: Vec::new(),
+            envelope: Vec::new(),
             fields: Vec::new(),
             bufs: DecryptBuffers::default(),
         }
@@ -522,9 +525,14 @@ impl CopyStream {
         if self.codec.encrypt {
             let mut canonical =
                 col.canonical_from_client(&self.value, Format::Text, None, self.tz)?;
-            let env = col.encrypt(&canonical);
+            let r = col.encrypt_stored_into(
+                &canonical,
+                Format::Text,
+                &mut self.envelope,
+                &mut self.text,
+            );
             canonical.zeroize();
-            self.text = col.param_value(&env?, Format::Text)?;
+            r?;
             // Ciphertext text has no delimiter, quote or newline; a bytea's
             // `\x` needs its backslash escaped in text format.
             if self.codec.csv {
@@ -696,35 +704,43 @@ impl CopyStream {
                 out.extend_from_slice(&tuple[start..pos]);
                 continue;
             };
-            self.text.clear();
+            // The field straight into `out`, its length patched after.
+            let at = out.len();
+            out.extend_from_slice(&[0; 4]);
             let r = if codec.encrypt {
                 col.canonical_from_client(value, Format::Binary, None, self.tz)
                     .and_then(|mut canonical| {
-                        let env = col.encrypt(&canonical);
+                        let r = col.encrypt_stored_into(
+                            &canonical,
+                            Format::Binary,
+                            &mut self.envelope,
+                            out,
+                        );
                         canonical.zeroize();
-                        col.param_value(&env?, Format::Binary)
+                        r
                     })
-                    .map(|stored| self.text = stored)
             } else {
-                col.decrypt_to_client(
-                    value,
-                    Format::Binary,
-                    self.tz,
-                    &mut self.bufs,
-                    &mut self.text,
-                )
+                col.decrypt_to_client(value, Format::Binary, self.tz, &mut self.bufs, out)
             };
-            if let Err(e) = r {
-                return Err(RewriteError::InCopy {
-                    line: self.line,
-                    inner: Box::new(e),
-                });
-            }
-            let len = i32::try_from(self.text.len()).map_err(|_| {
-                self.format_error("a transformed field is longer than 2 GiB".to_owned())
-            })?;
-            out.extend_from_slice(&len.to_be_bytes());
-            out.extend_from_slice(&self.text);
+            let len = match r {
+                Ok(()) => i32::try_from(out.len() - at - 4).ok(),
+                Err(e) => {
+                    out[at..].zeroize();
+                    out.truncate(at);
+                    return Err(RewriteError::InCopy {
+                        line: self.line,
+                        inner: Box::new(e),
+                    });
+                }
+            };
+            let Some(len) = len else {
+                out[at..].zeroize();
+                out.truncate(at);
+                return Err(
+                    self.format_error("a transformed field is longer than 2 GiB".to_owned())
+                );
+            };
+            out[at..at + 4].copy_from_slice(&len.to_be_bytes());
         }
         Ok(())
     }

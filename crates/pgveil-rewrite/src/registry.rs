@@ -86,6 +86,11 @@ impl<S, P> Op<S, P> {
         }
     }
 
+    /// Whether the op can change what a statement name holds.
+    fn on_statements(&self) -> bool {
+        matches!(self, Op::Statement(..) | Op::ClearStatements)
+    }
+
     fn portal(&self, name: &[u8]) -> Option<Option<&P>> {
         match self {
             Op::Portal(n, p) if n == name => Some(p.as_ref()),
@@ -106,6 +111,11 @@ pub(crate) struct Registry<S, P> {
     protected: usize,
     /// How many of `pending` were added since [`Registry::take_fresh`].
     fresh: usize,
+    /// How many of `pending` change statement names: when none do (a
+    /// pipeline of `Bind`s to one prepared statement), statement look-ups
+    /// skip the scan of `pending` (which would make a pipeline of n binds
+    /// cost n²).
+    statement_ops: usize,
 }
 
 impl<S, P> Default for Registry<S, P> {
@@ -116,6 +126,7 @@ impl<S, P> Default for Registry<S, P> {
             pending: VecDeque::new(),
             protected: 0,
             fresh: 0,
+            statement_ops: 0,
         }
     }
 }
@@ -124,10 +135,18 @@ impl<S, P> Registry<S, P> {
     /// The protected statement `name` is expected to hold.
     pub fn entry(&self, name: &[u8]) -> Option<&Entry<S>> {
         let name = key(name);
+        if self.statement_ops == 0 {
+            return self.statements.get(name);
+        }
         match self.pending.iter().rev().find_map(|op| op.statement(name)) {
             Some(e) => e,
             None => self.statements.get(name),
         }
+    }
+
+    /// Whether any unanswered change can alter what a statement name holds.
+    pub fn statement_changes_pending(&self) -> bool {
+        self.statement_ops > 0
     }
 
     /// The protocol statement `name` is expected to hold.
@@ -142,10 +161,13 @@ impl<S, P> Registry<S, P> {
     /// nothing on the server).
     pub fn statement_mut(&mut self, name: &[u8]) -> Option<&mut S> {
         let name = key(name);
-        let at = self
-            .pending
-            .iter()
-            .rposition(|op| op.statement(name).is_some());
+        let at = if self.statement_ops == 0 {
+            None
+        } else {
+            self.pending
+                .iter()
+                .rposition(|op| op.statement(name).is_some())
+        };
         let entry = match at {
             Some(i) => match &mut self.pending[i] {
                 Op::Statement(_, e) => e.as_mut(),
@@ -162,10 +184,11 @@ impl<S, P> Registry<S, P> {
     /// Whether any protected statement is expected, in either namespace.
     pub fn has_statements(&self) -> bool {
         self.protected > 0
-            || self
-                .pending
-                .iter()
-                .any(|op| matches!(op, Op::Statement(_, Some(e)) if e.protected()))
+            || self.statement_ops > 0
+                && self
+                    .pending
+                    .iter()
+                    .any(|op| matches!(op, Op::Statement(_, Some(e)) if e.protected()))
     }
 
     /// Expected number of statements (approximate while changes are
@@ -261,8 +284,15 @@ impl<S, P> Registry<S, P> {
     }
 
     fn push(&mut self, op: Op<S, P>) {
+        self.statement_ops += usize::from(op.on_statements());
         self.pending.push_back(op);
         self.fresh += 1;
+    }
+
+    fn pop_front(&mut self) -> Option<Op<S, P>> {
+        let op = self.pending.pop_front()?;
+        self.statement_ops -= usize::from(op.on_statements());
+        Some(op)
     }
 
     /// How many changes were made since the last call: they belong to the
@@ -275,14 +305,16 @@ impl<S, P> Registry<S, P> {
     /// refused and never sent).
     pub fn withdraw(&mut self, n: usize) {
         for _ in 0..n {
-            self.pending.pop_back();
+            if let Some(op) = self.pending.pop_back() {
+                self.statement_ops -= usize::from(op.on_statements());
+            }
         }
     }
 
     /// The server completed the message owning the oldest `n` changes.
     pub fn confirm(&mut self, n: usize) {
         for _ in 0..n {
-            match self.pending.pop_front() {
+            match self.pop_front() {
                 Some(Op::Statement(name, new)) => {
                     let added = new.as_ref().is_some_and(Entry::protected);
                     let old = match new {
@@ -311,7 +343,7 @@ impl<S, P> Registry<S, P> {
     /// changes: they never happened.
     pub fn discard(&mut self, n: usize) {
         for _ in 0..n {
-            self.pending.pop_front();
+            self.pop_front();
         }
     }
 
@@ -322,6 +354,9 @@ impl<S, P> Registry<S, P> {
     /// current batch decides the name: if it fails, the server skips the
     /// use too.
     pub fn unsettled(&self, name: &[u8], portal: bool, earlier: usize) -> bool {
+        if !portal && self.statement_ops == 0 {
+            return false;
+        }
         let name = key(name);
         let decides = |op: &Op<S, P>| {
             if portal {

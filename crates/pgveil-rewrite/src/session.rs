@@ -459,6 +459,9 @@ impl Session {
     /// batches before the current one (up to the last Sync or Query sent)
     /// may still fail independently.
     fn unsettled(&self, name: &[u8], portal: bool) -> bool {
+        if !portal && !self.reg.statement_changes_pending() {
+            return false;
+        }
         let Some(end) = self.expect.q.iter().rposition(|p| {
             matches!(
                 p.expect,
@@ -1555,6 +1558,8 @@ impl Session {
         // filled below; a Bind with the wrong count is the server's to report.
         let count_ok = info.describe.keep.is_none_or(|k| k == bind.params.len());
         let mut added: Vec<(usize, Bytes)> = Vec::new();
+        // Each parameter's binary envelope, before its storage encoding.
+        let mut envelope = Vec::new();
         for p in &info.params {
             let Some(value) = bind.params.get(p.idx).and_then(Option::as_ref) else {
                 continue; // NULL stays NULL (and so do its added parameters)
@@ -1586,40 +1591,42 @@ impl Session {
             }
             let result = if p.array {
                 self.encrypt_array(p, value, format)
-            } else if p.expand {
-                p.col
-                    .canonical_from_client(value, format, p.declared, self.tz())
-                    .and_then(|c| p.col.encrypt_lookup(&c))
-                    .and_then(|all| {
-                        let els = all
-                            .iter()
-                            .map(|env| p.col.param_value(env, Format::Binary).map(Some))
-                            .collect::<Result<Vec<_>, _>>()?;
-                        Ok((
-                            crate::array::encode_binary(p.col.storage.param_oid(), &els),
-                            Format::Binary,
-                        ))
-                    })
-            } else if count_ok && !p.extras.is_empty() {
-                // Active version in the client's slot, older ones added.
-                p.col
-                    .canonical_from_client(value, format, p.declared, self.tz())
-                    .and_then(|c| p.col.encrypt_lookup(&c))
-                    .and_then(|all| {
-                        for (k, &e) in p.extras.iter().enumerate() {
-                            if let Some(env) = all.get(k + 1).or(all.last()) {
-                                let v = p.col.param_value(env, Format::Binary)?;
-                                added.push((e, Bytes::from(v)));
-                            }
-                        }
-                        Ok((p.col.param_value(&all[0], format)?, format))
-                    })
             } else {
+                // The canonical plaintext is wiped whatever happens next.
                 p.col
                     .canonical_from_client(value, format, p.declared, self.tz())
-                    .and_then(|c| p.col.encrypt(&c))
-                    .and_then(|env| p.col.param_value(&env, format))
-                    .map(|v| (v, format))
+                    .and_then(|mut c| {
+                        let r = if p.expand {
+                            p.col.encrypt_lookup(&c).and_then(|all| {
+                                let els = all
+                                    .iter()
+                                    .map(|env| p.col.param_value(env, Format::Binary).map(Some))
+                                    .collect::<Result<Vec<_>, _>>()?;
+                                Ok((
+                                    crate::array::encode_binary(p.col.storage.param_oid(), &els),
+                                    Format::Binary,
+                                ))
+                            })
+                        } else if count_ok && !p.extras.is_empty() {
+                            // Active version in the client's slot, older ones added.
+                            p.col.encrypt_lookup(&c).and_then(|all| {
+                                for (k, &e) in p.extras.iter().enumerate() {
+                                    if let Some(env) = all.get(k + 1).or(all.last()) {
+                                        let v = p.col.param_value(env, Format::Binary)?;
+                                        added.push((e, Bytes::from(v)));
+                                    }
+                                }
+                                Ok((p.col.param_value(&all[0], format)?, format))
+                            })
+                        } else {
+                            let mut v = Vec::new();
+                            p.col
+                                .encrypt_stored_into(&c, format, &mut envelope, &mut v)
+                                .map(|()| (v, format))
+                        };
+                        zeroize::Zeroize::zeroize(&mut c);
+                        r
+                    })
             };
             match result {
                 Ok((v, f)) => {

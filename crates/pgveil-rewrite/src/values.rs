@@ -264,6 +264,29 @@ impl ColumnCrypto {
         })
     }
 
+    /// Encrypts canonical plaintext with the active key version and appends
+    /// it to `out` as a value of the storage column in `format` (what
+    /// [`Self::encrypt`] then [`Self::param_value`] give, without their
+    /// allocations). `scratch` holds the binary envelope.
+    pub fn encrypt_stored_into(
+        &self,
+        canonical: &[u8],
+        format: Format,
+        scratch: &mut Vec<u8>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), RewriteError> {
+        self.check_storage()?;
+        let keys = self.keys()?;
+        scratch.clear();
+        self.counted(keys, keys.encrypt_into(canonical, scratch), |_| 1)?;
+        match (self.storage, format) {
+            (Storage::Bytea, Format::Binary) => out.extend_from_slice(scratch),
+            (Storage::Bytea, Format::Text) => pgveil_crypto::encode_bytea_hex_into(scratch, out),
+            _ => pgveil_crypto::encode_text_into(scratch, out),
+        }
+        Ok(())
+    }
+
     /// An envelope as an SQL literal for the storage column.
     pub fn sql_literal(&self, envelope: &[u8]) -> Result<String, RewriteError> {
         self.check_storage()?;
