@@ -344,26 +344,6 @@ async fn copy_without_a_column_list_uses_the_catalog_order() {
     assert_only_ciphertext(&enc);
 }
 
-/// Binary COPY data: header, `rows` (`None` = NULL), trailer.
-fn binary_rows(rows: &[Vec<Option<Vec<u8>>>]) -> Vec<u8> {
-    let mut b = b"PGCOPY\n\xff\r\n\0".to_vec();
-    b.extend_from_slice(&[0; 8]);
-    for r in rows {
-        b.extend_from_slice(&(r.len() as i16).to_be_bytes());
-        for f in r {
-            match f {
-                None => b.extend_from_slice(&(-1i32).to_be_bytes()),
-                Some(v) => {
-                    b.extend_from_slice(&(v.len() as i32).to_be_bytes());
-                    b.extend_from_slice(v);
-                }
-            }
-        }
-    }
-    b.extend_from_slice(&(-1i16).to_be_bytes());
-    b
-}
-
 /// Binary COPY (what asyncpg's `copy_records_to_table` and psycopg's binary
 /// `copy` send): 10,000 rows in through pgveil and directly into a
 /// plaintext schema, then out both ways: byte-identical, and only
@@ -393,7 +373,7 @@ async fn binary_copy_in_and_out_equals_a_plaintext_database() {
             ]
         })
         .collect();
-    let data = binary_rows(&rows);
+    let data = pgveil_rewrite::encode_binary_copy(&rows);
     let cols = "first_name, last_name, ssn, date_of_birth, medical_history";
     for c in [&via, &direct] {
         let sink = c

@@ -746,6 +746,27 @@ impl CopyStream {
     }
 }
 
+/// Binary COPY data for `tuples` (a field `None` is NULL): header, tuples,
+/// trailer. What drivers send; for tests, benchmarks and tools.
+pub fn encode_binary_copy(tuples: &[Vec<Option<Vec<u8>>>]) -> Vec<u8> {
+    let mut b = BINARY_SIGNATURE.to_vec();
+    b.extend_from_slice(&[0; 8]);
+    for t in tuples {
+        b.extend_from_slice(&(t.len() as i16).to_be_bytes());
+        for f in t {
+            match f {
+                None => b.extend_from_slice(&(-1i32).to_be_bytes()),
+                Some(v) => {
+                    b.extend_from_slice(&(v.len() as i32).to_be_bytes());
+                    b.extend_from_slice(v);
+                }
+            }
+        }
+    }
+    b.extend_from_slice(&(-1i16).to_be_bytes());
+    b
+}
+
 fn be_u32(b: &[u8]) -> u32 {
     u32::from_be_bytes([b[0], b[1], b[2], b[3]])
 }

@@ -51,6 +51,7 @@ use pgveil_crypto::ColumnKeys;
 use pgveil_policy::{ColumnRef, Policy};
 
 pub use catalog::{catalog_query, Catalog, CatalogOrder, CatalogReader, CatalogRow};
+pub use copy::encode_binary_copy;
 pub use error::{RewriteError, DECRYPT_FAILED};
 pub use session::{ClientAction, ClientOutcome, Path, ServerAction, Session};
 pub use values::{round_numeric, ColumnCrypto, ColumnStats, Storage};

@@ -360,26 +360,7 @@ fn copy_streams_survive_every_chunk_boundary_in_text_and_csv() {
     }
 }
 
-/// Binary COPY data: the header, `tuples` (fields as `None` for NULL) and
-/// the trailer.
-fn binary_copy(tuples: &[Vec<Option<Vec<u8>>>]) -> Vec<u8> {
-    let mut b = b"PGCOPY\n\xff\r\n\0".to_vec();
-    b.extend_from_slice(&[0; 8]);
-    for t in tuples {
-        b.extend_from_slice(&(t.len() as i16).to_be_bytes());
-        for f in t {
-            match f {
-                None => b.extend_from_slice(&(-1i32).to_be_bytes()),
-                Some(v) => {
-                    b.extend_from_slice(&(v.len() as i32).to_be_bytes());
-                    b.extend_from_slice(v);
-                }
-            }
-        }
-    }
-    b.extend_from_slice(&(-1i16).to_be_bytes());
-    b
-}
+use crate::copy::encode_binary_copy as binary_copy;
 
 #[test]
 fn binary_copy_encrypts_and_decrypts_every_protected_field_at_every_chunk_boundary() {

@@ -286,23 +286,23 @@ fn multi_statement() {
     );
 }
 
-#[test]
-fn insert_without_columns_uses_catalog() {
-    struct Cat;
+/// Options whose catalog gives every table the columns `names`.
+fn with_column_order(names: &'static [&'static str]) -> AnalyzeOptions {
+    struct Cat(&'static [&'static str]);
     impl ColumnOrder for Cat {
         fn column_order(&self, _t: &QualifiedTable) -> Option<Vec<Ident>> {
-            Some(
-                ["id", "first_name", "last_name", "ssn"]
-                    .iter()
-                    .map(|s| Ident::parse(s).unwrap())
-                    .collect(),
-            )
+            Some(self.0.iter().map(|s| Ident::parse(s).unwrap()).collect())
         }
     }
-    let opts = AnalyzeOptions {
-        column_order: Some(Arc::new(Cat)),
+    AnalyzeOptions {
+        column_order: Some(Arc::new(Cat(names))),
         ..AnalyzeOptions::default()
-    };
+    }
+}
+
+#[test]
+fn insert_without_columns_uses_catalog() {
+    let opts = with_column_order(&["id", "first_name", "last_name", "ssn"]);
     let sql = "INSERT INTO patients VALUES (DEFAULT, 'A', 'B', '123')";
     let Analysis::Planned(p) = analyze_with(sql, &policy(), &opts, None).unwrap() else {
         panic!()
@@ -317,21 +317,7 @@ fn insert_without_columns_uses_catalog() {
 
 #[test]
 fn copy_star_over_a_merging_join_is_refused() {
-    struct Cat;
-    impl ColumnOrder for Cat {
-        fn column_order(&self, _t: &QualifiedTable) -> Option<Vec<Ident>> {
-            Some(
-                ["id", "first_name", "ssn"]
-                    .iter()
-                    .map(|s| Ident::parse(s).unwrap())
-                    .collect(),
-            )
-        }
-    }
-    let opts = AnalyzeOptions {
-        column_order: Some(Arc::new(Cat)),
-        ..AnalyzeOptions::default()
-    };
+    let opts = with_column_order(&["id", "first_name", "ssn"]);
     let planned = |sql: &str| analyze_with(sql, &policy(), &opts, None);
     // Without USING/NATURAL, `*` is every relation's columns in order.
     assert!(
