@@ -9,10 +9,6 @@ use std::borrow::Cow;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use aes_gcm::aead::inout::InOutBuf;
-use aes_gcm::aead::AeadInOut as _;
-use aes_gcm::KeyInit as _;
-use aes_gcm_siv::Aes256GcmSiv;
 use hmac::{Hmac, Mac as _};
 use sha2::Sha256;
 use zeroize::{Zeroize as _, Zeroizing};
@@ -21,6 +17,7 @@ use crate::envelope::{
     self, EncryptionMode, EnvelopeHeader, HEADER_LEN, NONCE_LEN, OVERHEAD, PREFIX_LEN, TAG_LEN,
 };
 use crate::keys::DataKey;
+use crate::siv::Aes256GcmSiv;
 use crate::{kdf, rng, CryptoError};
 
 /// Default number of randomized encryptions allowed per data key version: 2^31.
@@ -169,7 +166,7 @@ impl ColumnKeys {
                 let k = derive_subkey(dek, &self.key_name, version, LABEL_SIV);
                 let m = derive_subkey(dek, &self.key_name, version, LABEL_NONCE_MAC);
                 VersionCipher::Deterministic {
-                    siv: Aes256GcmSiv::new(&(*k).into()),
+                    siv: Aes256GcmSiv::new(&k),
                     nonce_mac: <Hmac<Sha256> as hmac::KeyInit>::new_from_slice(m.as_ref())
                         .expect("HMAC accepts any key length"),
                 }
@@ -423,8 +420,8 @@ impl ColumnKeys {
                 .map_err(|_| ())
             }
             VersionCipher::Deterministic { siv, .. } => {
-                let buf = InOutBuf::new(ciphertext, &mut out[start..]).expect("equal lengths");
-                siv.decrypt_inout_detached(&nonce.into(), &keys.aad, buf, &tag.into())
+                out[start..].copy_from_slice(ciphertext);
+                siv.decrypt_in_place_detached(&nonce, &keys.aad, &mut out[start..], &tag)
                     .map_err(|_| ())
             }
         };
@@ -510,12 +507,9 @@ fn encrypt_version(
             )
             .map(|t| t.as_ref().try_into().expect("GCM tag is 16 bytes"))
             .map_err(|_| ()),
-        VersionCipher::Deterministic { siv, .. } => {
-            let buf: InOutBuf<'_, '_, u8> = in_out.into();
-            siv.encrypt_inout_detached(&nonce.into(), &keys.aad, buf)
-                .map(|t| t.into())
-                .map_err(|_| ())
-        }
+        VersionCipher::Deterministic { siv, .. } => siv
+            .encrypt_in_place_detached(&nonce, &keys.aad, in_out)
+            .map_err(|_| ()),
     };
     match tag {
         Ok(tag) => {

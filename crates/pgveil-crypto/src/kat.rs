@@ -182,6 +182,21 @@ fn aes_256_gcm_siv_vectors() {
         let mut tampered = sealed.clone();
         tampered[0] ^= 1;
         assert!(open(&cipher, &nonce.into(), &aad, &tampered).is_none());
+
+        // pgveil's own composition (src/siv.rs), which the product uses.
+        let key: [u8; 32] = hex(v.key).try_into().unwrap();
+        let ours = crate::siv::Aes256GcmSiv::new(&key);
+        let mut buf = hex(v.plaintext);
+        let tag = ours
+            .encrypt_in_place_detached(&nonce, &aad, &mut buf)
+            .unwrap();
+        buf.extend_from_slice(&tag);
+        assert_eq!(to_hex(&buf), to_hex(&hex(v.sealed)));
+        let (ct, tag) = sealed.split_at(sealed.len() - 16);
+        let mut buf = ct.to_vec();
+        ours.decrypt_in_place_detached(&nonce, &aad, &mut buf, tag.try_into().unwrap())
+            .unwrap();
+        assert_eq!(buf, hex(v.plaintext));
     }
 }
 

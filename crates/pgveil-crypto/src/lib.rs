@@ -116,6 +116,7 @@ mod kdf;
 mod keyring;
 mod keys;
 pub mod rng;
+mod siv;
 
 #[cfg(test)]
 mod kat;
