@@ -191,6 +191,10 @@ enum Expect {
         portal: Bytes,
         refusal: bool,
         copy: Option<Arc<CopyCodec>>,
+        /// The portal's result shape, looked up at the first `DataRow` and
+        /// kept for the rest of this Execute's rows (nothing can change the
+        /// portal before the server completes the Execute).
+        rows: std::sync::OnceLock<Option<Arc<Shape>>>,
     },
     Close,
     Sync,
@@ -797,6 +801,7 @@ impl Session {
             portal: Bytes::new(),
             refusal: true,
             copy: None,
+            rows: Default::default(),
         });
         ClientOutcome {
             action: ClientAction::Replace,
@@ -1786,6 +1791,7 @@ impl Session {
                 portal: Bytes::copy_from_slice(name),
                 refusal: false,
                 copy: None,
+                rows: Default::default(),
             });
             return ClientOutcome::forward();
         };
@@ -1835,6 +1841,7 @@ impl Session {
             portal: name,
             refusal: false,
             copy: copy_out,
+            rows: Default::default(),
         });
         ClientOutcome {
             action,
@@ -2130,7 +2137,9 @@ impl Session {
             backend::tag::DATA_ROW => {
                 let shape = match self.expect.front() {
                     Some(Expect::Query { .. }) => self.current.clone(),
-                    Some(Expect::Execute { portal, .. }) => self.portal_shapes.get(portal).cloned(),
+                    Some(Expect::Execute { portal, rows, .. }) => rows
+                        .get_or_init(|| self.portal_shapes.get(portal).cloned())
+                        .clone(),
                     _ => None,
                 };
                 match shape {
