@@ -321,9 +321,18 @@ impl ColumnCrypto {
         // Canonical text is the text output format, except for timestamptz
         // in a session with a non-UTC fixed offset: decrypt straight into
         // the outgoing message then.
-        let direct = format == Format::Text
-            && !(self.logical == LogicalType::Timestamptz
-                && matches!(tz, SessionTimeZone::Fixed(o) if o != 0));
+        // Likewise in binary format for the text-like types, whose binary
+        // form is their canonical text.
+        let direct = match format {
+            Format::Text => {
+                !(self.logical == LogicalType::Timestamptz
+                    && matches!(tz, SessionTimeZone::Fixed(o) if o != 0))
+            }
+            Format::Binary => matches!(
+                self.logical,
+                LogicalType::Text | LogicalType::Varchar | LogicalType::Json
+            ),
+        };
         if direct {
             keys.decrypt_stored_into(stored, &mut bufs.envelope, out)
                 .map_err(|e| fail(e.to_string()))?;
