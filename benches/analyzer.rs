@@ -3,7 +3,9 @@
 //! ActiveRecord-style builder, psql users) against the clinic policy:
 //! the pre-filter alone (statements on unprotected tables), a cold analysis
 //! (parse, walk, coverage check) and a cached one (the plan cache keyed by
-//! statement text, as the proxy uses it).
+//! statement text, as the proxy uses it; texts with literals for protected
+//! columns are never cached — they are PHI — so their "cached" figure is a
+//! cold analysis).
 //!
 //! `cargo bench -p pgveil-benches --bench analyzer -- --warm-up-time 1 --measurement-time 3`
 

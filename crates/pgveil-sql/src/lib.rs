@@ -525,7 +525,8 @@ pub fn fingerprint(sql: &str) -> String {
 type PlanCache = HashMap<Box<str>, Result<Arc<Plan>, Refusal>>;
 
 /// Caches plans per statement text for a policy. Plans are `Arc`s: cheap to
-/// clone and to keep per prepared-statement name.
+/// clone and to keep per prepared-statement name. Texts that carry values of
+/// protected columns, and refused texts, are never cached (they are PHI).
 pub struct Analyzer {
     policy: Arc<Policy>,
     opts: AnalyzeOptions,
@@ -591,7 +592,11 @@ impl Analyzer {
             return hit.map(Analysis::Planned);
         }
         let result = plan(sql, &self.policy, &self.opts).map(Arc::new);
-        if self.capacity > 0 {
+        // Only texts that hold no protected value are kept: a text with a
+        // literal for a protected column is PHI (and all but never repeats),
+        // and a refused text may hold one where the walk could not tell.
+        let cacheable = matches!(&result, Ok(p) if !p.holds_protected_values());
+        if self.capacity > 0 && cacheable {
             if let Ok(mut c) = self.cache.lock() {
                 if c.len() >= self.capacity {
                     // Crude but bounded: statement texts are few in practice.

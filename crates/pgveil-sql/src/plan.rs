@@ -26,6 +26,17 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// Whether the statement text carries values of protected columns (a
+    /// literal written to or compared with one, also inside `PREPARE`):
+    /// such a text is PHI itself.
+    pub fn holds_protected_values(&self) -> bool {
+        fn statement(s: &StatementPlan) -> bool {
+            !s.literals.is_empty()
+                || matches!(&s.prepared, Some(PreparedOp::Prepare { plan, .. }) if statement(plan))
+        }
+        self.statements.iter().any(statement)
+    }
+
     /// Whether any statement needs rewriting or session bookkeeping.
     pub fn needs_rewrite(&self) -> bool {
         self.statements.iter().any(|s| {

@@ -414,6 +414,21 @@ fn analyzer_caches() {
         panic!()
     };
     assert!(Arc::ptr_eq(&x, &y));
+    // Texts carrying protected values (literals for protected columns, also
+    // inside PREPARE) and refused texts are never kept: they are PHI.
+    for phi in [
+        "SELECT 1 FROM patients WHERE ssn = '123-45-6789'",
+        "INSERT INTO patients (first_name, last_name) VALUES ('Ada', 'Lovelace')",
+        "PREPARE q AS INSERT INTO patients (first_name, last_name) VALUES ('Ada', $1)",
+        "UPDATE patients SET ssn = upper('123-45-6789')",
+    ] {
+        let _ = a.analyze(phi, None);
+        assert!(!a.cache.lock().unwrap().contains_key(phi), "{phi}");
+    }
+    // A literal for an unprotected column is not PHI by the policy.
+    let plain = "SELECT first_name FROM patients WHERE id = 42";
+    let _ = a.analyze(plain, None);
+    assert!(a.cache.lock().unwrap().contains_key(plain));
 }
 
 #[test]
