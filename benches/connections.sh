@@ -67,45 +67,17 @@ start_veil() {
 
 rss() { awk '/^VmRSS/{print $2}' "/proc/$VEIL_PID/status"; }
 measure() { # sslmode
-  python3 - "$V" "$N" "$1" "$VEIL_PID" <<'PY'
-import socket, ssl, struct, sys, time
+  PYTHONPATH=benches python3 - "$V" "$N" "$1" "$VEIL_PID" <<'PY'
+import sys, time
+import rawpg
 port, n, mode, pid = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
 def rss():
     for line in open(f"/proc/{pid}/status"):
         if line.startswith("VmRSS"):
             return int(line.split()[1])
-def msg(tag, body):
-    return tag + struct.pack("!i", len(body) + 4) + body
-def read_until_ready(s):
-    buf = b""
-    while True:
-        while len(buf) >= 5:
-            tag, ln = buf[:1], struct.unpack("!i", buf[1:5])[0]
-            if len(buf) < 1 + ln:
-                break
-            if tag == b"E":
-                raise SystemExit(f"server error: {buf[5:1+ln]!r}")
-            buf = buf[1 + ln:]
-            if tag == b"Z":
-                return
-        chunk = s.recv(65536)
-        if not chunk:
-            raise SystemExit("connection closed")
-        buf += chunk
 def connect():
-    s = socket.create_connection(("127.0.0.1", port))
-    if mode == "tls":
-        s.sendall(struct.pack("!ii", 8, 80877103))
-        assert s.recv(1) == b"S"
-        ctx = ssl.create_default_context()
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-        s = ctx.wrap_socket(s)
-    params = b"user\0postgres\0database\0postgres\0\0"
-    s.sendall(struct.pack("!ii", 8 + len(params), 196608) + params)
-    read_until_ready(s)
-    s.sendall(msg(b"Q", b"SELECT first_name, ssn FROM patients WHERE ssn = '000-00-0000'\0"))
-    read_until_ready(s)
+    s = rawpg.connect(port, "postgres", tls=mode == "tls")
+    rawpg.query(s, "SELECT first_name, ssn FROM patients WHERE ssn = '000-00-0000'")
     return s
 # Warm-up: the first connection loads the catalog and the runtime's pools.
 warm = [connect() for _ in range(10)]

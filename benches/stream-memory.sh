@@ -15,30 +15,13 @@ PGBENCH_INIT=0
 
 # One value written through pgveil (so it is ciphertext under the column's
 # key), then copied row by row inside PostgreSQL: every copy decrypts.
-python3 - "$VEIL_PORT" "$MIB" <<'PY'
-import socket, struct, sys
+PYTHONPATH=benches python3 - "$VEIL_PORT" "$MIB" <<'PY'
+import sys
+import rawpg
 port, mib = int(sys.argv[1]), int(sys.argv[2])
-s = socket.create_connection(("127.0.0.1", port))
-params = b"user\0postgres\0database\0enc\0\0"
-s.sendall(struct.pack("!ii", 8 + len(params), 196608) + params)
-def until_ready():
-    buf = b""
-    while True:
-        while len(buf) >= 5:
-            tag, ln = buf[:1], struct.unpack("!i", buf[1:5])[0]
-            if len(buf) < 1 + ln:
-                break
-            if tag == b"E":
-                raise SystemExit(f"error: {buf[5:1+ln][:200]!r}")
-            buf = buf[1 + ln:]
-            if tag == b"Z":
-                return
-        buf += s.recv(1 << 20)
-until_ready()
+s = rawpg.connect(port, "enc")
 note = ("clinical note " * (mib * 1024 * 1024 // 14 + 1))[: mib * 1024 * 1024]
-sql = f"INSERT INTO patients (first_name, last_name, medical_history) VALUES ('Big', 'Note', '{note}')\0"
-s.sendall(b"Q" + struct.pack("!i", 4 + len(sql)) + sql.encode())
-until_ready()
+rawpg.query(s, f"INSERT INTO patients (first_name, last_name, medical_history) VALUES ('Big', 'Note', '{note}')")
 PY
 PSQL -p "$PG_PORT" -U postgres -d enc -c \
   "INSERT INTO patients (first_name, last_name, medical_history) SELECT first_name, last_name, medical_history FROM patients, generate_series(2, $ROWS)"
@@ -48,34 +31,11 @@ rss() { awk -v k="$1" '$1 == k":" {print $2}' "/proc/$VEIL_PID/status"; }
 echo 5 >"/proc/$VEIL_PID/clear_refs" 2>/dev/null || true
 before=$(rss VmRSS)
 started=$SECONDS
-python3 - "$VEIL_PORT" <<'PY'
-import socket, struct, sys
-port = int(sys.argv[1])
-s = socket.create_connection(("127.0.0.1", port))
-params = b"user\0postgres\0database\0enc\0\0"
-s.sendall(struct.pack("!ii", 8 + len(params), 196608) + params)
-def drain(count_rows):
-    buf = bytearray(); rows = 0; total = 0
-    while True:
-        while len(buf) >= 5:
-            tag = buf[0]; ln = struct.unpack("!i", bytes(buf[1:5]))[0]
-            if len(buf) < 1 + ln:
-                break
-            if tag == ord("E"):
-                raise SystemExit(f"error: {bytes(buf[5:1+ln][:200])!r}")
-            if tag == ord("D"):
-                rows += 1; total += ln
-            del buf[:1 + ln]
-            if tag == ord("Z"):
-                return rows, total
-        chunk = s.recv(1 << 20)
-        if not chunk:
-            raise SystemExit("closed")
-        buf += chunk
-drain(False)
-sql = b"SELECT medical_history FROM patients\0"
-s.sendall(b"Q" + struct.pack("!i", 4 + len(sql)) + sql)
-rows, total = drain(True)
+PYTHONPATH=benches python3 - "$VEIL_PORT" <<'PY'
+import sys
+import rawpg
+s = rawpg.connect(int(sys.argv[1]), "enc")
+rows, total = rawpg.query(s, "SELECT medical_history FROM patients")
 print(f"read {rows} rows, {total / 2**20:.0f} MiB of decrypted DataRows")
 PY
 after=$(rss VmRSS); peak=$(rss VmHWM)

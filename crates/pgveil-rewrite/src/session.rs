@@ -194,7 +194,7 @@ enum Expect {
         /// The portal's result shape, looked up at the first `DataRow` and
         /// kept for the rest of this Execute's rows (nothing can change the
         /// portal before the server completes the Execute).
-        rows: std::sync::OnceLock<Option<Arc<Shape>>>,
+        rows: std::cell::OnceCell<Option<Arc<Shape>>>,
     },
     Close,
     Sync,
