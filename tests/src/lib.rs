@@ -551,7 +551,7 @@ pub async fn simple_rows(c: &tokio_postgres::Client, sql: &str) -> Vec<Vec<Optio
     for m in c
         .simple_query(sql)
         .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .unwrap_or_else(|e| panic!("{sql}: {e:?}"))
     {
         if let tokio_postgres::SimpleQueryMessage::Row(r) = m {
             out.push((0..r.len()).map(|i| r.get(i).map(str::to_owned)).collect());

@@ -282,3 +282,58 @@ async fn driver_bulk_idioms_encrypt_every_row() {
     }
     assert_server_log_lacks(&["CANARYbk1", "bk1-copyrec-0", "canary.bk1"]);
 }
+
+/// Issue 14: psycopg 3 (text and binary results) and asyncpg (binary,
+/// prepared) see a masking role's masks through their normal type
+/// adaptation: text masks as strings, a date masked to its year as a date.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drivers_see_masks_through_their_type_adaptation() {
+    let drivers = tokio::task::spawn_blocking(drivers).await.unwrap();
+    let db = clinic_database("masks");
+    cluster()
+        .psql(
+            "postgres",
+            "CREATE ROLE mask_billing LOGIN PASSWORD 'mask-pw-1';\n\
+             CREATE ROLE mask_clinician LOGIN PASSWORD 'mask-pw-1';",
+        )
+        .expect("roles");
+    cluster()
+        .psql(&db, "GRANT ALL ON ALL TABLES IN SCHEMA public TO PUBLIC; GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO PUBLIC;")
+        .expect("grants");
+    let dir = tempfile::tempdir().unwrap();
+    let policy = CLINIC_POLICY.replace(
+        "ssn             = { type = \"text\", mode = \"deterministic\", label = \"phi\" }",
+        "ssn             = { type = \"text\", mode = \"deterministic\", label = \"phi\", mask = \"last4\" }",
+    ) + "\n[access]\ndefault = \"deny\"\n[access.roles.mask_clinician]\nphi = \"decrypt\"\npii = \"decrypt\"\n[access.roles.mask_billing]\nphi = \"mask\"\npii = \"mask\"\n";
+    std::fs::write(dir.path().join("policy.toml"), policy).unwrap();
+    let mut cfg = Proxy::config();
+    cfg.base_dir = dir.path().to_path_buf();
+    cfg.policy.file = Some("policy.toml".into());
+    pgveil::keys::init(&cfg, &mut Vec::new()).expect("keys");
+    let proxy = Proxy::start_with(cfg).await;
+    let mut c = proxy.pg_config(&db);
+    c.user("mask_clinician").password("mask-pw-1");
+    let clin = connect_plain(&c).await;
+    clin.batch_execute(
+        "INSERT INTO patients (first_name, last_name, ssn, date_of_birth, email) VALUES \
+         ('Ada', 'L', '123-45-6789', '1815-12-10', 'ada@example.org'), \
+         ('Grace', 'H', NULL, NULL, 'grace@navy.mil')",
+    )
+    .await
+    .unwrap();
+    let url = format!(
+        "postgresql://mask_billing:mask-pw-1@127.0.0.1:{}/{db}?sslmode=disable",
+        proxy.port()
+    );
+    let out = tokio::task::spawn_blocking(move || drivers.run("py_masks.py", &[&url]))
+        .await
+        .unwrap();
+    let got: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let want = serde_json::json!([
+        ["***-**-6789", "A***", "date:1815-01-01", "a***"],
+        [null, "G***", null, "g***"]
+    ]);
+    for driver in ["psycopg_text", "psycopg_binary", "asyncpg"] {
+        assert_eq!(got[driver], want, "{driver}: {out}");
+    }
+}

@@ -72,7 +72,18 @@ fn assert_column_ciphertext(db: &str, table: &str, column: &str) {
             ),
         )
         .unwrap();
-    assert_eq!(n.trim(), "0", "{table}.{column} holds plaintext");
+    if n.trim() != "0" {
+        let rows = cluster()
+            .psql(
+                db,
+                &format!(
+                    "SELECT id, left({column}::text, 40) FROM {table} WHERE {column}::text LIKE '%LEAK%' \
+                     OR ({column} IS NOT NULL AND {column}::text NOT LIKE 'pgv1:%')"
+                ),
+            )
+            .unwrap_or_default();
+        panic!("{table}.{column} holds plaintext in {n} rows: {rows}");
+    }
 }
 
 fn dump_lacks(db: &str, marker: &str) {

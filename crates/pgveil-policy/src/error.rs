@@ -49,7 +49,7 @@ pub enum PolicyErrorKind {
         message: String,
     },
     /// A top-level key other than `tables` in a standalone policy file.
-    #[error("unknown top-level key {key:?}; a policy file holds only [tables.\"schema.table\"] sections")]
+    #[error("unknown top-level key {key:?}; a policy file holds [tables.\"schema.table\"] sections and [access]")]
     UnknownTopLevelKey {
         /// The key.
         key: String,
@@ -124,7 +124,9 @@ pub enum PolicyErrorKind {
         found: &'static str,
     },
     /// A field a column entry does not have.
-    #[error("unknown field `{field}`{hint}; a column takes `type`, `mode`, `label` and `key`")]
+    #[error(
+        "unknown field `{field}`{hint}; a column takes `type`, `mode`, `label`, `key` and `mask`"
+    )]
     UnknownField {
         /// The field.
         field: String,
@@ -150,6 +152,20 @@ pub enum PolicyErrorKind {
     UnknownMode {
         /// What the policy said.
         given: String,
+    },
+    /// A bad `mask` value, or one that does not fit the column's type.
+    #[error("invalid mask {given:?}: {reason}")]
+    InvalidMask {
+        /// What the policy said.
+        given: String,
+        /// Why.
+        reason: String,
+    },
+    /// An error in the `[access]` section.
+    #[error("[access]: {message}")]
+    Access {
+        /// What is wrong.
+        message: String,
     },
     /// A bad `label` value.
     #[error("invalid label {given:?}; a label is 1 to 32 of a-z, 0-9 and _, starting with a letter (e.g. pii, phi)")]

@@ -143,6 +143,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod access;
 pub mod check;
 pub mod error;
 pub mod guard;
@@ -154,6 +155,7 @@ pub mod types;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
+pub use access::{Access, AccessRules, MaskKind};
 pub use check::{CatalogColumn, CheckFinding, Severity, StorageType};
 pub use error::{PolicyError, PolicyErrorKind, PolicyErrors};
 pub use ident::{ColumnRef, Ident, IdentError, QualifiedTable};
@@ -252,6 +254,8 @@ pub struct ProtectedColumn {
     pub key: ColumnRef,
     /// The policy line declaring the column, for diagnostics.
     pub line: usize,
+    /// The `mask` the policy gives (see [`ProtectedColumn::mask`]).
+    pub mask: Option<MaskKind>,
 }
 
 impl ProtectedColumn {
@@ -261,6 +265,12 @@ impl ProtectedColumn {
             ty: self.ty,
             typmod: self.typmod,
         }
+    }
+
+    /// How masked values of this column look: the policy's `mask`, or the
+    /// type's default ([`MaskKind::default_for`]).
+    pub fn mask(&self) -> MaskKind {
+        self.mask.unwrap_or_else(|| MaskKind::default_for(self.ty))
     }
 
     /// Whether this column uses another column's key.
@@ -327,6 +337,7 @@ pub struct Policy {
     tables: BTreeMap<QualifiedTable, TablePolicy>,
     keys: BTreeMap<ColumnRef, KeyInfo>,
     scanner: TableMentionScanner,
+    access: Option<AccessRules>,
 }
 
 impl Default for Policy {
@@ -364,6 +375,7 @@ impl Policy {
             tables,
             keys,
             scanner,
+            access: None,
         }
     }
 
@@ -419,6 +431,12 @@ impl Policy {
     /// The key owned by `owner` (the [`ProtectedColumn::key`] of its users).
     pub fn key(&self, owner: &ColumnRef) -> Option<&KeyInfo> {
         self.keys.get(owner)
+    }
+
+    /// The `[access]` rules, if the policy has them (without, every role
+    /// may read and write every protected column in plaintext).
+    pub fn access(&self) -> Option<&AccessRules> {
+        self.access.as_ref()
     }
 
     /// The distinct labels in use.

@@ -2,18 +2,19 @@
 //! every error can name its line, validates each entry independently so one
 //! mistake does not hide the next, then resolves shared keys.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
+use crate::access::{Access, AccessRules, MaskKind, RoleRules, UNLABELED};
 use crate::error::{PolicyError, PolicyErrorKind, PolicyErrors};
 use crate::ident::{ColumnRef, Ident, QualifiedTable};
 use crate::types::TypeSpec;
 use crate::{KeyInfo, Label, Mode, Policy, ProtectedColumn, TablePolicy};
 
 /// Fields a column entry accepts.
-const COLUMN_FIELDS: [&str; 4] = ["type", "mode", "label", "key"];
+const COLUMN_FIELDS: [&str; 5] = ["type", "mode", "label", "key", "mask"];
 
 /// Byte offset → 1-based line number.
 struct Lines {
@@ -42,6 +43,8 @@ struct Draft {
     label: Option<Label>,
     /// The `key` reference and the line of its value.
     key: Option<(ColumnRef, usize)>,
+    /// The `mask` and the offset of its value.
+    mask: Option<(MaskKind, usize)>,
 }
 
 struct DraftTable {
@@ -92,9 +95,12 @@ pub(crate) fn load(src: &str, origin: &str, embedded: bool) -> Result<Policy, Po
     }
 
     let mut tables_value = None;
+    let mut access_value = None;
     for (key, value) in in_source_order(root.get_ref()) {
         if key.get_ref() == "tables" {
             tables_value = Some(value);
+        } else if key.get_ref() == "access" {
+            access_value = Some(value);
         } else if !embedded {
             loader.error(
                 key.span().start,
@@ -125,10 +131,11 @@ pub(crate) fn load(src: &str, origin: &str, embedded: bool) -> Result<Policy, Po
     }
 
     loader.resolve_keys(&drafts);
+    let access = access_value.and_then(|v| loader.access(&drafts, v));
     if !loader.errors.is_empty() {
         return Err(loader.finish());
     }
-    Ok(build(origin, drafts))
+    Ok(build(origin, drafts, access))
 }
 
 impl Loader<'_> {
@@ -287,6 +294,7 @@ impl Loader<'_> {
             mode: Some(Mode::default()),
             label: None,
             key: None,
+            mask: None,
         };
         let mut saw_type = false;
         for (field_key, field_value) in in_source_order(fields) {
@@ -347,6 +355,17 @@ impl Loader<'_> {
                         },
                     ),
                 },
+                "mask" => match MaskKind::parse(text) {
+                    Some(m) => draft.mask = Some((m, value_at)),
+                    None => self.error(
+                        value_at,
+                        subject.clone(),
+                        PolicyErrorKind::InvalidMask {
+                            given: text.to_string(),
+                            reason: "a mask is last4, first, email, year or null".to_owned(),
+                        },
+                    ),
+                },
                 _ => match ColumnRef::parse(text) {
                     Ok(key) => draft.key = Some((key, self.lines.line(value_at))),
                     Err(reason) => self.error(
@@ -361,7 +380,22 @@ impl Loader<'_> {
             }
         }
         if !saw_type {
-            self.error(at, subject, PolicyErrorKind::MissingType);
+            self.error(at, subject.clone(), PolicyErrorKind::MissingType);
+        }
+        if let (Some((mask, mask_at)), Some(ty)) = (draft.mask, draft.ty) {
+            if !mask.fits(ty.ty) {
+                self.error(
+                    mask_at,
+                    subject,
+                    PolicyErrorKind::InvalidMask {
+                        given: mask.to_string(),
+                        reason: format!(
+                            "it does not apply to a {} column (last4, first and email are for text and varchar, year for date and timestamps, null for any type)",
+                            ty.ty.name()
+                        ),
+                    },
+                );
+            }
         }
         draft_table
             .columns
@@ -437,7 +471,7 @@ impl Loader<'_> {
 
 /// Turn validated drafts into the policy. Only called when no error was
 /// found, so every draft is complete.
-fn build(origin: &str, drafts: Vec<DraftTable>) -> Policy {
+fn build(origin: &str, drafts: Vec<DraftTable>, access: Option<AccessRules>) -> Policy {
     let mut tables = BTreeMap::new();
     let mut keys: BTreeMap<ColumnRef, KeyInfo> = BTreeMap::new();
     for draft_table in drafts {
@@ -467,6 +501,7 @@ fn build(origin: &str, drafts: Vec<DraftTable>) -> Policy {
                     label: draft.label,
                     key,
                     line: draft.line,
+                    mask: draft.mask.map(|(m, _)| m),
                 },
             );
         }
@@ -482,7 +517,151 @@ fn build(origin: &str, drafts: Vec<DraftTable>) -> Policy {
     for info in keys.values_mut() {
         info.columns.sort();
     }
-    Policy::from_parts(origin.to_owned(), tables, keys)
+    let mut policy = Policy::from_parts(origin.to_owned(), tables, keys);
+    policy.access = access;
+    policy
+}
+
+impl Loader<'_> {
+    fn access_error(&mut self, at: usize, message: String) {
+        self.error(at, None, PolicyErrorKind::Access { message });
+    }
+
+    /// The `[access]` section, checked against the policy's labels and
+    /// columns.
+    fn access(
+        &mut self,
+        drafts: &[DraftTable],
+        value: &Spanned<DeValue<'_>>,
+    ) -> Option<AccessRules> {
+        let DeValue::Table(section) = value.get_ref() else {
+            self.access_error(
+                value.span().start,
+                format!("must be a table, not {}", value.get_ref().type_str()),
+            );
+            return None;
+        };
+        let mut labels: BTreeSet<String> = drafts
+            .iter()
+            .flat_map(|t| t.columns.values())
+            .filter_map(|(_, d)| d.label.as_ref().map(|l| l.as_str().to_owned()))
+            .collect();
+        labels.insert(UNLABELED.to_owned());
+        let columns: BTreeSet<ColumnRef> = drafts
+            .iter()
+            .flat_map(|t| t.columns.values().map(|(_, d)| d.column.clone()))
+            .collect();
+        let known = labels.iter().cloned().collect::<Vec<_>>().join(", ");
+        let errors_before = self.errors.len();
+        let mut rules = AccessRules {
+            default: Access::Deny,
+            roles: BTreeMap::new(),
+            write: BTreeMap::new(),
+        };
+        let mut saw_default = false;
+        for (key, value) in in_source_order(section) {
+            let at = key.span().start;
+            match key.get_ref().as_ref() {
+                "default" => {
+                    saw_default = true;
+                    match value.get_ref().as_str().and_then(Access::parse) {
+                        Some(a) => rules.default = a,
+                        None => self.access_error(
+                            value.span().start,
+                            "`default` must be \"decrypt\", \"mask\" or \"deny\"".to_owned(),
+                        ),
+                    }
+                }
+                "roles" => {
+                    let DeValue::Table(roles) = value.get_ref() else {
+                        self.access_error(
+                            at,
+                            "`roles` must be a table of roles, like [access.roles.clinician]"
+                                .to_owned(),
+                        );
+                        continue;
+                    };
+                    for (role, entries) in in_source_order(roles) {
+                        let role_name = role.get_ref().to_string();
+                        if role_name.is_empty() || role_name.len() > 63 {
+                            self.access_error(role.span().start, format!("role name {role_name:?} is not a PostgreSQL role name (1 to 63 bytes)"));
+                            continue;
+                        }
+                        let DeValue::Table(entries) = entries.get_ref() else {
+                            self.access_error(role.span().start, format!("role {role_name:?} must be a table like {{ phi = \"decrypt\" }}"));
+                            continue;
+                        };
+                        let mut rr = RoleRules::default();
+                        for (k, v) in in_source_order(entries) {
+                            let Some(a) = v.get_ref().as_str().and_then(Access::parse) else {
+                                self.access_error(v.span().start, format!("role {role_name:?}: {:?} must be \"decrypt\", \"mask\" or \"deny\"", k.get_ref()));
+                                continue;
+                            };
+                            let name = k.get_ref().to_string();
+                            if labels.contains(&name) {
+                                rr.labels.insert(name, a);
+                            } else if let Some(c) =
+                                ColumnRef::parse(&name).ok().filter(|c| columns.contains(c))
+                            {
+                                rr.columns.insert(c, a);
+                            } else {
+                                self.access_error(k.span().start, format!("role {role_name:?}: {name:?} is neither a label in use ({known}) nor a protected column (schema.table.column)"));
+                            }
+                        }
+                        rules.roles.insert(role_name, rr);
+                    }
+                }
+                "write" => {
+                    let DeValue::Table(w) = value.get_ref() else {
+                        self.access_error(at, "`write` must be a table of label = [roles], like [access.write] phi = [\"clinician\"]".to_owned());
+                        continue;
+                    };
+                    for (k, v) in in_source_order(w) {
+                        let label = k.get_ref().to_string();
+                        if !labels.contains(&label) {
+                            self.access_error(
+                                k.span().start,
+                                format!("write: {label:?} is not a label in use ({known})"),
+                            );
+                            continue;
+                        }
+                        let DeValue::Array(items) = v.get_ref() else {
+                            self.access_error(
+                                v.span().start,
+                                format!("write: {label:?} must be a list of role names"),
+                            );
+                            continue;
+                        };
+                        let mut roles = BTreeSet::new();
+                        for item in items.iter() {
+                            match item.get_ref().as_str() {
+                                Some(r) if !r.is_empty() && r.len() <= 63 => {
+                                    roles.insert(r.to_owned());
+                                }
+                                _ => self.access_error(
+                                    item.span().start,
+                                    format!("write: {label:?} must list role names (strings)"),
+                                ),
+                            }
+                        }
+                        rules.write.insert(label, roles);
+                    }
+                }
+                other => self.access_error(
+                    at,
+                    format!("unknown key {other:?}; [access] takes `default`, `roles` and `write`"),
+                ),
+            }
+        }
+        if !saw_default {
+            self.access_error(
+                value.span().start,
+                "say what roles without a rule get: default = \"deny\" (or \"mask\", \"decrypt\")"
+                    .to_owned(),
+            );
+        }
+        (self.errors.len() == errors_before).then_some(rules)
+    }
 }
 
 /// ` (did you mean X?)` when one candidate is close to `given`.

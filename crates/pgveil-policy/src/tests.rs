@@ -269,7 +269,7 @@ bad = { type = "txt" }
     assert_eq!(errs.len(), 3, "{errs:#?}");
     assert_eq!(
         errs[0].to_string(),
-        "policy.toml:2: unknown top-level key \"listen\"; a policy file holds only [tables.\"schema.table\"] sections"
+        "policy.toml:2: unknown top-level key \"listen\"; a policy file holds [tables.\"schema.table\"] sections and [access]"
     );
     assert_eq!(errs[1].line, 3);
     // Embedded: ignored, line numbers relative to the whole file.
@@ -322,11 +322,11 @@ fn unknown_field_names_field_and_line() {
     assert_eq!(errs.len(), 2, "{errs:#?}");
     assert_eq!(
         errs[0].to_string(),
-        "policy.toml:3: public.patients.ssn: unknown field `mdoe` (did you mean `mode`?); a column takes `type`, `mode`, `label` and `key`"
+        "policy.toml:3: public.patients.ssn: unknown field `mdoe` (did you mean `mode`?); a column takes `type`, `mode`, `label`, `key` and `mask`"
     );
     assert_eq!(
         errs[1].to_string(),
-        "policy.toml:4: public.patients.x: unknown field `encrypt`; a column takes `type`, `mode`, `label` and `key`"
+        "policy.toml:4: public.patients.x: unknown field `encrypt`; a column takes `type`, `mode`, `label`, `key` and `mask`"
     );
 }
 
@@ -610,4 +610,101 @@ fn policy_is_send_sync_clone() {
     fn assert_traits<T: Send + Sync + Clone + 'static>() {}
     assert_traits::<Policy>();
     assert_traits::<PolicyErrors>();
+}
+
+const ACCESS_EXAMPLE: &str = r#"
+[tables.patients]
+ssn = { type = "text", mode = "deterministic", label = "phi", mask = "last4" }
+name = { type = "text", label = "pii" }
+dob = { type = "date", label = "phi" }
+notes = { type = "text" }
+
+[access]
+default = "deny"
+
+[access.roles.clinician]
+phi = "decrypt"
+pii = "decrypt"
+unlabeled = "decrypt"
+
+[access.roles.billing]
+phi = "mask"
+pii = "decrypt"
+"public.patients.dob" = "deny"
+
+[access.write]
+phi = ["clinician"]
+"#;
+
+#[test]
+fn access_rules_decide_most_permissive_with_column_overrides() {
+    use crate::access::{Access, MaskKind};
+    let p = Policy::from_toml_str(ACCESS_EXAMPLE, "policy.toml").unwrap();
+    let rules = p.access().expect("access rules");
+    let ssn = p.lookup_column(&col("patients.ssn")).unwrap();
+    let dob = p.lookup_column(&col("patients.dob")).unwrap();
+    let name = p.lookup_column(&col("patients.name")).unwrap();
+    let notes = p.lookup_column(&col("patients.notes")).unwrap();
+    assert_eq!(ssn.mask(), MaskKind::Last4);
+    assert_eq!(dob.mask(), MaskKind::Year, "default mask for a date");
+    assert_eq!(name.mask(), MaskKind::First);
+
+    assert_eq!(rules.decide(["clinician"], ssn), Access::Decrypt);
+    assert_eq!(rules.decide(["billing"], ssn), Access::Mask);
+    assert_eq!(
+        rules.decide(["billing"], dob),
+        Access::Deny,
+        "column beats label"
+    );
+    assert_eq!(
+        rules.decide(["billing"], notes),
+        Access::Deny,
+        "no rule: default"
+    );
+    assert_eq!(rules.decide(["nobody"], name), Access::Deny);
+    // A role inheriting from both gets the most permissive.
+    assert_eq!(rules.decide(["billing", "clinician"], dob), Access::Decrypt);
+
+    assert!(rules.may_write(["clinician"], ssn));
+    assert!(!rules.may_write(["billing"], ssn), "phi writers are listed");
+    assert!(rules.may_write(["billing"], name), "pii: decrypt may write");
+    assert!(!rules.may_write(["billing"], notes));
+    assert!(rules.may_write(["clinician"], notes));
+}
+
+#[test]
+fn access_errors_name_the_line() {
+    let bad_label = ACCESS_EXAMPLE.replace(
+        "unlabeled = \"decrypt\"\n",
+        "unlabeled = \"decrypt\"\npiii = \"decrypt\"\n",
+    );
+    let errs = errors(&bad_label);
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    let msg = errs[0].to_string();
+    assert!(msg.contains("\"piii\" is neither a label in use"), "{msg}");
+    assert!(msg.starts_with("policy.toml:15:"), "{msg}");
+
+    let errs = errors(&ACCESS_EXAMPLE.replace("default = \"deny\"\n", ""));
+    assert!(
+        errs[0].to_string().contains("default = \"deny\""),
+        "{errs:#?}"
+    );
+
+    let errs = errors(&ACCESS_EXAMPLE.replace("phi = \"mask\"", "phi = \"show\""));
+    assert!(
+        errs[0]
+            .to_string()
+            .contains("must be \"decrypt\", \"mask\" or \"deny\""),
+        "{errs:#?}"
+    );
+
+    // A mask must fit the column's type.
+    let e = error("[tables.patients]\ndob = { type = \"date\", mask = \"last4\" }\n");
+    assert_eq!(e.line, 2);
+    assert!(matches!(e.kind, PolicyErrorKind::InvalidMask { .. }), "{e}");
+    let e = error("[tables.patients]\nssn = { type = \"text\", mask = \"stars\" }\n");
+    assert!(
+        e.to_string().contains("last4, first, email, year or null"),
+        "{e}"
+    );
 }

@@ -108,6 +108,11 @@ impl CopyCodec {
         self.cols.len()
     }
 
+    /// The protected column of each field (`None`: not protected).
+    pub(crate) fn columns(&self) -> &[Option<Arc<ColumnCrypto>>] {
+        &self.cols
+    }
+
     /// True for binary format (`CopyOutResponse` format code 1).
     pub fn is_binary(&self) -> bool {
         self.binary
@@ -154,6 +159,9 @@ pub struct CopyStream {
     envelope: Vec<u8>,
     fields: Vec<Field>,
     bufs: DecryptBuffers,
+    /// `COPY … TO`: per column, the mask the session's role sees it under
+    /// (`None`: plaintext).
+    masks: Vec<Option<pgveil_policy::MaskKind>>,
 }
 
 impl std::fmt::Debug for CopyStream {
@@ -200,7 +208,14 @@ impl CopyStream {
             envelope: Vec::new(),
             fields: Vec::new(),
             bufs: DecryptBuffers::default(),
+            masks: Vec::new(),
         }
+    }
+
+    /// Masks the columns of a `COPY … TO` as `masks` says (by column).
+    pub(crate) fn with_masks(mut self, masks: Vec<Option<pgveil_policy::MaskKind>>) -> Self {
+        self.masks = masks;
+        self
     }
 
     fn wipe(&mut self) {
@@ -496,7 +511,8 @@ impl CopyStream {
                 out.extend_from_slice(raw);
                 continue;
             }
-            if let Err(e) = self.field(col, raw, out) {
+            let mask = self.masks.get(i).copied().flatten();
+            if let Err(e) = self.field(col, mask, raw, out) {
                 result = Err(RewriteError::InCopy {
                     line: self.line,
                     inner: Box::new(e),
@@ -512,6 +528,7 @@ impl CopyStream {
     fn field(
         &mut self,
         col: &ColumnCrypto,
+        mask: Option<pgveil_policy::MaskKind>,
         raw: &[u8],
         out: &mut Vec<u8>,
     ) -> Result<(), RewriteError> {
@@ -541,13 +558,26 @@ impl CopyStream {
                 text_escape(&self.text, self.codec.delimiter, out);
             }
         } else {
-            col.decrypt_to_client(
-                &self.value,
-                Format::Text,
-                self.tz,
-                &mut self.bufs,
-                &mut self.text,
-            )?;
+            if let Some(mask) = mask {
+                if !col.mask_to_client(
+                    &self.value,
+                    Format::Text,
+                    mask,
+                    &mut self.bufs,
+                    &mut self.text,
+                )? {
+                    out.extend_from_slice(&self.codec.null);
+                    return Ok(());
+                }
+            } else {
+                col.decrypt_to_client(
+                    &self.value,
+                    Format::Text,
+                    self.tz,
+                    &mut self.bufs,
+                    &mut self.text,
+                )?;
+            }
             if self.codec.csv {
                 csv_quote(&self.text, &self.codec, false, out);
             } else {
@@ -690,7 +720,7 @@ impl CopyStream {
         let codec = self.codec.clone();
         out.extend_from_slice(&tuple[..2]);
         let mut pos = 2;
-        for col in codec.cols.iter() {
+        for (i, col) in codec.cols.iter().enumerate() {
             let len = be_u32(&tuple[pos..pos + 4]) as i32;
             let start = pos;
             pos += 4;
@@ -719,6 +749,16 @@ impl CopyStream {
                         canonical.zeroize();
                         r
                     })
+            } else if let Some(mask) = self.masks.get(i).copied().flatten() {
+                match col.mask_to_client(value, Format::Binary, mask, &mut self.bufs, out) {
+                    Ok(true) => Ok(()),
+                    Ok(false) => {
+                        out.truncate(at);
+                        out.extend_from_slice(&(-1i32).to_be_bytes());
+                        continue;
+                    }
+                    Err(e) => Err(e),
+                }
             } else {
                 col.decrypt_to_client(value, Format::Binary, self.tz, &mut self.bufs, out)
             };

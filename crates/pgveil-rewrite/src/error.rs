@@ -15,6 +15,12 @@ pub const UNDEFINED_TABLE: &str = "42P01";
 pub const KEY_UNAVAILABLE: &str = "XX000";
 /// SQLSTATE `bad_copy_file_format`.
 pub const BAD_COPY_FORMAT: &str = "22P04";
+/// SQLSTATE `insufficient_privilege`: the access rules deny the session's
+/// role.
+pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
+/// The audit log cannot record: statements on protected columns are refused
+/// (class 58, system error: `io_error`).
+pub const AUDIT_UNAVAILABLE: &str = "58030";
 /// SQLSTATE `protocol_violation`.
 pub const PROTOCOL_VIOLATION: &str = "08P01";
 
@@ -72,6 +78,15 @@ pub enum RewriteError {
         /// Why.
         reason: String,
     },
+    /// The policy's access rules deny the session's role this column.
+    #[error("{0}")]
+    Denied(Box<Denial>),
+    /// The audit log cannot record statements on protected columns.
+    #[error("pgveil: the audit log cannot record statements on protected columns ({reason}); they are refused until it can (audit.on_failure = \"refuse\")")]
+    AuditUnavailable {
+        /// Why (no values).
+        reason: String,
+    },
     /// A stored protected value failed to decrypt.
     #[error("pgveil: stored value of protected column {column} cannot be decrypted ({reason}); it was not written through pgveil with this column's key, or it was altered")]
     Decrypt {
@@ -114,6 +129,8 @@ impl RewriteError {
             RewriteError::BadStorage { .. } => DATATYPE_MISMATCH,
             RewriteError::NoKey { .. } => KEY_UNAVAILABLE,
             RewriteError::Decrypt { .. } => DECRYPT_FAILED,
+            RewriteError::Denied(_) => INSUFFICIENT_PRIVILEGE,
+            RewriteError::AuditUnavailable { .. } => AUDIT_UNAVAILABLE,
             RewriteError::CopyFormat { .. } => BAD_COPY_FORMAT,
             RewriteError::InCopy { inner, .. } => inner.sqlstate(),
             RewriteError::Malformed(_) => PROTOCOL_VIOLATION,
@@ -130,8 +147,11 @@ impl RewriteError {
             | RewriteError::BadStorage { column, .. }
             | RewriteError::NoKey { column, .. }
             | RewriteError::Decrypt { column, .. } => Some(column),
+            RewriteError::Denied(d) => Some(&d.column),
             RewriteError::InCopy { inner, .. } => inner.column(),
-            RewriteError::CopyFormat { .. } | RewriteError::Malformed(_) => None,
+            RewriteError::CopyFormat { .. }
+            | RewriteError::Malformed(_)
+            | RewriteError::AuditUnavailable { .. } => None,
         }
     }
 
@@ -145,6 +165,8 @@ impl RewriteError {
             RewriteError::BadStorage { .. } => "bad_storage",
             RewriteError::NoKey { .. } => "no_key",
             RewriteError::Decrypt { .. } => "decrypt_failed",
+            RewriteError::Denied(_) => "access_denied",
+            RewriteError::AuditUnavailable { .. } => "audit_unavailable",
             RewriteError::CopyFormat { .. } => "copy_format",
             RewriteError::InCopy { inner, .. } => inner.reason_label(),
             RewriteError::Malformed(_) => "malformed",
@@ -159,7 +181,24 @@ impl RewriteError {
                 "Values in protected columns must be written through pgveil; see pgveil check for plaintext left behind.",
             ),
             RewriteError::NoKey { .. } => Some("Run `pgveil keys init` (or rotate) and reload pgveil."),
+            RewriteError::Denied(_) => Some(
+                "The [access] rules of pgveil's policy decide which roles may read or write protected columns; after SET ROLE in an extended-protocol batch, Sync before touching protected columns.",
+            ),
             _ => None,
         }
     }
+}
+
+/// Why the access rules refused a protected column (boxed in [`RewriteError::Denied`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("pgveil: permission denied to {action} protected column {column} (label {label}) as role {role}")]
+pub struct Denial {
+    /// The column.
+    pub column: ColumnRef,
+    /// Its label (`unlabeled` without one).
+    pub label: String,
+    /// `read` or `write`.
+    pub action: &'static str,
+    /// The effective role, or why it is not known.
+    pub role: String,
 }

@@ -34,10 +34,12 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod access;
 mod array;
 mod catalog;
 mod copy;
 mod error;
+pub mod observe;
 mod registry;
 mod session;
 mod values;
@@ -50,9 +52,10 @@ use std::sync::{Arc, Mutex};
 use pgveil_crypto::ColumnKeys;
 use pgveil_policy::{ColumnRef, Policy};
 
+pub use access::{may_change_role, may_end_transaction, RoleView, Roles, SessionCtx, ROLE_QUERY};
 pub use catalog::{catalog_query, Catalog, CatalogOrder, CatalogReader, CatalogRow};
 pub use copy::encode_binary_copy;
-pub use error::{RewriteError, DECRYPT_FAILED};
+pub use error::{Denial, RewriteError, DECRYPT_FAILED};
 pub use session::{ClientAction, ClientOutcome, Path, ServerAction, Session};
 pub use values::{round_numeric, ColumnCrypto, ColumnStats, Storage};
 

@@ -9,13 +9,16 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use pgveil_crypto::canonical::{LogicalType, SessionTimeZone};
+use pgveil_policy::ColumnRef;
 use pgveil_sql::{Analysis, Comparison, LiteralForm, LiteralTarget, StatementPlan, TextEdit};
 use pgveil_wire::backend::{self, ErrorFields, FieldDescription};
 use pgveil_wire::frontend::{self, Format};
 use pgveil_wire::Frame;
 
+use crate::access::{self, Reveal, RoleEffect, RoleReader, RoleState, RoleView, SessionCtx};
 use crate::copy::{CopyCodec, CopyStream};
-use crate::error::RewriteError;
+use crate::error::{Denial, RewriteError};
+use crate::observe::{self, ColumnFact, ColumnUse, Decision, Draft, Observer, Outcome};
 use crate::registry::{Entry, Registry};
 use crate::values::ColumnCrypto;
 use crate::{CatalogReader, DbContext, Engine};
@@ -85,21 +88,86 @@ pub enum ServerAction {
 /// `unknown`: a parameter type left for the server to infer.
 const UNKNOWN_OID: u32 = 705;
 
-/// Which columns of a result are protected, and their formats.
+/// Which columns of a result are protected, their formats, and what the
+/// session's role may see of each.
 #[derive(Debug)]
 struct Shape {
     cols: Vec<Option<Arc<ColumnCrypto>>>,
     formats: Vec<Format>,
+    /// Per column (`Plain` for unprotected ones), decided under the role of
+    /// `epoch`.
+    reveal: Vec<Reveal>,
+    epoch: u64,
 }
 
 impl Shape {
+    fn empty() -> Shape {
+        Shape {
+            cols: Vec::new(),
+            formats: Vec::new(),
+            reveal: Vec::new(),
+            epoch: 0,
+        }
+    }
+
     fn with_formats(&self, formats: &[Format]) -> Shape {
         Shape {
             cols: self.cols.clone(),
             formats: (0..self.cols.len())
                 .map(|i| frontend::format_at(formats, i))
                 .collect(),
+            reveal: self.reveal.clone(),
+            epoch: self.epoch,
         }
+    }
+}
+
+/// The protected columns a statement reads (returns, compares, copies
+/// out) and writes, for the access rules.
+#[derive(Debug, Default)]
+struct AccessCols {
+    reads: Vec<ColumnRef>,
+    writes: Vec<ColumnRef>,
+    /// The statement's kind, for audit.
+    kind: &'static str,
+    /// The statement's fingerprint, for audit (kept only with an observer).
+    fingerprint: Option<Arc<str>>,
+}
+
+impl AccessCols {
+    fn of(st: &StatementPlan) -> AccessCols {
+        let mut reads: Vec<ColumnRef> = st.reads.iter().cloned().collect();
+        let mut writes: Vec<ColumnRef> = st.writes.iter().cloned().collect();
+        if let Some(copy) = &st.copy {
+            let cols = copy
+                .columns
+                .iter()
+                .flatten()
+                .filter_map(|f| f.target.as_ref().map(|t| t.column.clone()));
+            match copy.direction {
+                pgveil_sql::CopyDirection::FromStdin => writes.extend(cols),
+                _ => reads.extend(cols),
+            }
+        }
+        if let Some(pgveil_sql::PreparedOp::Prepare { .. }) = &st.prepared {
+            // PREPARE runs nothing: its EXECUTE is checked.
+            reads.clear();
+            writes.clear();
+        }
+        reads.sort();
+        reads.dedup();
+        writes.sort();
+        writes.dedup();
+        AccessCols {
+            reads,
+            writes,
+            kind: st.kind.as_str(),
+            fingerprint: None,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.reads.is_empty() && self.writes.is_empty()
     }
 }
 
@@ -117,6 +185,8 @@ struct StmtInfo {
     /// SQL `PREPARE`/`DEALLOCATE`/`DISCARD ALL` sent through `Parse`: its
     /// effect on the registry happens at each `Execute`.
     sql_op: Option<Arc<StatementPlan>>,
+    /// Protected columns read and written, checked at each `Execute`.
+    columns: Arc<AccessCols>,
 }
 
 /// How to correct a statement's `ParameterDescription`.
@@ -157,6 +227,7 @@ struct PortalInfo {
     described: bool,
     copy: Option<Arc<CopyCodec>>,
     sql_op: Option<Arc<StatementPlan>>,
+    columns: Arc<AccessCols>,
 }
 
 #[derive(Debug)]
@@ -202,6 +273,8 @@ enum Expect {
     /// the server ignores it if the copy started, answers it if not.
     CopySync,
     Refresh,
+    /// pgveil's [`access::ROLE_QUERY`].
+    RoleRefresh,
 }
 
 type Reg = Registry<StmtInfo, PortalInfo>;
@@ -220,6 +293,9 @@ struct Pending {
     /// pgveil's own first statement (the scratch table of a refused COPY):
     /// its `CommandComplete` is not the client's.
     internal_first: bool,
+    /// Audit drafts: one per statement of a simple query (in order), one
+    /// for an `Execute`; `None` for a statement without protected columns.
+    audits: VecDeque<Option<Box<Draft>>>,
 }
 
 impl Pending {
@@ -297,6 +373,20 @@ pub struct Session {
     /// Unprotected statements and portals that are `COPY … FROM STDIN`.
     copy_statements: HashSet<Bytes>,
     copy_portals: HashSet<Bytes>,
+    /// Who the session is.
+    sctx: Arc<SessionCtx>,
+    /// The policy has access rules: the role is tracked.
+    access_on: bool,
+    /// The role as the server confirmed it.
+    role: RoleState,
+    /// A role query was sent for the message being handled.
+    role_attempted: bool,
+    /// Statements and portals whose text may affect the role, applied at
+    /// each `Execute`.
+    role_statements: HashMap<Bytes, RoleEffect>,
+    role_portals: HashMap<Bytes, RoleEffect>,
+    /// Receives the facts of each statement touching protected columns.
+    observer: Option<Arc<dyn Observer>>,
 }
 
 impl std::fmt::Debug for Session {
@@ -374,6 +464,10 @@ fn looks_like_copy_in(sql: &str) -> bool {
     words.windows(2).any(|w| w[0] == "from" && w[1] == "stdin")
 }
 
+fn engine_access_on(engine: &Engine) -> bool {
+    engine.policy().access().is_some()
+}
+
 /// `DO … RAISE` text that makes the server report `err` itself.
 fn raise_sql(err: &RewriteError) -> String {
     let esc = |s: &str| {
@@ -398,6 +492,7 @@ fn raise_sql(err: &RewriteError) -> String {
 impl Session {
     /// A session on `database` with its resolved context.
     pub fn new(engine: Arc<Engine>, database: &str, ctx: Arc<DbContext>) -> Self {
+        let access_on = engine_access_on(&engine);
         Session {
             engine,
             database: database.to_owned(),
@@ -429,7 +524,145 @@ impl Session {
             copy_in_started: false,
             copy_statements: HashSet::new(),
             copy_portals: HashSet::new(),
+            sctx: Arc::new(SessionCtx {
+                database: database.to_owned(),
+                ..Default::default()
+            }),
+            access_on,
+            role: RoleState::new(),
+            role_attempted: false,
+            role_statements: HashMap::new(),
+            role_portals: HashMap::new(),
+            observer: None,
         }
+    }
+
+    /// Reports each statement touching protected columns to `observer`
+    /// (which also makes the session follow its role, for the events).
+    pub fn with_observer(mut self, observer: Arc<dyn Observer>) -> Self {
+        self.observer = Some(observer);
+        self.access_on = true;
+        self
+    }
+
+    /// Sets the connection's facts (after authentication).
+    pub fn with_session_ctx(mut self, sctx: SessionCtx) -> Self {
+        self.sctx = Arc::new(sctx);
+        self
+    }
+
+    /// The connection's facts.
+    pub fn session_ctx(&self) -> &Arc<SessionCtx> {
+        &self.sctx
+    }
+
+    /// The role as the server last confirmed it.
+    pub fn role(&self) -> &RoleView {
+        &self.role.confirmed
+    }
+
+    fn rules(&self) -> Option<&pgveil_policy::AccessRules> {
+        self.engine.policy().access()
+    }
+
+    /// What `view` may see of each column of a result.
+    fn reveal_of(&self, cols: &[Option<Arc<ColumnCrypto>>], view: &RoleView) -> Vec<Reveal> {
+        cols.iter()
+            .map(|c| match c {
+                Some(c) if self.access_on => match self.engine.policy().lookup_column(&c.column) {
+                    Some(pc) => access::reveal(self.rules(), view, pc),
+                    None => Reveal::Deny,
+                },
+                _ => Reveal::Plain,
+            })
+            .collect()
+    }
+
+    /// `shape` with its decisions taken under the current role.
+    fn decided(&self, shape: &Arc<Shape>) -> Arc<Shape> {
+        if !self.access_on || shape.epoch == self.role.epoch {
+            return shape.clone();
+        }
+        Arc::new(Shape {
+            cols: shape.cols.clone(),
+            formats: shape.formats.clone(),
+            reveal: self.reveal_of(&shape.cols, &self.role.confirmed),
+            epoch: self.role.epoch,
+        })
+    }
+
+    /// Refuses a statement reading a column the role may not see or writing
+    /// one it may not write.
+    fn check_access(&self, cols: &AccessCols, view: &RoleView) -> Result<(), RewriteError> {
+        if !self.access_on {
+            return Ok(());
+        }
+        let policy = self.engine.policy();
+        let denied = |c: &ColumnRef, action: &'static str| {
+            let label = policy
+                .lookup_column(c)
+                .and_then(|pc| pc.label.as_ref())
+                .map_or(pgveil_policy::access::UNLABELED, |l| l.as_str());
+            RewriteError::Denied(Box::new(Denial {
+                column: c.clone(),
+                label: label.to_owned(),
+                action,
+                role: access::role_name(view),
+            }))
+        };
+        for c in &cols.reads {
+            let allowed = policy.lookup_column(c).is_some_and(|pc| {
+                access::decide(self.rules(), view, pc) != pgveil_policy::Access::Deny
+            });
+            if !allowed {
+                return Err(denied(c, "read"));
+            }
+        }
+        for c in &cols.writes {
+            let allowed = policy
+                .lookup_column(c)
+                .is_some_and(|pc| access::may_write(self.rules(), view, pc));
+            if !allowed {
+                return Err(denied(c, "write"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The role query to run before the message being handled, if the role
+    /// is unconfirmed and the client is between batches.
+    fn role_refresh_needed(&mut self) -> Option<Frame> {
+        if !self.access_on
+            || !self.role.dirty
+            || self.batch_open
+            || self.role_attempted
+            || self.role.reader.is_some()
+        {
+            return None;
+        }
+        self.role_attempted = true;
+        self.role.reader = Some(RoleReader::default());
+        self.push(Expect::RoleRefresh);
+        Some(frontend::query(access::ROLE_QUERY.as_bytes()))
+    }
+
+    fn role_refresh_message(&mut self, msg: &[u8]) -> ServerAction {
+        let frame = frame_of(msg);
+        let status = match self.role.reader.as_mut() {
+            Some(r) => r.feed(&frame),
+            None => Some(b'I'),
+        };
+        let Some(status) = status else {
+            return ServerAction::Drop;
+        };
+        self.pop_done();
+        let view = self
+            .role
+            .reader
+            .take()
+            .map_or(RoleView::Unknown, RoleReader::finish);
+        self.role.answered(view, status);
+        ServerAction::RefreshDone
     }
 
     /// Queues an expectation with the registry changes made for it.
@@ -440,6 +673,7 @@ impl Session {
             ops,
             statements: VecDeque::new(),
             internal_first: false,
+            audits: VecDeque::new(),
         });
     }
 
@@ -543,6 +777,16 @@ impl Session {
     /// Handles one complete client message (`msg` includes tag and length).
     /// For [`ClientAction::Replace`] the replacement is appended to `out`.
     pub fn client_message(&mut self, msg: &[u8], out: &mut Vec<u8>) -> ClientOutcome {
+        let outcome = self.client_inner(msg, out);
+        if let Some(err) = &outcome.error {
+            if self.observer.is_some() {
+                self.audit_refusal(msg, err);
+            }
+        }
+        outcome
+    }
+
+    fn client_inner(&mut self, msg: &[u8], out: &mut Vec<u8>) -> ClientOutcome {
         let tag = msg[0];
         match tag {
             frontend::tag::COPY_DATA | frontend::tag::COPY_DONE | frontend::tag::COPY_FAIL => {
@@ -567,7 +811,7 @@ impl Session {
         }
         match tag {
             frontend::tag::QUERY | frontend::tag::PARSE => {
-                if let Some(frame) = self.refresh_needed() {
+                if let Some(frame) = self.role_refresh_needed().or_else(|| self.refresh_needed()) {
                     return ClientOutcome {
                         action: ClientAction::Refresh(frame),
                         path: Path::Passthrough,
@@ -575,6 +819,7 @@ impl Session {
                     };
                 }
                 self.refresh_attempted = false;
+                self.role_attempted = false;
                 if tag == frontend::tag::QUERY {
                     self.on_query(msg, out)
                 } else {
@@ -583,6 +828,14 @@ impl Session {
                 }
             }
             frontend::tag::BIND => {
+                if let Some(frame) = self.role_refresh_needed() {
+                    return ClientOutcome {
+                        action: ClientAction::Refresh(frame),
+                        path: Path::Passthrough,
+                        error: None,
+                    };
+                }
+                self.role_attempted = false;
                 self.batch_open = true;
                 self.on_bind(msg, out)
             }
@@ -1073,11 +1326,20 @@ impl Session {
                     out,
                 );
             }
+            if self.access_on {
+                self.role
+                    .note(access::effect(&String::from_utf8_lossy(sql_bytes)));
+            }
             self.push(Expect::Query {
                 refusal: false,
                 copy: None,
             });
             return ClientOutcome::forward();
+        };
+        let role_effect = if self.access_on {
+            access::effect(sql)
+        } else {
+            None
         };
         if pgveil_sql::mentions_timezone_setting(sql) {
             self.tz_in_flight = true;
@@ -1095,6 +1357,7 @@ impl Session {
             .analyze_session(sql, self.reg.has_statements());
         let plan = match analysis {
             Ok(Analysis::Passthrough) => {
+                self.role.note(role_effect);
                 self.push(Expect::Query {
                     refusal: false,
                     copy: None,
@@ -1118,10 +1381,34 @@ impl Session {
         let mut changes: VecDeque<usize> = VecDeque::new();
         let mut copy = None;
         let mut refused = None;
+        // A role change earlier in the string leaves the role unconfirmed
+        // for the statements after it.
+        let mut role_unsettled = false;
+        let mut audits: VecDeque<Option<Box<Draft>>> = VecDeque::new();
         for st in &plan.statements {
-            if let Err(e) = self.check_statement(st) {
+            let view = if role_unsettled {
+                RoleView::Unknown
+            } else {
+                self.role.for_client().clone()
+            };
+            let cols = self.sql_access_cols(st);
+            if let Err(e) = self
+                .check_statement(st)
+                .and_then(|()| self.check_access(&cols, &view))
+                .and_then(|()| self.admit(&cols))
+            {
                 refused = Some(e);
                 break;
+            }
+            if self.observer.is_some() {
+                let text = sql.get(st.span.clone()).unwrap_or(sql);
+                audits.push_back(self.draft(&cols, &view, "simple", || {
+                    pgveil_sql::fingerprint(text).into()
+                }));
+            }
+            if self.access_on {
+                let text = sql.get(st.span.clone()).unwrap_or(sql);
+                role_unsettled |= self.role.unsettles(access::effect(text));
             }
             if let Some(p) = &st.copy {
                 if plan.statements.len() > 1 {
@@ -1186,6 +1473,7 @@ impl Session {
             }
         };
         self.copy_in = copy_in;
+        self.role.note(role_effect);
         self.expect.q.push_back(Pending {
             expect: Expect::Query {
                 refusal: false,
@@ -1194,6 +1482,7 @@ impl Session {
             ops: 0,
             statements: changes,
             internal_first: false,
+            audits,
         });
         if let Some(new_sql) = spliced {
             out.extend_from_slice(frontend::query(new_sql.as_bytes()).raw());
@@ -1208,6 +1497,20 @@ impl Session {
             path: Path::Rewritten,
             error: None,
         }
+    }
+
+    /// The protected columns of a simple-query statement; for SQL `EXECUTE`,
+    /// those of the prepared statement it runs.
+    fn sql_access_cols(&self, st: &StatementPlan) -> AccessCols {
+        let mut cols = AccessCols::of(st);
+        if let Some(pgveil_sql::PreparedOp::Execute { name, .. }) = &st.prepared {
+            if let Some(Entry::Sql(plan)) = self.reg.entry(name.as_bytes()) {
+                let inner = AccessCols::of(plan);
+                cols.reads.extend(inner.reads);
+                cols.writes.extend(inner.writes);
+            }
+        }
+        cols
     }
 
     /// The literals of an `EXECUTE`, refusing one whose statement was
@@ -1274,6 +1577,24 @@ impl Session {
         } else if !self.copy_statements.is_empty() {
             self.copy_statements.remove(&name);
         }
+        if self.access_on {
+            match access::effect(sql) {
+                Some(e) => {
+                    if self.role_statements.len() >= MAX_TRACKED {
+                        // Forgetting one would let its Execute change the
+                        // role unseen: refuse instead.
+                        return self.refuse_extended(
+                            too_many("prepared statements that may change the role"),
+                            out,
+                        );
+                    }
+                    self.role_statements.insert(name.clone(), e);
+                }
+                None => {
+                    self.role_statements.remove(&name);
+                }
+            }
+        }
         let unsure = self.text_settings_in_flight;
         if pgveil_sql::mentions_text_setting(sql) {
             self.text_settings_in_flight = true;
@@ -1319,7 +1640,16 @@ impl Session {
             self.push(Expect::Parse { internal: false });
             return ClientOutcome::forward();
         };
-        if let Err(e) = self.check_statement(st) {
+        let mut columns = AccessCols::of(st);
+        if self.observer.is_some() && !columns.is_empty() {
+            columns.fingerprint = Some(pgveil_sql::fingerprint(sql).into());
+        }
+        let columns = Arc::new(columns);
+        let view = self.role.for_client().clone();
+        if let Err(e) = self
+            .check_statement(st)
+            .and_then(|()| self.check_access(&columns, &view))
+        {
             return self.refuse_extended(e, out);
         }
         let copy = match &st.copy {
@@ -1470,6 +1800,7 @@ impl Session {
                 described: false,
                 copy,
                 sql_op: st.prepared.is_some().then(|| Arc::new(st.clone())),
+                columns,
             }),
         );
         self.push(Expect::Parse { internal: false });
@@ -1501,6 +1832,19 @@ impl Session {
             self.copy_portals.insert(portal.clone());
         } else if !self.copy_portals.is_empty() {
             self.copy_portals.remove(&portal);
+        }
+        if self.access_on {
+            match self.role_statements.get(stmt).copied() {
+                Some(e) => {
+                    if self.role_portals.len() >= MAX_TRACKED {
+                        self.role_portals.clear();
+                    }
+                    self.role_portals.insert(portal.clone(), e);
+                }
+                None => {
+                    self.role_portals.remove(&portal);
+                }
+            }
         }
         if self.unsettled(stmt, false) {
             let e = Self::unsettled_error(stmt);
@@ -1655,7 +1999,8 @@ impl Session {
             }
             changed = true;
         }
-        let (copy, sql_op) = (info.copy.clone(), info.sql_op.clone());
+        let (copy, sql_op, columns) =
+            (info.copy.clone(), info.sql_op.clone(), info.columns.clone());
         if self.reg.portal_count() >= MAX_TRACKED && self.reg.portal(&portal).is_none() {
             return self.refuse_extended(too_many("open portals"), out);
         }
@@ -1666,6 +2011,7 @@ impl Session {
                 described: false,
                 copy,
                 sql_op,
+                columns,
             }),
         );
         self.push(Expect::Bind {
@@ -1786,6 +2132,24 @@ impl Session {
             let e = Self::unsettled_error(name);
             return self.refuse_extended(e, out);
         }
+        let mut draft = None;
+        if self.access_on {
+            if let Some(p) = self.reg.portal(name) {
+                let view = self.role.for_client().clone();
+                let cols = p.columns.clone();
+                if let Err(e) = self
+                    .check_access(&cols, &view)
+                    .and_then(|()| self.admit(&cols))
+                {
+                    return self.refuse_extended(e, out);
+                }
+                draft = self.draft(&cols, &view, "extended", || {
+                    cols.fingerprint.clone().unwrap_or_else(|| Arc::from(""))
+                });
+            }
+            let effect = self.role_portals.get(name).copied();
+            self.role.note(effect);
+        }
         let Some(portal) = self.reg.portal(name) else {
             self.push(Expect::Execute {
                 portal: Bytes::copy_from_slice(name),
@@ -1843,6 +2207,11 @@ impl Session {
             copy: copy_out,
             rows: Default::default(),
         });
+        if draft.is_some() {
+            if let Some(p) = self.expect.q.back_mut() {
+                p.audits.push_back(draft);
+            }
+        }
         ClientOutcome {
             action,
             path: Path::Rewritten,
@@ -1877,6 +2246,9 @@ impl Session {
         }
         if matches!(self.expect.front(), Some(Expect::Refresh)) {
             return self.refresh_message(msg);
+        }
+        if matches!(self.expect.front(), Some(Expect::RoleRefresh)) {
+            return self.role_refresh_message(msg);
         }
         let was_poisoned = self.poisoned;
         let action = self.server_inner(msg, out);
@@ -1944,12 +2316,24 @@ impl Session {
             return Ok(None);
         }
         let formats = fields.iter().map(|f| f.format).collect();
-        Ok(Some((Shape { cols, formats }, fields)))
+        let reveal = self.reveal_of(&cols, &self.role.confirmed);
+        Ok(Some((
+            Shape {
+                cols,
+                formats,
+                reveal,
+                epoch: self.role.epoch,
+            },
+            fields,
+        )))
     }
 
     fn fail(&mut self, err: RewriteError, out: &mut Vec<u8>) -> ServerAction {
         // The client gets the error; everything up to ReadyForQuery is dropped.
         out.clear();
+        if let Some(d) = self.front_draft_mut() {
+            d.refused = Some((err.sqlstate(), err.reason_label()));
+        }
         let e = backend::error_response(
             backend::Severity::Error,
             err.sqlstate(),
@@ -1967,6 +2351,16 @@ impl Session {
         match tag {
             backend::tag::ERROR_RESPONSE => {
                 self.copy_out = None;
+                if let Some(d) = self.take_front_draft() {
+                    let sqlstate = ErrorFields::decode_body(&Bytes::copy_from_slice(&msg[5..]))
+                        .ok()
+                        .and_then(|e| e.code().map(|c| String::from_utf8_lossy(c).into_owned()))
+                        .unwrap_or_default();
+                    self.emit(*d, Outcome::ServerError { sqlstate });
+                }
+                if self.access_on {
+                    self.role.server_error();
+                }
                 let action = self.on_error(msg, out);
                 match self.copy_failed.take() {
                     // The server's answer to pgveil's CopyFail: report why.
@@ -2008,7 +2402,26 @@ impl Session {
                         out,
                     );
                 }
-                self.copy_out = Some(CopyStream::new(codec, self.tz, self.server_major));
+                let reveal = self.reveal_of(codec.columns(), &self.role.confirmed);
+                let shape = Shape {
+                    cols: codec.columns().to_vec(),
+                    formats: Vec::new(),
+                    reveal,
+                    epoch: self.role.epoch,
+                };
+                if let Some(e) = self.denial(&shape) {
+                    return self.fail(e, out);
+                }
+                let masks = shape
+                    .reveal
+                    .iter()
+                    .map(|r| match r {
+                        Reveal::Mask(m) => Some(*m),
+                        _ => None,
+                    })
+                    .collect();
+                self.copy_out =
+                    Some(CopyStream::new(codec, self.tz, self.server_major).with_masks(masks));
                 ServerAction::Forward
             }
             backend::tag::COPY_DATA | backend::tag::COPY_DONE => {
@@ -2114,13 +2527,7 @@ impl Session {
             backend::tag::NO_DATA => match self.pop_done() {
                 Some(Expect::DescribeStatement { name, tracked, .. }) => {
                     if tracked {
-                        self.stmt_shapes.insert(
-                            name,
-                            Arc::new(Shape {
-                                cols: Vec::new(),
-                                formats: Vec::new(),
-                            }),
-                        );
+                        self.stmt_shapes.insert(name, Arc::new(Shape::empty()));
                     }
                     ServerAction::Forward
                 }
@@ -2135,10 +2542,13 @@ impl Session {
                 _ => ServerAction::Forward,
             },
             backend::tag::DATA_ROW => {
+                if let Some(d) = self.front_draft_mut() {
+                    d.rows += 1;
+                }
                 let shape = match self.expect.front() {
                     Some(Expect::Query { .. }) => self.current.clone(),
                     Some(Expect::Execute { portal, rows, .. }) => rows
-                        .get_or_init(|| self.portal_shapes.get(portal).cloned())
+                        .get_or_init(|| self.portal_shapes.get(portal).map(|s| self.decided(s)))
                         .clone(),
                     _ => None,
                 };
@@ -2161,6 +2571,10 @@ impl Session {
                     }
                 }
                 self.note_ddl(msg);
+                if let Some(d) = self.take_front_draft() {
+                    let tag = msg.get(5..msg.len().saturating_sub(1)).unwrap_or_default();
+                    self.emit(*d, observe::completed(tag));
+                }
                 match self.expect.front() {
                     Some(Expect::Query { .. }) => {
                         self.current = None;
@@ -2189,6 +2603,10 @@ impl Session {
                 ServerAction::Forward
             }
             backend::tag::EMPTY_QUERY | backend::tag::PORTAL_SUSPENDED => {
+                if let Some(d) = self.take_front_draft() {
+                    let rows = d.rows;
+                    self.emit(*d, Outcome::Suspended { rows });
+                }
                 if matches!(self.expect.front(), Some(Expect::Execute { .. })) {
                     self.pop_done();
                 }
@@ -2301,16 +2719,16 @@ impl Session {
         };
         let mut internal = false;
         match self.expect.front() {
-            Some(Expect::Query { .. }) => self.current = shape,
+            Some(Expect::Query { .. }) => {
+                if let Some(e) = shape.as_deref().and_then(|s| self.denial(s)) {
+                    return self.fail(e, out);
+                }
+                self.current = shape
+            }
             Some(Expect::DescribeStatement { .. }) => {
                 if let Some(Expect::DescribeStatement { name, tracked, .. }) = self.pop_done() {
                     if tracked {
-                        let s = shape.unwrap_or_else(|| {
-                            Arc::new(Shape {
-                                cols: Vec::new(),
-                                formats: Vec::new(),
-                            })
-                        });
+                        let s = shape.unwrap_or_else(|| Arc::new(Shape::empty()));
                         self.stmt_shapes.insert(name, s);
                     }
                 }
@@ -2425,6 +2843,212 @@ impl Session {
         ServerAction::Replace
     }
 
+    /// Refuses statements on protected columns while the observer cannot
+    /// record them.
+    fn admit(&self, cols: &AccessCols) -> Result<(), RewriteError> {
+        match &self.observer {
+            Some(o) if !cols.is_empty() => o
+                .admit()
+                .map_err(|reason| RewriteError::AuditUnavailable { reason }),
+            _ => Ok(()),
+        }
+    }
+
+    /// An audit draft for a statement with `cols`, decided under `view`.
+    fn draft(
+        &self,
+        cols: &AccessCols,
+        view: &RoleView,
+        protocol: &'static str,
+        fingerprint: impl FnOnce() -> Arc<str>,
+    ) -> Option<Box<Draft>> {
+        self.observer.as_ref()?;
+        if cols.is_empty() {
+            return None;
+        }
+        let policy = self.engine.policy();
+        let rules = self.rules();
+        let uses = cols
+            .reads
+            .iter()
+            .map(|c| (c, ColumnUse::Read))
+            .chain(cols.writes.iter().map(|c| (c, ColumnUse::Write)));
+        let columns = uses
+            .map(|(c, used)| {
+                let pc = policy.lookup_column(c);
+                let label = pc
+                    .and_then(|pc| pc.label.as_ref())
+                    .map_or(pgveil_policy::access::UNLABELED, |l| l.as_str())
+                    .to_owned();
+                let decision = match (pc, used) {
+                    (None, _) => Decision::Deny,
+                    (Some(pc), ColumnUse::Read) => match access::decide(rules, view, pc) {
+                        pgveil_policy::Access::Decrypt => Decision::Allow,
+                        pgveil_policy::Access::Mask => Decision::Mask,
+                        pgveil_policy::Access::Deny => Decision::Deny,
+                    },
+                    (Some(pc), ColumnUse::Write) => {
+                        if access::may_write(rules, view, pc) {
+                            Decision::Allow
+                        } else {
+                            Decision::Deny
+                        }
+                    }
+                };
+                ColumnFact {
+                    column: c.clone(),
+                    label,
+                    used,
+                    decision,
+                }
+            })
+            .collect();
+        Some(Box::new(Draft {
+            role: access::role_name(view),
+            kind: cols.kind,
+            protocol,
+            fingerprint: fingerprint(),
+            columns,
+            started: std::time::Instant::now(),
+            rows: 0,
+            refused: None,
+        }))
+    }
+
+    fn emit(&self, draft: Draft, outcome: Outcome) {
+        if let Some(o) = &self.observer {
+            o.statement(draft.finish(&self.sctx, outcome));
+        }
+    }
+
+    /// The draft of the statement the server is answering now.
+    fn front_draft_mut(&mut self) -> Option<&mut Draft> {
+        self.expect
+            .q
+            .front_mut()?
+            .audits
+            .front_mut()?
+            .as_deref_mut()
+    }
+
+    fn take_front_draft(&mut self) -> Option<Box<Draft>> {
+        let p = self.expect.q.front_mut()?;
+        if p.audits.is_empty() {
+            return None;
+        }
+        p.audits.pop_front().flatten()
+    }
+
+    /// Records a refusal: for COPY data, as the outcome of the COPY under
+    /// way; otherwise as its own event.
+    fn audit_refusal(&mut self, msg: &[u8], err: &RewriteError) {
+        if matches!(err, RewriteError::AuditUnavailable { .. }) {
+            // The sink refused it: it cannot be recorded (logged instead).
+            return;
+        }
+        let refused = (err.sqlstate(), err.reason_label());
+        let tag = msg[0];
+        if matches!(
+            tag,
+            frontend::tag::COPY_DATA | frontend::tag::COPY_DONE | frontend::tag::COPY_FAIL
+        ) {
+            if let Some(d) = self.front_draft_mut() {
+                d.refused = Some(refused);
+                return;
+            }
+        }
+        let mut pos = 5;
+        let (kind, fingerprint): (&'static str, Arc<str>) = match tag {
+            frontend::tag::QUERY => {
+                let body = &msg[5..];
+                let sql = String::from_utf8_lossy(body.strip_suffix(&[0]).unwrap_or(body));
+                ("unknown", pgveil_sql::fingerprint(&sql).into())
+            }
+            frontend::tag::PARSE => {
+                let _ = cstr(msg, &mut pos);
+                let sql = String::from_utf8_lossy(cstr(msg, &mut pos).unwrap_or_default());
+                ("unknown", pgveil_sql::fingerprint(&sql).into())
+            }
+            frontend::tag::BIND | frontend::tag::EXECUTE => {
+                let portal = cstr(msg, &mut pos).unwrap_or_default();
+                let cols = if tag == frontend::tag::BIND {
+                    cstr(msg, &mut pos)
+                        .and_then(|st| self.reg.statement(st))
+                        .map(|i| i.columns.clone())
+                } else {
+                    self.reg.portal(portal).map(|p| p.columns.clone())
+                };
+                match cols {
+                    Some(c) => (c.kind, c.fingerprint.clone().unwrap_or_else(|| "".into())),
+                    None => ("unknown", "".into()),
+                }
+            }
+            _ => ("unknown", "".into()),
+        };
+        let columns = err
+            .column()
+            .map(|c| {
+                let label = self
+                    .engine
+                    .policy()
+                    .lookup_column(c)
+                    .and_then(|pc| pc.label.as_ref())
+                    .map_or(pgveil_policy::access::UNLABELED, |l| l.as_str())
+                    .to_owned();
+                let used = match err {
+                    RewriteError::Denied(d) if d.action == "read" => ColumnUse::Read,
+                    RewriteError::Denied(_) => ColumnUse::Write,
+                    _ => ColumnUse::Read,
+                };
+                ColumnFact {
+                    column: c.clone(),
+                    label,
+                    used,
+                    decision: Decision::Deny,
+                }
+            })
+            .into_iter()
+            .collect();
+        let draft = Draft {
+            role: access::role_name(&self.role.confirmed),
+            kind,
+            protocol: if tag == frontend::tag::QUERY {
+                "simple"
+            } else {
+                "extended"
+            },
+            fingerprint,
+            columns,
+            started: std::time::Instant::now(),
+            rows: 0,
+            refused: Some(refused),
+        };
+        let outcome = Outcome::Refused {
+            sqlstate: refused.0,
+            reason: refused.1,
+        };
+        self.emit(draft, outcome);
+    }
+
+    /// The refusal for a result with a column the role may not read.
+    fn denial(&self, shape: &Shape) -> Option<RewriteError> {
+        let i = shape.reveal.iter().position(|r| *r == Reveal::Deny)?;
+        let col = shape.cols.get(i)?.as_ref()?;
+        let view = &self.role.confirmed;
+        let label = self
+            .engine
+            .policy()
+            .lookup_column(&col.column)
+            .and_then(|pc| pc.label.as_ref())
+            .map_or(pgveil_policy::access::UNLABELED, |l| l.as_str());
+        Some(RewriteError::Denied(Box::new(Denial {
+            column: col.column.clone(),
+            label: label.to_owned(),
+            action: "read",
+            role: access::role_name(view),
+        })))
+    }
+
     fn decrypt_row(
         &mut self,
         shape: &Shape,
@@ -2439,6 +3063,9 @@ impl Session {
         let n = i16::from_be_bytes([body[0], body[1]]);
         if n < 0 || n as usize != shape.cols.len() {
             return Err(bad());
+        }
+        if let Some(e) = self.denial(shape) {
+            return Err(e);
         }
         let start = out.len();
         out.push(backend::tag::DATA_ROW);
@@ -2470,7 +3097,20 @@ impl Session {
                         let at = out.len();
                         out.extend_from_slice(&[0; 4]);
                         let format = shape.formats.get(i).copied().unwrap_or(Format::Text);
-                        c.decrypt_to_client(value, format, self.tz, &mut bufs, out)?;
+                        match shape.reveal.get(i).copied().unwrap_or(Reveal::Plain) {
+                            Reveal::Plain => {
+                                c.decrypt_to_client(value, format, self.tz, &mut bufs, out)?
+                            }
+                            Reveal::Mask(mask) => {
+                                if !c.mask_to_client(value, format, mask, &mut bufs, out)? {
+                                    out.truncate(at);
+                                    out.extend_from_slice(&(-1i32).to_be_bytes());
+                                    continue;
+                                }
+                            }
+                            // Checked above.
+                            Reveal::Deny => return Err(bad()),
+                        }
                         let n = (out.len() - at - 4) as i32;
                         out[at..at + 4].copy_from_slice(&n.to_be_bytes());
                     }

@@ -361,6 +361,54 @@ impl ColumnCrypto {
     }
 }
 
+impl ColumnCrypto {
+    /// Decrypts a stored value and appends its `mask`ed form to `out` in
+    /// `format`; `Ok(false)` (nothing appended) when the mask gives `NULL`.
+    /// The plaintext never leaves `bufs` (wiped before returning).
+    pub fn mask_to_client(
+        &self,
+        stored: &[u8],
+        format: Format,
+        mask: pgveil_policy::MaskKind,
+        bufs: &mut DecryptBuffers,
+        out: &mut Vec<u8>,
+    ) -> Result<bool, RewriteError> {
+        let fail = |reason: String| {
+            self.stats.errors.fetch_add(1, Ordering::Relaxed);
+            RewriteError::Decrypt {
+                column: self.column.clone(),
+                reason,
+            }
+        };
+        let keys = self.keys.as_deref().map_err(|r| fail(r.clone()))?;
+        bufs.plain.clear();
+        let r = keys.decrypt_stored_into(stored, &mut bufs.envelope, &mut bufs.plain);
+        if let Err(e) = r {
+            bufs.wipe();
+            return Err(fail(e.to_string()));
+        }
+        self.stats.decrypted.fetch_add(1, Ordering::Relaxed);
+        let masked = crate::access::mask_canonical(mask, self.logical, &bufs.plain);
+        bufs.wipe();
+        let Some(masked) = masked else {
+            return Ok(false);
+        };
+        // Masked values are canonical text of the logical type; a timestamp
+        // with time zone is shown in UTC.
+        let converted = match format {
+            Format::Text => canonical::canonical_to_text(self.logical, &masked),
+            Format::Binary => canonical::canonical_to_binary(self.logical, &masked),
+        };
+        match converted {
+            Ok(v) => {
+                out.extend_from_slice(&v);
+                Ok(true)
+            }
+            Err(_) => Ok(false),
+        }
+    }
+}
+
 /// Buffers reused across the values of a result.
 #[derive(Default)]
 pub struct DecryptBuffers {

@@ -52,6 +52,7 @@ pub struct Config {
     pub policy: PolicyConfig,
     pub keys: KeysConfig,
     pub admin: AdminConfig,
+    pub audit: AuditConfig,
     /// Directory relative paths in this file are resolved against (the file's
     /// own directory; the working directory for defaults).
     #[serde(skip)]
@@ -74,6 +75,7 @@ impl Default for Config {
             policy: PolicyConfig::default(),
             keys: KeysConfig::default(),
             admin: AdminConfig::default(),
+            audit: AuditConfig::default(),
             base_dir: PathBuf::from("."),
         }
     }
@@ -220,6 +222,73 @@ impl Default for KeysConfig {
     }
 }
 
+/// The audit log of statements on protected columns (see `pgveil-audit`).
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Record every statement touching a protected column.
+    pub enabled: bool,
+    /// Directory of the segments and HEAD (relative: to the config file).
+    pub dir: PathBuf,
+    /// Ed25519 signing key from `pgveil audit keygen` (relative: to the
+    /// config file).
+    pub signing_key_file: PathBuf,
+    /// `batch`: one fsync per batch of records (default); `always`: one per record.
+    pub fsync: AuditFsync,
+    /// When records cannot be written: `block` statements until they can,
+    /// or `refuse` statements on protected columns (SQLSTATE 58030).
+    pub on_failure: AuditOnFailure,
+    /// A signed checkpoint after this many records.
+    pub checkpoint_every: u64,
+    /// … and at least this often while records are unsigned.
+    pub checkpoint_interval_secs: u64,
+    /// A new segment after this many bytes …
+    pub segment_max_bytes: u64,
+    /// … or this many seconds.
+    pub segment_max_age_secs: u64,
+    /// Sealed, verified segments older than this are deleted (7 years).
+    pub retention_days: u64,
+    /// Also write each record to standard output (for a SIEM).
+    pub stdout: bool,
+    /// Records queued between the sessions and the writer.
+    pub queue: usize,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            dir: "audit".into(),
+            signing_key_file: "audit-signing.key".into(),
+            fsync: AuditFsync::Batch,
+            on_failure: AuditOnFailure::Block,
+            checkpoint_every: 1000,
+            checkpoint_interval_secs: 10,
+            segment_max_bytes: 64 << 20,
+            segment_max_age_secs: 86_400,
+            retention_days: 2555,
+            stdout: false,
+            queue: 65_536,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditFsync {
+    #[default]
+    Batch,
+    Always,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditOnFailure {
+    #[default]
+    Block,
+    Refuse,
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -362,6 +431,12 @@ impl Config {
         fix(&mut self.tls.key_file);
         fix(&mut self.tls.client_ca_file);
         fix(&mut self.upstream.ca_file);
+        if self.audit.dir.is_relative() {
+            self.audit.dir = base.join(&self.audit.dir);
+        }
+        if self.audit.signing_key_file.is_relative() {
+            self.audit.signing_key_file = base.join(&self.audit.signing_key_file);
+        }
     }
 
     /// Resolves a path from the file relative to the file's directory.
@@ -428,6 +503,17 @@ impl Config {
             return bad(
                 "keys.max_encryptions_per_key must be between 1 and 2^32 (AES-GCM random nonces)"
                     .into(),
+            );
+        }
+        if self.audit.checkpoint_every == 0 || self.audit.checkpoint_interval_secs == 0 {
+            return bad(
+                "audit.checkpoint_every and audit.checkpoint_interval_secs must be at least 1"
+                    .into(),
+            );
+        }
+        if self.audit.queue == 0 || self.audit.segment_max_bytes < 4096 {
+            return bad(
+                "audit.queue must be at least 1 and audit.segment_max_bytes at least 4096".into(),
             );
         }
         if self.max_message_size < 1024 {

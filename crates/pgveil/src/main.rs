@@ -63,6 +63,31 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// The tamper-evident audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Create the Ed25519 key pair that signs audit checkpoints
+    /// (audit-signing.key, 0600, and audit-signing.pub).
+    Keygen {
+        /// Directory to write the two files to.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Verify an audit log: the hash chain, checkpoint signatures, HEAD;
+    /// reports each problem with its segment, line and seq. Exits 1 on any.
+    Verify {
+        /// The log's directory (audit.dir).
+        dir: PathBuf,
+        /// The public key file from `pgveil audit keygen`.
+        #[arg(long)]
+        public_key: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -241,7 +266,11 @@ fn main() -> anyhow::Result<()> {
                     tokio::spawn(pgveil::admin::serve(admin, state.clone(), token.clone()));
                 }
                 tokio::spawn(reload_on_sighup(state.clone(), reload_source));
-                pgveil::server::serve(listener, state, token).await;
+                pgveil::server::serve(listener, state.clone(), token).await;
+                // SIGTERM: every record written and signed before exit.
+                if let Some(audit) = &state.current().audit {
+                    audit.close();
+                }
                 Ok(())
             })
         }
@@ -273,6 +302,18 @@ fn main() -> anyhow::Result<()> {
                 }
                 GuardCommand::Status { database } => {
                     rt.block_on(pgveil::guard::print_status(&cfg, &database, &mut out))?
+                }
+            }
+            Ok(())
+        }
+        Command::Audit { command } => {
+            let mut out = std::io::stdout();
+            match command {
+                AuditCommand::Keygen { dir } => pgveil::audit::keygen(&dir, &mut out)?,
+                AuditCommand::Verify { dir, public_key } => {
+                    if !pgveil::audit::verify(&dir, &public_key, &mut out)? {
+                        std::process::exit(1);
+                    }
                 }
             }
             Ok(())

@@ -27,6 +27,8 @@ pub enum ServerError {
     Keys(#[from] crate::keys::KeysError),
     #[error("the new policy would stop protecting {0} (removed, or mode, type or key changed); these columns may hold ciphertext and would receive plaintext. Set policy.allow_unprotect = true for this reload if that is intended")]
     PolicyShrink(String),
+    #[error("{0}")]
+    Audit(#[from] crate::audit::AuditError),
 }
 
 /// Columns `old` protects that `new` does not protect in the same way
@@ -69,6 +71,8 @@ pub struct Shared {
     )>,
     pub cancel: Arc<CancelRegistry>,
     pub limit: Arc<Semaphore>,
+    /// The audit log, opened once and kept across reloads.
+    pub audit: Option<Arc<crate::audit::AuditLog>>,
     next_id: AtomicU64,
 }
 
@@ -86,8 +90,18 @@ impl Shared {
         // open sessions under the old one close at their next idle point.
         if let Some(old) = &self.engine {
             let new = next.engine.as_ref().map(|e| e.policy().as_ref());
+            // Changed access rules too: a session must not keep decrypting
+            // for a role the new rules mask or deny.
             let changed = !unprotected(old.policy(), new).is_empty()
-                || new.is_some_and(|n| !unprotected(n, Some(old.policy())).is_empty());
+                || new.is_some_and(|n| !unprotected(n, Some(old.policy())).is_empty())
+                || new.is_some_and(|n| {
+                    n.access() != old.policy().access()
+                        || n.columns().any(|c| {
+                            old.policy()
+                                .lookup_column(&c.column)
+                                .is_some_and(|o| o.label != c.label || o.mask != c.mask)
+                        })
+                });
             if changed {
                 old.supersede();
             }
@@ -149,7 +163,29 @@ impl Shared {
                 return Err(ServerError::PolicyShrink(lost.join(", ")));
             }
         }
+        let audit = match previous.and_then(|p| p.audit.clone()) {
+            Some(a) => {
+                if !config.audit.enabled || previous.is_some_and(|p| p.config.audit != config.audit)
+                {
+                    tracing::warn!("audit settings changed: they take effect at the next restart");
+                }
+                let mut m = serde_json::Map::new();
+                m.insert(
+                    "policy_columns".into(),
+                    serde_json::Value::from(
+                        engine
+                            .as_ref()
+                            .map_or(0, |e| e.policy().columns().count() as u64),
+                    ),
+                );
+                a.admin("reload", m);
+                Some(a)
+            }
+            None if config.audit.enabled => Some(crate::audit::AuditLog::open(&config)?),
+            None => None,
+        };
         Ok(Self {
+            audit,
             metrics,
             key_ages,
             engine,
@@ -259,7 +295,7 @@ pub async fn serve(listener: TcpListener, state: Arc<Reloadable>, shutdown: Canc
             database = tracing::field::Empty,
             application_name = tracing::field::Empty,
         );
-        sessions.spawn(session::handle(shared, tcp, span));
+        sessions.spawn(session::handle(shared, tcp, id, peer.to_string(), span));
     }
     drop(listener);
     while sessions.try_join_next().is_some() {}

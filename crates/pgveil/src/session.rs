@@ -38,9 +38,20 @@ const CANCEL_CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(5)
 /// The connection span is entered for the handshake and for the final log
 /// line only: instrumenting the relay would enter and leave it on every poll.
 /// Hard stop at shutdown aborts the task (see `server.rs`).
-pub async fn handle(shared: Arc<Shared>, tcp: TcpStream, span: tracing::Span) {
+pub async fn handle(
+    shared: Arc<Shared>,
+    tcp: TcpStream,
+    id: u64,
+    peer: String,
+    span: tracing::Span,
+) {
     let _ = tcp.set_nodelay(true);
-    let result = session(&shared, tcp, &span).await;
+    let conn = pgveil_rewrite::SessionCtx {
+        connection_id: id,
+        client_addr: peer,
+        ..Default::default()
+    };
+    let result = session(&shared, tcp, conn, &span).await;
     let _enter = span.enter();
     match result {
         Ok(()) => debug!("session closed"),
@@ -129,6 +140,7 @@ async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(
 async fn session(
     shared: &Arc<Shared>,
     tcp: TcpStream,
+    conn: pgveil_rewrite::SessionCtx,
     span: &tracing::Span,
 ) -> Result<(), ProxyError> {
     use tracing::Instrument;
@@ -136,7 +148,7 @@ async fn session(
     let mut client: Option<Conn<ClientStream>> = None;
     let handshake = tokio::time::timeout(
         cfg.handshake_timeout(),
-        handshake(shared, tcp, &mut client).instrument(span.clone()),
+        handshake(shared, tcp, conn, &mut client).instrument(span.clone()),
     )
     .await;
     let established = match handshake {
@@ -181,6 +193,7 @@ struct Upstream {
 async fn handshake(
     shared: &Arc<Shared>,
     tcp: TcpStream,
+    mut conn: pgveil_rewrite::SessionCtx,
     client_slot: &mut Option<Conn<ClientStream>>,
 ) -> Result<Option<Upstream>, ProxyError> {
     let cfg = &shared.config;
@@ -318,7 +331,16 @@ async fn handshake(
     };
     let mut up = Conn::new(upstream);
     up.send(&startup.encode()).await?;
-    let Some((cancel, rewrite)) = authenticate(shared, client, &mut up, &startup).await? else {
+    conn.user = startup.user().unwrap_or("").to_owned();
+    conn.database = startup
+        .database()
+        .or_else(|| startup.user())
+        .unwrap_or("")
+        .to_owned();
+    conn.application_name = startup.param("application_name").unwrap_or("").to_owned();
+    conn.tls_subject = client.stream.peer_subject();
+    let Some((cancel, rewrite)) = authenticate(shared, client, &mut up, &startup, conn).await?
+    else {
         return Ok(None);
     };
     Ok(Some(Upstream {
@@ -379,6 +401,7 @@ async fn authenticate(
     client: &mut Conn<ClientStream>,
     up: &mut Conn<UpstreamStream>,
     startup: &StartupMessage,
+    conn: pgveil_rewrite::SessionCtx,
 ) -> Result<Option<(crate::cancel::CancelGuard, Option<pgveil_rewrite::Session>)>, ProxyError> {
     let client_reader = FrameReader::new(shared.config.max_message_size);
     let server_reader = FrameReader::new(shared.config.max_message_size);
@@ -455,7 +478,11 @@ async fn authenticate(
                             Err(e) => return refuse(client, e).await.map(|_| None),
                         };
                         let mut session =
-                            pgveil_rewrite::Session::new(engine.clone(), database, ctx);
+                            pgveil_rewrite::Session::new(engine.clone(), database, ctx)
+                                .with_session_ctx(conn.clone());
+                        if let Some(audit) = &shared.audit {
+                            session = session.with_observer(audit.clone());
+                        }
                         for (n, v) in &params {
                             session.parameter_status(n, v);
                         }

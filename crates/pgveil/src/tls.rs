@@ -268,6 +268,17 @@ impl ClientStream {
         matches!(self, ClientStream::Tls(_))
     }
 
+    /// The subject of the client's certificate, if it sent one (for audit).
+    pub fn peer_subject(&self) -> Option<String> {
+        use x509_cert::der::Decode;
+        let ClientStream::Tls(s) = self else {
+            return None;
+        };
+        let certs = s.get_ref().1.peer_certificates()?;
+        let cert = x509_cert::Certificate::from_der(certs.first()?.as_ref()).ok()?;
+        Some(cert.tbs_certificate.subject.to_string())
+    }
+
     /// Negotiated TLS version, for logs and metrics.
     pub fn tls_version(&self) -> Option<&'static str> {
         match self {
