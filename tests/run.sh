@@ -17,6 +17,8 @@ pg_bindir() {
 command -v psql >/dev/null || need_apt+=(postgresql-client)
 command -v pgbench >/dev/null || [ -x "$(pg_bindir)/pgbench" ] || need_apt+=(postgresql-contrib)
 if [ "$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1; then need_apt+=(postgresql); fi
+# `pgveil report` renders in headless Chromium (tests/tests/report.rs).
+command -v chromium >/dev/null || need_apt+=(chromium)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "tests/run.sh: installing ${need_apt[*]}"

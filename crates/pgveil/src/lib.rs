@@ -14,6 +14,7 @@ pub mod error;
 pub mod guard;
 pub mod keys;
 pub mod reencrypt;
+pub mod report;
 pub mod server;
 pub mod session;
 pub mod tls;

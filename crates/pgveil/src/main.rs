@@ -63,6 +63,17 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Compliance evidence (HIPAA §164.312): report.md and report.html.
+    Report {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// libpq URL of the database: adds coverage and guard facts.
+        #[arg(long)]
+        database: Option<String>,
+        /// Directory to write the report to.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+    },
     /// The tamper-evident audit log.
     Audit {
         #[command(subcommand)]
@@ -304,6 +315,21 @@ fn main() -> anyhow::Result<()> {
                     rt.block_on(pgveil::guard::print_status(&cfg, &database, &mut out))?
                 }
             }
+            Ok(())
+        }
+        Command::Report {
+            config,
+            database,
+            out: dir,
+        } => {
+            let cfg = load_config(config.as_deref())?;
+            let mut out = std::io::stdout();
+            runtime(1)?.block_on(pgveil::report::run(
+                &cfg,
+                database.as_deref(),
+                &dir,
+                &mut out,
+            ))?;
             Ok(())
         }
         Command::Audit { command } => {
