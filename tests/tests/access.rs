@@ -263,6 +263,60 @@ async fn each_role_gets_plaintext_masks_or_a_refusal() {
         .await
         .unwrap_err();
     assert_eq!(sqlstate(&e), "42501");
+    // Counting, NULL tests and sorting on a denied column read it too
+    // (which rows have a value, which share one).
+    for sql in [
+        "SELECT count(ssn), count(DISTINCT ssn) FROM patients",
+        "SELECT id FROM patients WHERE ssn IS NOT NULL",
+        "SELECT id FROM patients ORDER BY ssn IS NULL",
+        "DELETE FROM patients WHERE id = 0 AND ssn IS NULL",
+    ] {
+        let e = u.simple_query(sql).await.unwrap_err();
+        denied(&e, "public.patients.ssn", "read", "acc_unlisted");
+        let e = u.query(sql, &[]).await.unwrap_err();
+        assert_eq!(sqlstate(&e), "42501", "{sql}");
+    }
+}
+
+/// The role query cannot be answered by the session's own objects: a type
+/// named `text` in the temp schema (searched first for types) or a schema
+/// put before pg_catalog in search_path does not change who pgveil thinks
+/// the session is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_role_query_cannot_be_spoofed_by_session_objects() {
+    let f = fixture().await;
+    let a = f.connect("acc_analyst").await;
+    a.batch_execute(
+        "CREATE TYPE pg_temp.text AS ENUM ('acc_clinician');
+         CREATE FUNCTION pg_temp.f(name) RETURNS pg_temp.text LANGUAGE sql AS $$ SELECT 'acc_clinician'::pg_temp.text $$;
+         CREATE CAST (name AS pg_temp.text) WITH FUNCTION pg_temp.f(name);",
+    )
+    .await
+    .unwrap();
+    cluster()
+        .psql(
+            &f.db,
+            "CREATE SCHEMA evil; GRANT ALL ON SCHEMA evil TO PUBLIC;",
+        )
+        .unwrap();
+    a.batch_execute("SET search_path = evil, pg_temp, pg_catalog, public")
+        .await
+        .unwrap();
+    a.batch_execute("SET ROLE acc_analyst").await.unwrap();
+    let rows = simple_rows(&a, "SELECT ssn, first_name FROM patients").await;
+    assert_eq!(
+        rows,
+        vec![vec![
+            Some("***-**-6789".to_owned()),
+            Some("Z***".to_owned())
+        ]],
+        "still the analyst's masks"
+    );
+    let e = a
+        .simple_query("UPDATE patients SET ssn = 'x'")
+        .await
+        .unwrap_err();
+    denied(&e, "public.patients.ssn", "write", "acc_analyst");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -373,3 +373,115 @@ async fn refuse_mode_refuses_phi_statements_while_the_log_cannot_be_written() {
     assert!(n >= 2, "{n}");
     proxy.shutdown().await;
 }
+
+/// Second attack review: reads the analyser once let pass unrecorded
+/// (`count(col)`, `col IS NULL`, rows fetched from a cursor), fingerprints
+/// of texts whose strings pgveil cannot delimit, and a log cut short while
+/// pgveil was down (not continued: that would hide the cut).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn indirect_reads_cursors_settings_and_a_cut_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = clinic_database("audit_more");
+    let cfg = audit_config(dir.path());
+    let proxy = Proxy::start_with(cfg.clone()).await;
+    let c = connect_tls(&proxy.pg_config(&db)).await;
+    let audit_dir = dir.path().join("audit");
+    c.batch_execute(&format!(
+        "INSERT INTO patients (first_name, last_name, ssn) VALUES ('{CANARY}1', 'x', '{CANARY}-1'), ('{CANARY}2', 'y', NULL)"
+    ))
+    .await
+    .unwrap();
+    c.simple_query("SELECT count(ssn) FROM patients")
+        .await
+        .unwrap();
+    c.simple_query("SELECT id FROM patients WHERE ssn IS NULL")
+        .await
+        .unwrap();
+    c.batch_execute(
+        "BEGIN; DECLARE cur CURSOR FOR SELECT ssn, first_name FROM patients ORDER BY id",
+    )
+    .await
+    .unwrap();
+    c.simple_query("FETCH 1 FROM cur").await.unwrap();
+    // Through the extended protocol pgveil does not follow the cursor: its
+    // rows stay ciphertext (no plaintext revealed, nothing to record).
+    let rows = c.query("FETCH ALL FROM cur", &[]).await.unwrap();
+    let name: String = rows[0].get(1);
+    assert!(name.starts_with("pgv1:"), "{name}");
+    c.batch_execute("COMMIT").await.unwrap();
+    c.batch_execute("SET standard_conforming_strings = off")
+        .await
+        .unwrap();
+    let e = c
+        .simple_query(&format!(
+            "INSERT INTO patients (first_name, last_name) VALUES ('x\\'{CANARY}3', 'y')"
+        ))
+        .await
+        .unwrap_err();
+    assert!(e.as_db_error().is_some());
+    let log = proxy.state.current().audit.clone().unwrap();
+    assert!(log.flush(Duration::from_secs(10)));
+    let recs = records(&audit_dir);
+    let stmts = statements(&recs);
+    let fps: Vec<&str> = stmts
+        .iter()
+        .map(|r| r["fingerprint"].as_str().unwrap())
+        .collect();
+    assert!(fps.contains(&"SELECT count(ssn) FROM patients"), "{fps:?}");
+    assert!(
+        fps.contains(&"SELECT id FROM patients WHERE ssn IS NULL"),
+        "{fps:?}"
+    );
+    let fetched: Vec<&&Value> = stmts
+        .iter()
+        .filter(|r| r["kind"] == "other" && r["fingerprint"] == "")
+        .collect();
+    assert_eq!(
+        fetched.len(),
+        1,
+        "one record per FETCH that returned plaintext: {stmts:#?}"
+    );
+    assert_eq!(fetched[0]["rows"], 1);
+    assert_eq!(fetched[0]["protocol"], "simple");
+    assert!(fetched[0]["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["column"] == "public.patients.ssn"));
+    let refused = stmts.last().unwrap();
+    assert_eq!(refused["outcome"], "refused", "{refused}");
+    assert!(
+        refused["fingerprint"]
+            .as_str()
+            .unwrap()
+            .starts_with("(not shown"),
+        "{refused}"
+    );
+    for p in segments(&audit_dir) {
+        assert!(!std::fs::read_to_string(&p).unwrap().contains(CANARY));
+    }
+    drop(c);
+    proxy.shutdown().await;
+
+    // Cut the log's tail (HEAD's checkpoint with it) while pgveil is down:
+    // it does not start on it, and says why.
+    let last = segments(&audit_dir).pop().unwrap();
+    let text = std::fs::read_to_string(&last).unwrap();
+    let ls: Vec<&str> = text.lines().collect();
+    std::fs::write(&last, ls[..ls.len() - 2].join("\n") + "\n").unwrap();
+    let err = pgveil::audit::AuditLog::open(&cfg).unwrap_err().to_string();
+    assert!(
+        err.contains("the log was cut short: HEAD's checkpoint is seq"),
+        "{err}"
+    );
+    // HEAD gone too: still refused (segments without HEAD).
+    std::fs::remove_file(audit_dir.join("HEAD")).unwrap();
+    let err = pgveil::audit::AuditLog::open(&cfg).unwrap_err().to_string();
+    assert!(err.contains("HEAD is missing"), "{err}");
+    // An emptied log proves nothing.
+    for p in segments(&audit_dir) {
+        std::fs::remove_file(p).unwrap();
+    }
+    let (ok, out) = verify(&audit_dir, &dir.path().join("audit-signing.pub"));
+    assert!(!ok && out.contains("no records"), "{out}");
+}

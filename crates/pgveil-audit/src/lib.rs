@@ -513,7 +513,12 @@ pub fn verify(segments: &[Segment<'_>], head: Option<&[u8]>, key: &VerifyingKey)
             seq: None,
             what: "HEAD is missing: truncation of the log cannot be ruled out".into(),
         }),
-        None => {}
+        None => r.problems.push(Problem {
+            segment: "(log)".into(),
+            line: 0,
+            seq: None,
+            what: "no records and no HEAD: an empty or removed log proves nothing".into(),
+        }),
         Some(head) => {
             let line = head.strip_suffix(b"\n").unwrap_or(head);
             let v: Option<Value> = serde_json::from_slice(line).ok();

@@ -66,7 +66,10 @@ pub struct Roles {
 
 /// Asks the server who the session is. Rows: (`u`, current_user), (`s`,
 /// session_user), (`m`, each role current_user inherits from).
-pub const ROLE_QUERY: &str = "SELECT 'u', current_user::text UNION ALL SELECT 's', session_user::text UNION ALL (SELECT 'm', rolname::text FROM pg_catalog.pg_roles WHERE pg_catalog.pg_has_role(current_user, oid, 'USAGE') ORDER BY 2 LIMIT 10000)";
+// Every name is schema-qualified: the session's search_path (and its temp
+// schema, searched first for type names) must not be able to substitute a
+// type, cast or function that answers another role.
+pub const ROLE_QUERY: &str = "SELECT 'u'::pg_catalog.text, current_user::pg_catalog.text UNION ALL SELECT 's'::pg_catalog.text, session_user::pg_catalog.text UNION ALL (SELECT 'm'::pg_catalog.text, r.rolname::pg_catalog.text FROM pg_catalog.pg_roles r WHERE pg_catalog.pg_has_role(current_user, r.oid, 'USAGE'::pg_catalog.text) ORDER BY 2 LIMIT 10000)";
 
 /// Collects [`ROLE_QUERY`]'s answer.
 #[derive(Debug, Default)]
@@ -79,6 +82,15 @@ impl RoleReader {
     /// Feeds one server message; `Some(status)` at `ReadyForQuery`.
     pub(crate) fn feed(&mut self, frame: &Frame) -> Option<u8> {
         match frame.tag() {
+            backend::tag::ROW_DESCRIPTION => {
+                // Two text columns, or the answer is not this query's.
+                let ok = backend::decode_row_description(frame)
+                    .is_ok_and(|f| f.len() == 2 && f.iter().all(|c| c.type_oid == 25));
+                if !ok {
+                    self.failed = true;
+                }
+                None
+            }
             backend::tag::DATA_ROW => {
                 let Ok(v) = backend::decode_data_row(frame) else {
                     self.failed = true;
@@ -91,8 +103,12 @@ impl RoleReader {
                         .map(str::to_owned)
                 };
                 match (text(0).as_deref(), text(1)) {
-                    (Some("u"), Some(n)) => self.roles.current_user = n,
-                    (Some("s"), Some(n)) => self.roles.session_user = n,
+                    (Some("u"), Some(n)) if self.roles.current_user.is_empty() => {
+                        self.roles.current_user = n
+                    }
+                    (Some("s"), Some(n)) if self.roles.session_user.is_empty() => {
+                        self.roles.session_user = n
+                    }
                     (Some("m"), Some(n)) => self.roles.inherited.push(n),
                     _ => self.failed = true,
                 }
@@ -317,15 +333,20 @@ pub(crate) fn mask_canonical(kind: MaskKind, ty: LogicalType, canonical: &[u8]) 
         MaskKind::Null => None,
         MaskKind::First => {
             let mut out = String::with_capacity(8);
-            if let Some(c) = text.chars().next() {
-                out.push(c);
+            // A one-character value would be shown whole.
+            if text.chars().nth(1).is_some() {
+                if let Some(c) = text.chars().next() {
+                    out.push(c);
+                }
             }
             out.push_str("***");
             Some(out.into_bytes())
         }
         MaskKind::Last4 => {
             let total = text.chars().filter(|c| c.is_alphanumeric()).count();
-            let keep_from = total.saturating_sub(4);
+            // The last four only of a value with at least eight: a shorter
+            // one would be mostly or wholly shown.
+            let keep_from = if total >= 8 { total - 4 } else { total };
             let mut seen = 0;
             let out: String = text
                 .chars()
@@ -377,7 +398,16 @@ mod tests {
             m(MaskKind::Last4, LogicalType::Text, "123-45-6789").unwrap(),
             "***-**-6789"
         );
-        assert_eq!(m(MaskKind::Last4, LogicalType::Text, "12").unwrap(), "12");
+        assert_eq!(m(MaskKind::Last4, LogicalType::Text, "12").unwrap(), "**");
+        assert_eq!(
+            m(MaskKind::Last4, LogicalType::Text, "12-34567").unwrap(),
+            "**-*****"
+        );
+        assert_eq!(
+            m(MaskKind::Last4, LogicalType::Text, "1234-5678").unwrap(),
+            "****-5678"
+        );
+        assert_eq!(m(MaskKind::First, LogicalType::Text, "J").unwrap(), "***");
         assert_eq!(
             m(MaskKind::First, LogicalType::Text, "Jane").unwrap(),
             "J***"

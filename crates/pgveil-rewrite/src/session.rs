@@ -387,6 +387,8 @@ pub struct Session {
     role_portals: HashMap<Bytes, RoleEffect>,
     /// Receives the facts of each statement touching protected columns.
     observer: Option<Arc<dyn Observer>>,
+    /// The draft made by the rows of a statement without one of its own.
+    rows_draft: Option<Box<Draft>>,
 }
 
 impl std::fmt::Debug for Session {
@@ -534,6 +536,7 @@ impl Session {
             role_statements: HashMap::new(),
             role_portals: HashMap::new(),
             observer: None,
+            rows_draft: None,
         }
     }
 
@@ -1402,9 +1405,7 @@ impl Session {
             }
             if self.observer.is_some() {
                 let text = sql.get(st.span.clone()).unwrap_or(sql);
-                audits.push_back(self.draft(&cols, &view, "simple", || {
-                    pgveil_sql::fingerprint(text).into()
-                }));
+                audits.push_back(self.draft(&cols, &view, "simple", || self.fingerprint(text)));
             }
             if self.access_on {
                 let text = sql.get(st.span.clone()).unwrap_or(sql);
@@ -1642,7 +1643,7 @@ impl Session {
         };
         let mut columns = AccessCols::of(st);
         if self.observer.is_some() && !columns.is_empty() {
-            columns.fingerprint = Some(pgveil_sql::fingerprint(sql).into());
+            columns.fingerprint = Some(self.fingerprint(sql));
         }
         let columns = Arc::new(columns);
         let view = self.role.for_client().clone();
@@ -2542,9 +2543,6 @@ impl Session {
                 _ => ServerAction::Forward,
             },
             backend::tag::DATA_ROW => {
-                if let Some(d) = self.front_draft_mut() {
-                    d.rows += 1;
-                }
                 let shape = match self.expect.front() {
                     Some(Expect::Query { .. }) => self.current.clone(),
                     Some(Expect::Execute { portal, rows, .. }) => rows
@@ -2552,6 +2550,22 @@ impl Session {
                         .clone(),
                     _ => None,
                 };
+                if self.observer.is_some() {
+                    if let Some(s) = &shape {
+                        let own = self
+                            .expect
+                            .q
+                            .front()
+                            .and_then(|p| p.audits.front())
+                            .is_some_and(Option::is_some);
+                        if !own && self.rows_draft.is_none() && s.cols.iter().any(Option::is_some) {
+                            self.rows_draft = Some(self.shape_draft(s));
+                        }
+                    }
+                    if let Some(d) = self.front_draft_mut() {
+                        d.rows += 1;
+                    }
+                }
                 match shape {
                     Some(s) if s.cols.iter().any(Option::is_some) => {
                         match self.decrypt_row(&s, msg, out) {
@@ -2613,6 +2627,7 @@ impl Session {
                 ServerAction::Forward
             }
             backend::tag::READY_FOR_QUERY => {
+                self.rows_draft = None;
                 // Whatever is still expected before this point was skipped.
                 while let Some(e) = self.expect.front() {
                     if matches!(
@@ -2915,6 +2930,64 @@ impl Session {
         }))
     }
 
+    /// The statement's fingerprint for audit: literals replaced by `?`;
+    /// nothing of a text whose strings pgveil cannot delimit (backslashes in
+    /// plain strings while `standard_conforming_strings` is off or changing).
+    fn fingerprint(&self, sql: &str) -> Arc<str> {
+        if (!self.standard_strings || self.text_settings_in_flight)
+            && pgveil_sql::has_backslash_in_plain_string(sql)
+        {
+            return Arc::from(
+                "(not shown: backslashes in strings while standard_conforming_strings is off)",
+            );
+        }
+        pgveil_sql::fingerprint(sql).into()
+    }
+
+    /// A draft for rows of protected columns returned by a statement with
+    /// none of its own (a `FETCH` from a cursor, a statement pgveil did not
+    /// analyse): its columns and decisions are the result's.
+    fn shape_draft(&self, shape: &Shape) -> Box<Draft> {
+        let policy = self.engine.policy();
+        let columns = shape
+            .cols
+            .iter()
+            .zip(&shape.reveal)
+            .filter_map(|(c, r)| {
+                let c = c.as_ref()?;
+                let label = policy
+                    .lookup_column(&c.column)
+                    .and_then(|pc| pc.label.as_ref())
+                    .map_or(pgveil_policy::access::UNLABELED, |l| l.as_str())
+                    .to_owned();
+                Some(ColumnFact {
+                    column: c.column.clone(),
+                    label,
+                    used: ColumnUse::Read,
+                    decision: match r {
+                        Reveal::Plain => Decision::Allow,
+                        Reveal::Mask(_) => Decision::Mask,
+                        Reveal::Deny => Decision::Deny,
+                    },
+                })
+            })
+            .collect();
+        Box::new(Draft {
+            role: access::role_name(&self.role.confirmed),
+            kind: "other",
+            protocol: if matches!(self.expect.front(), Some(Expect::Query { .. })) {
+                "simple"
+            } else {
+                "extended"
+            },
+            fingerprint: Arc::from(""),
+            columns,
+            started: std::time::Instant::now(),
+            rows: 0,
+            refused: None,
+        })
+    }
+
     fn emit(&self, draft: Draft, outcome: Outcome) {
         if let Some(o) = &self.observer {
             o.statement(draft.finish(&self.sctx, outcome));
@@ -2923,20 +2996,28 @@ impl Session {
 
     /// The draft of the statement the server is answering now.
     fn front_draft_mut(&mut self) -> Option<&mut Draft> {
-        self.expect
+        let own = self
+            .expect
             .q
-            .front_mut()?
-            .audits
-            .front_mut()?
-            .as_deref_mut()
+            .front_mut()
+            .and_then(|p| p.audits.front_mut())
+            .and_then(|d| d.as_deref_mut());
+        match own {
+            Some(d) => Some(d),
+            None => self.rows_draft.as_deref_mut(),
+        }
     }
 
+    /// The draft of the statement the server just finished: its own, or
+    /// the one its rows made.
     fn take_front_draft(&mut self) -> Option<Box<Draft>> {
-        let p = self.expect.q.front_mut()?;
-        if p.audits.is_empty() {
-            return None;
-        }
-        p.audits.pop_front().flatten()
+        let own = self
+            .expect
+            .q
+            .front_mut()
+            .and_then(|p| p.audits.pop_front())
+            .flatten();
+        own.or_else(|| self.rows_draft.take())
     }
 
     /// Records a refusal: for COPY data, as the outcome of the COPY under
@@ -2962,12 +3043,12 @@ impl Session {
             frontend::tag::QUERY => {
                 let body = &msg[5..];
                 let sql = String::from_utf8_lossy(body.strip_suffix(&[0]).unwrap_or(body));
-                ("unknown", pgveil_sql::fingerprint(&sql).into())
+                ("unknown", self.fingerprint(&sql))
             }
             frontend::tag::PARSE => {
                 let _ = cstr(msg, &mut pos);
                 let sql = String::from_utf8_lossy(cstr(msg, &mut pos).unwrap_or_default());
-                ("unknown", pgveil_sql::fingerprint(&sql).into())
+                ("unknown", self.fingerprint(&sql))
             }
             frontend::tag::BIND | frontend::tag::EXECUTE => {
                 let portal = cstr(msg, &mut pos).unwrap_or_default();

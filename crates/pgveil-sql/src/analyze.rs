@@ -9,7 +9,9 @@ use std::fmt::Display;
 use std::ops::Range;
 use std::sync::Arc;
 
-use pgveil_policy::{ColumnType, Ident, Policy, ProtectedColumn, QualifiedTable, TypeSpec};
+use pgveil_policy::{
+    ColumnRef, ColumnType, Ident, Policy, ProtectedColumn, QualifiedTable, TypeSpec,
+};
 use sqlparser::ast::Spanned;
 use sqlparser::ast::{
     self as ast, AssignmentTarget, BinaryOperator, CopyLegacyCsvOption, CopyLegacyOption,
@@ -272,6 +274,10 @@ pub(crate) struct Walker<'p, 'o> {
     /// literal reached twice (`SELECT t.a, t.a FROM unnest('{x}') t(a)`
     /// into two protected columns) can be ciphertext for one place only.
     literal_at: std::collections::HashMap<usize, usize>,
+    /// Every protected column a column reference of the statement resolved
+    /// to, wherever it appears (`count(ssn)`, `ssn IS NULL`, `ORDER BY`):
+    /// all of them are reads for the access rules and the audit log.
+    pub referenced: RefCell<std::collections::BTreeSet<ColumnRef>>,
 }
 
 impl<'p, 'o> Walker<'p, 'o>
@@ -296,7 +302,16 @@ where
             accounted: RefCell::new(Vec::new()),
             protected_tables: Vec::new(),
             literal_at: std::collections::HashMap::new(),
+            referenced: RefCell::new(std::collections::BTreeSet::new()),
         }
+    }
+
+    /// Records a resolved protected column reference.
+    fn referenced(&self, c: Option<&'p ProtectedColumn>) -> Option<&'p ProtectedColumn> {
+        if let Some(c) = c {
+            self.referenced.borrow_mut().insert(c.column.clone());
+        }
+        c
     }
 
     // ----- coverage -----
@@ -549,7 +564,7 @@ where
                         .collect();
                     match hits.as_slice() {
                         [] => continue,
-                        [one] => return Ok(Some(one)),
+                        [one] => return Ok(self.referenced(Some(one))),
                         [first, ..] => {
                             return Err(Refusal::new(
                                 "42702",
@@ -580,7 +595,7 @@ where
                             }
                         };
                         if &rel.name == q && schema_ok {
-                            return Ok(self.protected_in(rel, col));
+                            return Ok(self.referenced(self.protected_in(rel, col)));
                         }
                     }
                 }
@@ -1184,6 +1199,7 @@ where
                     .extend(inner.accounted.into_inner());
                 self.protected_tables.append(&mut inner.protected_tables);
                 self.plan.reads = inner.plan.reads.clone();
+                self.plan.reads.extend(inner.referenced.take());
                 self.plan.writes = inner.plan.writes.clone();
                 // Literals inside the PREPARE text are encrypted now.
                 self.plan.literals = std::mem::take(&mut inner.plan.literals);

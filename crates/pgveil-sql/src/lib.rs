@@ -348,7 +348,9 @@ fn plan(sql: &str, policy: &Policy, opts: &AnalyzeOptions) -> Result<Plan, Refus
         // highest parameter number.
         let tokens = lex::tokens(text);
         w.check_coverage(&tokens)?;
+        let referenced = w.referenced.take();
         let mut p = w.plan;
+        p.reads.extend(referenced);
         p.literals.sort_by_key(|l| l.span.start);
         p.max_param = tokens
             .iter()

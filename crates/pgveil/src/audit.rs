@@ -285,40 +285,94 @@ impl Writer {
             last_retention: None,
             head_pending: None,
         };
-        // Continue the chain of the newest segment, if any.
-        if let Some(last) = w.segments()?.last().cloned() {
-            let path = w.dir.join(&last);
-            let mut data = Vec::new();
-            File::open(&path)
-                .and_then(|mut f| f.read_to_end(&mut data))
-                .map_err(io(&path))?;
-            // A record torn by a crash (never acknowledged by an fsync) is cut
-            // off, and the cut is recorded.
-            let keep = data.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-            let torn = data.len() - keep;
-            let line = data[..keep.saturating_sub(1)]
-                .rsplit(|&b| b == b'\n')
-                .next()
-                .unwrap_or_default();
-            if !line.is_empty() {
-                w.chain = Chain::resume(line)
-                    .map_err(|e| AuditError::Log(format!("{}: {e}", path.display())))?;
+        // Continue the chain of the newest segment, if any — but only a log
+        // that still holds HEAD's checkpoint: a log cut short while pgveil
+        // was down is not continued (that would hide the cut).
+        let segments = w.segments()?;
+        let head_path = w.dir.join("HEAD");
+        let head = match std::fs::read(&head_path) {
+            Ok(h) => Some(h),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io(&head_path)(e)),
+        };
+        let refuse = |what: String| {
+            AuditError::Log(format!(
+                "{}: {what}; run `pgveil audit verify`, and move the directory aside to start a new log",
+                w.dir.display()
+            ))
+        };
+        let Some(last) = segments.last().cloned() else {
+            if head.is_some() {
+                return Err(refuse("HEAD remains but every segment is gone".into()));
             }
-            if torn > 0 {
-                let f = OpenOptions::new()
-                    .write(true)
-                    .open(&path)
-                    .map_err(io(&path))?;
-                f.set_len(keep as u64).map_err(io(&path))?;
-                f.sync_all().map_err(io(&path))?;
-                let mut m = Map::new();
-                m.insert("torn_bytes_removed".into(), Value::from(torn as u64));
-                m.insert("segment".into(), Value::from(last.as_str()));
-                w.record("recovered", m);
-            }
-            // A fresh segment after a restart (the file stays closed until the
-            // first flush): earlier segments stay as written.
+            return Ok(w);
+        };
+        let Some(head) = head else {
+            return Err(refuse("segments exist but HEAD is missing".into()));
+        };
+        let head_line = head.strip_suffix(b"\n").unwrap_or(&head).to_vec();
+        let head_seq = serde_json::from_slice::<Value>(&head_line)
+            .ok()
+            .and_then(|v| v.get("seq").and_then(Value::as_u64))
+            .ok_or_else(|| refuse("HEAD is not a checkpoint record".into()))?;
+        let path = w.dir.join(&last);
+        let mut data = Vec::new();
+        File::open(&path)
+            .and_then(|mut f| f.read_to_end(&mut data))
+            .map_err(io(&path))?;
+        // A record torn by a crash (never acknowledged by an fsync) is cut
+        // off, and the cut is recorded.
+        let keep = data.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let torn = data.len() - keep;
+        let line = data[..keep.saturating_sub(1)]
+            .rsplit(|&b| b == b'\n')
+            .next()
+            .unwrap_or_default()
+            .to_vec();
+        if !line.is_empty() {
+            w.chain = Chain::resume(&line)
+                .map_err(|e| AuditError::Log(format!("{}: {e}", path.display())))?;
         }
+        if head_seq > w.chain.last_seq {
+            return Err(refuse(format!(
+                "the log was cut short: HEAD's checkpoint is seq {head_seq}, the log ends at seq {}",
+                w.chain.last_seq
+            )));
+        }
+        // HEAD's record, byte for byte, in the segment that holds its seq.
+        let holder = segments
+            .iter()
+            .rfind(|n| pgveil_audit::segment_seq(n).is_some_and(|s| s <= head_seq))
+            .cloned()
+            .ok_or_else(|| refuse(format!("no segment holds HEAD's seq {head_seq}")))?;
+        let holder_data = if holder == last {
+            data.clone()
+        } else {
+            let p = w.dir.join(&holder);
+            std::fs::read(&p).map_err(io(&p))?
+        };
+        let found = holder_data
+            .split(|&b| b == b'\n')
+            .any(|l| l == head_line.as_slice());
+        if !found {
+            return Err(refuse(format!(
+                "the log's record {head_seq} is not HEAD's checkpoint"
+            )));
+        }
+        if torn > 0 {
+            let f = OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .map_err(io(&path))?;
+            f.set_len(keep as u64).map_err(io(&path))?;
+            f.sync_all().map_err(io(&path))?;
+            let mut m = Map::new();
+            m.insert("torn_bytes_removed".into(), Value::from(torn as u64));
+            m.insert("segment".into(), Value::from(last.as_str()));
+            w.record("recovered", m);
+        }
+        // A fresh segment after a restart (the file stays closed until the
+        // first flush): earlier segments stay as written.
         Ok(w)
     }
 
