@@ -278,6 +278,47 @@ async fn each_role_gets_plaintext_masks_or_a_refusal() {
     }
 }
 
+/// Second attack review: a whole row (`(p.*)`) inside an expression is a
+/// read of every protected column (refused before anything runs, so a
+/// `DELETE … RETURNING (p.*)` deletes nothing), and copying a ciphertext
+/// into a column that shares its key is a write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whole_rows_in_expressions_and_key_sharing_copies() {
+    let f = fixture().await;
+    let a = f.connect("acc_analyst").await;
+    for sql in [
+        "SELECT id, (p.*)::text FROM patients p",
+        "SELECT array[p.*] FROM patients p",
+        "SELECT id FROM patients p WHERE p.* IS NOT NULL",
+        "SELECT count(*) FROM patients a, patients b WHERE (a.*) IS DISTINCT FROM (b.*)",
+        "CREATE TABLE leak AS SELECT id, (p.*)::text AS r FROM patients p",
+        "DELETE FROM patients p WHERE id > 0 RETURNING (p.*)",
+    ] {
+        let e = a.simple_query(sql).await.unwrap_err();
+        assert_eq!(sqlstate(&e), "0A000", "{sql}: {e:?}");
+        assert!(
+            e.as_db_error().unwrap().message().contains("whole row"),
+            "{sql}"
+        );
+    }
+    let c = f.connect("acc_clinician").await;
+    assert_eq!(
+        simple_one(&c, "SELECT count(*) FROM patients").await,
+        [Some("1".to_owned())],
+        "nothing deleted"
+    );
+    // Billing may not write phi: not even by copying ciphertext between
+    // columns that share a key.
+    let b = f.connect("acc_billing").await;
+    let e = b
+        .simple_query(
+            "INSERT INTO visits (patient_id, patient_ssn, visit_date, provider) SELECT id, ssn, now(), 'x' FROM patients",
+        )
+        .await
+        .unwrap_err();
+    denied(&e, "public.visits.patient_ssn", "write", "acc_billing");
+}
+
 /// The role query cannot be answered by the session's own objects: a type
 /// named `text` in the temp schema (searched first for types) or a schema
 /// put before pg_catalog in search_path does not change who pgveil thinks

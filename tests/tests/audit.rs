@@ -485,3 +485,86 @@ async fn indirect_reads_cursors_settings_and_a_cut_log() {
     let (ok, out) = verify(&audit_dir, &dir.path().join("audit-signing.pub"));
     assert!(!ok && out.contains("no records"), "{out}");
 }
+
+/// Second attack review: statements the server rejects at Parse or Bind are
+/// recorded; results pgveil withholds from a statement with no record of its
+/// own are recorded; a record appended after a clean stop is caught, by
+/// `verify` and by the next start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parse_and_bind_errors_withheld_results_and_forgery_after_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = clinic_database_for_raw("audit_pb");
+    let cfg = audit_config(dir.path());
+    let proxy = Proxy::start_with(cfg.clone()).await;
+    let audit_dir = dir.path().join("audit");
+    let c = connect_tls(&proxy.pg_config(&db)).await;
+    // Parse fails on the server (unknown column).
+    let e = c
+        .prepare("SELECT ssn, nosuch FROM patients")
+        .await
+        .unwrap_err();
+    assert_eq!(e.as_db_error().unwrap().code().code(), "42703");
+    // Bind fails on the server (a parameter that is not an integer).
+    let mut raw = RawClient::connect(proxy.port(), &db).await;
+    raw.send(&[
+        raw::parse("s1", "SELECT ssn FROM patients WHERE id = $1::int"),
+        raw::bind("", "s1", &[Some("x")]),
+        raw::execute(""),
+        raw::sync(),
+    ])
+    .await;
+    let msgs = raw.until_ready().await;
+    assert!(
+        msgs.iter()
+            .any(|m| m.sqlstate().as_deref() == Some("22P02")),
+        "{msgs:?}"
+    );
+    let log = proxy.state.current().audit.clone().unwrap();
+    assert!(log.flush(Duration::from_secs(10)));
+    let recs = records(&audit_dir);
+    let errors: Vec<(String, String)> = statements(&recs)
+        .iter()
+        .filter(|r| r["outcome"] == "error")
+        .map(|r| {
+            (
+                r["sqlstate"].as_str().unwrap().to_owned(),
+                r["fingerprint"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert!(
+        errors.contains(&("42703".into(), "SELECT ssn, nosuch FROM patients".into())),
+        "{errors:?}"
+    );
+    assert!(
+        errors.contains(&(
+            "22P02".into(),
+            "SELECT ssn FROM patients WHERE id = $1::int".into()
+        )),
+        "{errors:?}"
+    );
+    drop(raw);
+    drop(c);
+    // What `pgveil serve` does on SIGTERM: a `stop` record, signed.
+    log.close();
+    proxy.shutdown().await;
+    let last = segments(&audit_dir).pop().unwrap();
+    let text = std::fs::read_to_string(&last).unwrap();
+    let forged = format!(
+        "{{\"prev\":\"{}\",\"role\":\"mallory\",\"seq\":{},\"time\":\"t\",\"type\":\"statement\"}}\n",
+        pgveil_audit::line_hash(text.lines().last().unwrap().as_bytes()),
+        last_seq(&text) + 1
+    );
+    let (ok, out) = verify(&audit_dir, &dir.path().join("audit-signing.pub"));
+    assert!(ok, "{out}");
+    std::fs::write(&last, text.clone() + &forged).unwrap();
+    let (ok, out) = verify(&audit_dir, &dir.path().join("audit-signing.pub"));
+    assert!(!ok && out.contains("after a clean stop"), "{out}");
+    let err = pgveil::audit::AuditLog::open(&cfg).unwrap_err().to_string();
+    assert!(err.contains("follow a clean stop"), "{err}");
+}
+
+fn last_seq(text: &str) -> u64 {
+    let v: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    v["seq"].as_u64().unwrap()
+}

@@ -67,7 +67,7 @@ fn assert_column_ciphertext(db: &str, table: &str, column: &str) {
         .psql(
             db,
             &format!(
-                "SELECT count(*) FROM {table} WHERE {column}::text LIKE '%LEAK%' \
+                "SELECT count(*) FROM {table} WHERE ({column}::text LIKE '%LEAK%' AND {column}::text !~ '^pgv1:[A-Za-z0-9+/]+=*$') \
                  OR ({column} IS NOT NULL AND {column}::text NOT LIKE 'pgv1:%')"
             ),
         )
@@ -77,7 +77,7 @@ fn assert_column_ciphertext(db: &str, table: &str, column: &str) {
             .psql(
                 db,
                 &format!(
-                    "SELECT id, left({column}::text, 40) FROM {table} WHERE {column}::text LIKE '%LEAK%' \
+                    "SELECT id, left({column}::text, 40) FROM {table} WHERE ({column}::text LIKE '%LEAK%' AND {column}::text !~ '^pgv1:[A-Za-z0-9+/]+=*$') \
                      OR ({column} IS NOT NULL AND {column}::text NOT LIKE 'pgv1:%')"
                 ),
             )
@@ -92,8 +92,10 @@ fn dump_lacks(db: &str, marker: &str) {
         .output()
         .unwrap();
     assert!(dump.status.success());
+    // Random ciphertext can spell a marker: only text outside envelopes counts.
     assert!(
-        !String::from_utf8_lossy(&dump.stdout).contains(marker),
+        !without_ciphertext(&String::from_utf8_lossy(&dump.stdout))
+            .contains(&marker.to_lowercase()),
         "pg_dump of {db} contains {marker}"
     );
 }

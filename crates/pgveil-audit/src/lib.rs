@@ -228,6 +228,31 @@ impl Chain {
         line
     }
 
+    /// Appends a record of `kind` whose other fields are `body`: JSON
+    /// object members (`"k":v,…`, no braces) not using the names `seq`,
+    /// `time`, `type`, `prev`, `sig`. Returns its line.
+    pub fn append_raw(&mut self, time: &str, kind: &str, body: &str) -> String {
+        let mut line = String::with_capacity(body.len() + 160);
+        line.push_str("{\"seq\":");
+        line.push_str(&(self.last_seq + 1).to_string());
+        line.push_str(",\"time\":");
+        json_str(&mut line, time);
+        line.push_str(",\"type\":");
+        json_str(&mut line, kind);
+        line.push_str(",\"prev\":\"");
+        line.push_str(&self.last_hash);
+        line.push('"');
+        if !body.is_empty() {
+            line.push(',');
+            line.push_str(body);
+        }
+        line.push('}');
+        self.last_seq += 1;
+        self.last_hash = line_hash(line.as_bytes());
+        self.unsigned += 1;
+        line
+    }
+
     /// Appends a signed checkpoint; returns its line.
     pub fn checkpoint(&mut self, time: &str, key: &SigningKey) -> String {
         let seq = self.last_seq + 1;
@@ -247,6 +272,23 @@ impl Chain {
         self.unsigned = 0;
         line
     }
+}
+
+/// Appends `s` to `out` as a JSON string.
+pub fn json_str(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
 }
 
 /// The segment file name for a segment starting at `seq`.
@@ -360,6 +402,10 @@ pub fn verify(segments: &[Segment<'_>], head: Option<&[u8]>, key: &VerifyingKey)
     let mut retained: Vec<(u64, String)> = Vec::new();
     // seq → line hash, for the HEAD check.
     let mut hashes: std::collections::HashMap<u64, String> = std::collections::HashMap::new();
+    // The previous record's type, and whether a clean stop was sealed (a
+    // `stop` record then its checkpoint): only a `start` may follow that.
+    let mut prev_kind = String::new();
+    let mut stopped = false;
     for (si, seg) in segs.iter().enumerate() {
         let last_segment = si + 1 == segs.len();
         let problem = |line: usize, seq: Option<u64>, what: String| Problem {
@@ -457,6 +503,15 @@ pub fn verify(segments: &[Segment<'_>], head: Option<&[u8]>, key: &VerifyingKey)
                 }
             }
             let hash = line_hash(line);
+            if stopped && kind != "start" {
+                r.problems.push(problem(
+                    lineno,
+                    Some(seq),
+                    format!("a {kind:?} record after a clean stop and before the next start: appended while pgveil was down"),
+                ));
+            }
+            stopped = kind == "checkpoint" && prev_kind == "stop";
+            prev_kind = kind.to_owned();
             match kind {
                 "checkpoint" => {
                     let sig = v.get("sig").and_then(Value::as_str).unwrap_or("");

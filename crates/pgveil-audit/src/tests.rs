@@ -215,3 +215,20 @@ fn times_are_rfc3339() {
     assert_eq!(format_time(951_782_400, 5), "2000-02-29T00:00:00.000005Z");
     assert_eq!(format_time(1_796_601_600, 0), "2026-12-07T00:00:00.000000Z");
 }
+
+#[test]
+fn raw_records_are_json_and_chain_like_the_others() {
+    let mut chain = Chain::default();
+    let mut body = String::from("\"who\":");
+    json_str(&mut body, "a \"quoted\"\\ name\n\u{1}é");
+    let line = chain.append_raw("t", "statement", &body);
+    let v: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["who"], "a \"quoted\"\\ name\n\u{1}é");
+    assert_eq!(
+        (v["seq"].as_u64(), v["prev"].as_str()),
+        (Some(1), Some(GENESIS))
+    );
+    let second = chain.append("t", "statement", fields(2));
+    let v: Value = serde_json::from_str(&second).unwrap();
+    assert_eq!(v["prev"], line_hash(line.as_bytes()));
+}

@@ -40,6 +40,8 @@ pub enum Decision {
     Mask,
     /// Refused by the access rules.
     Deny,
+    /// The statement was refused for another reason (fail closed).
+    Refused,
 }
 
 impl Decision {
@@ -49,6 +51,7 @@ impl Decision {
             Decision::Allow => "allow",
             Decision::Mask => "mask",
             Decision::Deny => "deny",
+            Decision::Refused => "refused",
         }
     }
 }
@@ -86,6 +89,8 @@ pub enum Outcome {
     ServerError {
         /// Its SQLSTATE.
         sqlstate: String,
+        /// Rows sent before the error (a simple query streams them).
+        rows: u64,
     },
     /// pgveil refused it (nothing of it ran, or its results were withheld).
     Refused {

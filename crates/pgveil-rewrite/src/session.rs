@@ -1405,7 +1405,9 @@ impl Session {
             }
             if self.observer.is_some() {
                 let text = sql.get(st.span.clone()).unwrap_or(sql);
-                audits.push_back(self.draft(&cols, &view, "simple", || self.fingerprint(text)));
+                audits.push_back(
+                    self.draft(&cols, &view, "simple", || self.plan_fingerprint(st, text)),
+                );
             }
             if self.access_on {
                 let text = sql.get(st.span.clone()).unwrap_or(sql);
@@ -1643,7 +1645,7 @@ impl Session {
         };
         let mut columns = AccessCols::of(st);
         if self.observer.is_some() && !columns.is_empty() {
-            columns.fingerprint = Some(self.fingerprint(sql));
+            columns.fingerprint = Some(self.plan_fingerprint(st, sql));
         }
         let columns = Arc::new(columns);
         let view = self.role.for_client().clone();
@@ -1653,6 +1655,11 @@ impl Session {
         {
             return self.refuse_extended(e, out);
         }
+        // Recorded only if the server rejects the Parse (an Execute records
+        // each run).
+        let parse_draft = self.draft(&columns, &view, "extended", || {
+            columns.fingerprint.clone().unwrap_or_else(|| Arc::from(""))
+        });
         let copy = match &st.copy {
             Some(plan) => match self.copy_codec(plan) {
                 Ok(c) => Some(c),
@@ -1805,6 +1812,11 @@ impl Session {
             }),
         );
         self.push(Expect::Parse { internal: false });
+        if parse_draft.is_some() {
+            if let Some(p) = self.expect.q.back_mut() {
+                p.audits.push_back(parse_draft);
+            }
+        }
         out.extend_from_slice(parse.encode().raw());
         ClientOutcome {
             action: ClientAction::Replace,
@@ -2334,6 +2346,15 @@ impl Session {
         out.clear();
         if let Some(d) = self.front_draft_mut() {
             d.refused = Some((err.sqlstate(), err.reason_label()));
+        } else if self.observer.is_some() {
+            // A result withheld from a statement with no record of its own
+            // (a FETCH, a statement pgveil did not analyse).
+            let protocol = if matches!(self.expect.front(), Some(Expect::Query { .. })) {
+                "simple"
+            } else {
+                "extended"
+            };
+            self.emit_refusal("other", protocol, Arc::from(""), &err);
         }
         let e = backend::error_response(
             backend::Severity::Error,
@@ -2352,12 +2373,14 @@ impl Session {
         match tag {
             backend::tag::ERROR_RESPONSE => {
                 self.copy_out = None;
-                if let Some(d) = self.take_front_draft() {
+                let failed = self.take_front_draft().or_else(|| self.bind_draft());
+                if let Some(d) = failed {
                     let sqlstate = ErrorFields::decode_body(&Bytes::copy_from_slice(&msg[5..]))
                         .ok()
                         .and_then(|e| e.code().map(|c| String::from_utf8_lossy(c).into_owned()))
                         .unwrap_or_default();
-                    self.emit(*d, Outcome::ServerError { sqlstate });
+                    let rows = d.rows;
+                    self.emit(*d, Outcome::ServerError { sqlstate, rows });
                 }
                 if self.access_on {
                     self.role.server_error();
@@ -2944,6 +2967,33 @@ impl Session {
         pgveil_sql::fingerprint(sql).into()
     }
 
+    /// A draft for a failing `Bind` of a statement on protected columns.
+    fn bind_draft(&self) -> Option<Box<Draft>> {
+        self.observer.as_ref()?;
+        let Some(Expect::Bind {
+            statement,
+            internal: false,
+            tracked: true,
+            ..
+        }) = self.expect.front()
+        else {
+            return None;
+        };
+        let cols = self.reg.statement(statement)?.columns.clone();
+        self.draft(&cols, &self.role.confirmed, "extended", || {
+            cols.fingerprint.clone().unwrap_or_else(|| Arc::from(""))
+        })
+    }
+
+    /// [`Self::fingerprint`], taken from the analysis when it made one.
+    fn plan_fingerprint(&self, st: &StatementPlan, text: &str) -> Arc<str> {
+        let unsure = !self.standard_strings || self.text_settings_in_flight;
+        if st.fingerprint.is_empty() || unsure {
+            return self.fingerprint(text);
+        }
+        st.fingerprint.clone()
+    }
+
     /// A draft for rows of protected columns returned by a statement with
     /// none of its own (a `FETCH` from a cursor, a statement pgveil did not
     /// analyse): its columns and decisions are the result's.
@@ -3066,6 +3116,23 @@ impl Session {
             }
             _ => ("unknown", "".into()),
         };
+        let protocol = if tag == frontend::tag::QUERY {
+            "simple"
+        } else {
+            "extended"
+        };
+        self.emit_refusal(kind, protocol, fingerprint, err);
+    }
+
+    /// Records a statement pgveil refused or whose result it withheld.
+    fn emit_refusal(
+        &self,
+        kind: &'static str,
+        protocol: &'static str,
+        fingerprint: Arc<str>,
+        err: &RewriteError,
+    ) {
+        let refused = (err.sqlstate(), err.reason_label());
         let columns = err
             .column()
             .map(|c| {
@@ -3085,7 +3152,11 @@ impl Session {
                     column: c.clone(),
                     label,
                     used,
-                    decision: Decision::Deny,
+                    decision: if matches!(err, RewriteError::Denied(_)) {
+                        Decision::Deny
+                    } else {
+                        Decision::Refused
+                    },
                 }
             })
             .into_iter()
@@ -3093,11 +3164,7 @@ impl Session {
         let draft = Draft {
             role: access::role_name(&self.role.confirmed),
             kind,
-            protocol: if tag == frontend::tag::QUERY {
-                "simple"
-            } else {
-                "extended"
-            },
+            protocol,
             fingerprint,
             columns,
             started: std::time::Instant::now(),

@@ -725,6 +725,29 @@ where
         }
     }
 
+    /// `p.*` / `*` used as a value inside an expression: refused when it
+    /// covers a protected relation.
+    fn whole_row_wildcard(&self, qual: Option<&ObjectName>) -> R {
+        let q = qual.and_then(object_parts).and_then(|p| p.last().cloned());
+        let hit = self
+            .scopes
+            .iter()
+            .rev()
+            .flatten()
+            .filter(|r| q.as_ref().is_none_or(|q| &r.name == q))
+            .find_map(|r| r.table.clone());
+        match hit {
+            Some(t) => Err(Refusal::unsupported(
+                None,
+                format!(
+                    "{}* inside an expression is a whole row of protected table {t}: its protected columns would travel as ciphertext; select the columns by name",
+                    q.map(|q| format!("{q}.")).unwrap_or_default()
+                ),
+            )),
+            None => Ok(()),
+        }
+    }
+
     // ----- literals -----
 
     fn span_of(&self, span: sqlparser::tokenizer::Span) -> Option<Range<usize>> {
@@ -2315,6 +2338,10 @@ where
             },
             Proj::Into(targets) => {
                 let target = targets.get(i).copied().flatten();
+                if let Some(t) = target {
+                    // Whatever supplies it, the target is written.
+                    self.plan.writes.insert(t.column.clone());
+                }
                 match (target, direct) {
                     (Some(t), Some(src)) if t.key == src.key => {
                         self.plan.reads.insert(src.column.clone());
@@ -3171,7 +3198,11 @@ where
                 Ok(())
             }
             Expr::Interval(i) => self.expr(&i.value),
-            Expr::Wildcard(_) => Ok(()),
+            // `(p.*)` / `(*)` inside an expression (a cast, an array, a NULL
+            // test, a comparison of rows): a whole row of a protected table
+            // as one value, its protected columns as ciphertext.
+            Expr::Wildcard(_) => self.whole_row_wildcard(None),
+            Expr::QualifiedWildcard(q, _) => self.whole_row_wildcard(Some(q)),
             Expr::IsNull(x) | Expr::IsNotNull(x) => match self.direct(x)? {
                 Some(_) => Ok(()),
                 None => self.expr(x),

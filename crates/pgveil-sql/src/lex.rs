@@ -383,7 +383,11 @@ pub(crate) fn split_statements(sql: &str) -> Vec<Range<usize>> {
 
 /// The statement with every literal replaced by `?`: see [`crate::fingerprint`].
 pub(crate) fn fingerprint(sql: &str) -> String {
-    let toks = tokens(sql);
+    fingerprint_tokens(sql, &tokens(sql))
+}
+
+/// [`fingerprint`] from `sql`'s tokens, already lexed.
+pub(crate) fn fingerprint_tokens(sql: &str, toks: &[Tok]) -> String {
     let significant: Vec<usize> = (0..toks.len())
         .filter(|&i| !matches!(toks[i].kind, Kind::Space | Kind::Comment))
         .collect();

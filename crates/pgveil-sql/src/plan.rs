@@ -337,6 +337,8 @@ pub struct StatementPlan {
     pub reads: BTreeSet<ColumnRef>,
     /// Protected columns the statement writes.
     pub writes: BTreeSet<ColumnRef>,
+    /// The statement with its literals replaced by `?` (for audit).
+    pub fingerprint: std::sync::Arc<str>,
     /// For `COPY` on a protected table.
     pub copy: Option<CopyPlan>,
     /// For `PREPARE` / `EXECUTE` / `DEALLOCATE` / `DISCARD ALL`.
@@ -359,6 +361,7 @@ impl StatementPlan {
             copies: Vec::new(),
             reads: BTreeSet::new(),
             writes: BTreeSet::new(),
+            fingerprint: std::sync::Arc::from(""),
             copy: None,
             prepared: None,
             touches_protected: false,

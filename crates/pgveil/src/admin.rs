@@ -30,6 +30,9 @@ pub struct Metrics {
     refused_statements: IntCounterVec,
     reloads: IntCounterVec,
     pub key_age: prometheus::GaugeVec,
+    /// Audit records written since start, and whether the writer is failing.
+    pub audit_records: IntGauge,
+    pub audit_failing: IntGauge,
     pub rotation_period: Gauge,
     /// `[protocol][kind][path]`, resolved once so observing costs no lookup.
     statement_duration: Vec<prometheus::Histogram>,
@@ -224,6 +227,18 @@ impl Metrics {
         )
         .expect("valid");
         reg(Box::new(key_age.clone()));
+        let audit_records = IntGauge::new(
+            "pgveil_audit_records_written",
+            "Audit records written (and fsynced) since pgveil started",
+        )
+        .expect("valid");
+        reg(Box::new(audit_records.clone()));
+        let audit_failing = IntGauge::new(
+            "pgveil_audit_failing",
+            "1 while the audit log cannot be written (records queue; with on_failure = refuse, statements on protected columns are refused)",
+        )
+        .expect("valid");
+        reg(Box::new(audit_failing.clone()));
         let duration = prometheus::HistogramVec::new(
             prometheus::HistogramOpts::new(
                 "pgveil_statement_duration_seconds",
@@ -311,6 +326,8 @@ impl Metrics {
             refused_statements,
             reloads,
             key_age,
+            audit_records,
+            audit_failing,
             rotation_period,
             statement_duration,
             proxy_time,
@@ -502,6 +519,10 @@ async fn respond(mut stream: TcpStream, shared: &Shared) -> std::io::Result<()> 
 /// Values computed at scrape time (ages grow between scrapes).
 fn refresh_gauges(shared: &Shared) {
     shared.metrics.refresh_crypto(shared.engine.as_deref());
+    if let Some(a) = &shared.audit {
+        shared.metrics.audit_records.set(a.written() as i64);
+        shared.metrics.audit_failing.set(i64::from(a.failing()));
+    }
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())

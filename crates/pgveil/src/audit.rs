@@ -57,6 +57,8 @@ fn now() -> String {
 
 enum Msg {
     Record(&'static str, Map<String, Value>),
+    /// Rendered by the writer thread, off the session's task.
+    Statement(Box<StatementEvent>),
     /// Write everything queued, sign a checkpoint, answer.
     Flush(SyncSender<()>),
 }
@@ -184,72 +186,91 @@ impl Observer for AuditLog {
     }
 
     fn statement(&self, ev: StatementEvent) {
-        self.send(Msg::Record("statement", statement_fields(&ev)));
+        self.send(Msg::Statement(Box::new(ev)));
     }
 }
 
-/// A statement event as record fields. Never a value: names, labels,
-/// decisions, counts and the literal-free fingerprint.
-fn statement_fields(ev: &StatementEvent) -> Map<String, Value> {
+/// A statement event as the members of its record. Never a value: names,
+/// labels, decisions, counts and the literal-free fingerprint. Written by
+/// hand (not through `serde_json::Value`): this runs once per statement.
+fn statement_body(ev: &StatementEvent) -> String {
+    use pgveil_audit::json_str;
+    use std::fmt::Write as _;
     let s = &ev.session;
-    let mut m = Map::new();
-    m.insert("conn".into(), Value::from(s.connection_id));
-    m.insert("user".into(), Value::from(s.user.as_str()));
-    m.insert("role".into(), Value::from(ev.role.as_str()));
-    m.insert("database".into(), Value::from(s.database.as_str()));
-    m.insert(
-        "application".into(),
-        Value::from(s.application_name.as_str()),
-    );
-    m.insert("client".into(), Value::from(s.client_addr.as_str()));
-    m.insert(
-        "tls_subject".into(),
-        s.tls_subject.as_deref().map_or(Value::Null, Value::from),
-    );
-    m.insert("kind".into(), Value::from(ev.kind));
-    m.insert("protocol".into(), Value::from(ev.protocol));
-    m.insert("fingerprint".into(), Value::from(&*ev.fingerprint));
-    let cols: Vec<Value> = ev
-        .columns
-        .iter()
-        .map(|c| {
-            let mut o = Map::new();
-            o.insert("column".into(), Value::from(c.column.to_string()));
-            o.insert("label".into(), Value::from(c.label.as_str()));
-            o.insert("use".into(), Value::from(c.used.as_str()));
-            o.insert("decision".into(), Value::from(c.decision.as_str()));
-            Value::Object(o)
-        })
-        .collect();
-    m.insert("columns".into(), Value::Array(cols));
-    let (outcome, rows, sqlstate, reason, command) = match &ev.outcome {
-        Outcome::Completed { command, rows } => (
-            "completed",
-            rows.map(Value::from),
-            None,
-            None,
-            Some(command),
-        ),
-        Outcome::Suspended { rows } => ("suspended", Some(Value::from(*rows)), None, None, None),
-        Outcome::ServerError { sqlstate } => ("error", None, Some(sqlstate.as_str()), None, None),
-        Outcome::Refused { sqlstate, reason } => {
-            ("refused", None, Some(*sqlstate), Some(*reason), None)
+    let mut b = String::with_capacity(384 + ev.fingerprint.len() + 96 * ev.columns.len());
+    let _ = write!(b, "\"conn\":{},\"user\":", s.connection_id);
+    json_str(&mut b, &s.user);
+    b.push_str(",\"role\":");
+    json_str(&mut b, &ev.role);
+    b.push_str(",\"database\":");
+    json_str(&mut b, &s.database);
+    b.push_str(",\"application\":");
+    json_str(&mut b, &s.application_name);
+    b.push_str(",\"client\":");
+    json_str(&mut b, &s.client_addr);
+    b.push_str(",\"tls_subject\":");
+    match &s.tls_subject {
+        Some(t) => json_str(&mut b, t),
+        None => b.push_str("null"),
+    }
+    b.push_str(",\"kind\":");
+    json_str(&mut b, ev.kind);
+    b.push_str(",\"protocol\":");
+    json_str(&mut b, ev.protocol);
+    b.push_str(",\"fingerprint\":");
+    json_str(&mut b, &ev.fingerprint);
+    b.push_str(",\"columns\":[");
+    for (i, c) in ev.columns.iter().enumerate() {
+        if i > 0 {
+            b.push(',');
         }
+        b.push_str("{\"column\":");
+        json_str(&mut b, &c.column.to_string());
+        b.push_str(",\"label\":");
+        json_str(&mut b, &c.label);
+        let _ = write!(
+            b,
+            ",\"use\":\"{}\",\"decision\":\"{}\"}}",
+            c.used.as_str(),
+            c.decision.as_str()
+        );
+    }
+    b.push(']');
+    let rows = |b: &mut String, r: Option<u64>| match r {
+        Some(n) => {
+            let _ = write!(b, ",\"rows\":{n}");
+        }
+        None => b.push_str(",\"rows\":null"),
     };
-    m.insert("outcome".into(), Value::from(outcome));
-    if let Some(c) = command {
-        m.insert("command".into(), Value::from(c.as_str()));
+    match &ev.outcome {
+        Outcome::Completed { command, rows: r } => {
+            b.push_str(",\"outcome\":\"completed\",\"command\":");
+            json_str(&mut b, command);
+            rows(&mut b, *r);
+            b.push_str(",\"sqlstate\":null");
+        }
+        Outcome::Suspended { rows: r } => {
+            b.push_str(",\"outcome\":\"suspended\"");
+            rows(&mut b, Some(*r));
+            b.push_str(",\"sqlstate\":null");
+        }
+        Outcome::ServerError { sqlstate, rows: r } => {
+            b.push_str(",\"outcome\":\"error\"");
+            rows(&mut b, Some(*r));
+            b.push_str(",\"sqlstate\":");
+            json_str(&mut b, sqlstate);
+        }
+        Outcome::Refused { sqlstate, reason } => {
+            b.push_str(",\"outcome\":\"refused\"");
+            rows(&mut b, None);
+            b.push_str(",\"sqlstate\":");
+            json_str(&mut b, sqlstate);
+            b.push_str(",\"reason\":");
+            json_str(&mut b, reason);
+        }
     }
-    m.insert("rows".into(), rows.unwrap_or(Value::Null));
-    m.insert("sqlstate".into(), sqlstate.map_or(Value::Null, Value::from));
-    if let Some(r) = reason {
-        m.insert("reason".into(), Value::from(r));
-    }
-    m.insert(
-        "duration_us".into(),
-        Value::from(ev.duration.as_micros() as u64),
-    );
-    m
+    let _ = write!(b, ",\"duration_us\":{}", ev.duration.as_micros());
+    b
 }
 
 /// The writer thread's state.
@@ -301,6 +322,7 @@ impl Writer {
                 w.dir.display()
             ))
         };
+        let mut adopted: Option<Map<String, Value>> = None;
         let Some(last) = segments.last().cloned() else {
             if head.is_some() {
                 return Err(refuse("HEAD remains but every segment is gone".into()));
@@ -351,13 +373,35 @@ impl Writer {
             let p = w.dir.join(&holder);
             std::fs::read(&p).map_err(io(&p))?
         };
-        let found = holder_data
-            .split(|&b| b == b'\n')
-            .any(|l| l == head_line.as_slice());
-        if !found {
+        let lines: Vec<&[u8]> = holder_data.split(|&b| b == b'\n').collect();
+        let Some(at) = lines.iter().position(|l| *l == head_line.as_slice()) else {
             return Err(refuse(format!(
                 "the log's record {head_seq} is not HEAD's checkpoint"
             )));
+        };
+        if w.chain.last_seq > head_seq {
+            // Records after HEAD: the unsigned tail of a run that crashed —
+            // unless that run stopped cleanly (a `stop` record, then HEAD's
+            // checkpoint), after which nothing can have been written.
+            let stopped = at > 0
+                && serde_json::from_slice::<Value>(lines[at - 1])
+                    .ok()
+                    .is_some_and(|v| v.get("type").and_then(Value::as_str) == Some("stop"));
+            if stopped {
+                return Err(refuse(format!(
+                    "records {}..={} follow a clean stop (seq {head_seq}): they were appended while pgveil was down",
+                    head_seq + 1,
+                    w.chain.last_seq
+                )));
+            }
+            let mut m = Map::new();
+            m.insert("from_seq".into(), Value::from(head_seq + 1));
+            m.insert("to_seq".into(), Value::from(w.chain.last_seq));
+            adopted = Some(m);
+        }
+        if let Some(m) = adopted {
+            // Signed from here on by this run, which did not write them.
+            w.record("adopted", m);
         }
         if torn > 0 {
             let f = OpenOptions::new()
@@ -566,23 +610,41 @@ impl Writer {
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => closed = true,
             }
-            // Batch whatever else is queued, bounded so a failing disk does
-            // not grow memory without limit (the channel then blocks).
+            // Batch whatever else is queued, and what arrives within a short
+            // window (group commit: one write and fsync for many records),
+            // bounded so a failing disk does not grow memory without limit
+            // (the channel then blocks).
+            let window = Instant::now() + Duration::from_millis(2);
             while self.pending.len() < 100_000 {
                 match rx.try_recv() {
                     Ok(m) => self.take(m, &mut waiters),
-                    Err(_) => break,
+                    Err(_) => {
+                        let left = window.saturating_duration_since(Instant::now());
+                        if self.pending.is_empty()
+                            || !waiters.is_empty()
+                            || left.is_zero()
+                            || self.cfg.fsync == AuditFsync::Always
+                        {
+                            break;
+                        }
+                        match rx.recv_timeout(left) {
+                            Ok(m) => self.take(m, &mut waiters),
+                            Err(_) => break,
+                        }
+                    }
                 }
             }
             let n = self.pending.len() as u64;
             let mut result = self.flush().and_then(|()| self.write_head());
             if result.is_ok() {
                 health.written.fetch_add(n, Ordering::Relaxed);
-                let due = self.chain.unsigned >= self.cfg.checkpoint_every
-                    || !waiters.is_empty()
-                    || closed
-                    || (self.chain.unsigned > 0
-                        && self.last_checkpoint.elapsed()
+                // Only over new records: a checkpoint after a clean stop's
+                // would itself look appended.
+                let due = self.chain.unsigned > 0
+                    && (self.chain.unsigned >= self.cfg.checkpoint_every
+                        || !waiters.is_empty()
+                        || closed
+                        || self.last_checkpoint.elapsed()
                             >= Duration::from_secs(self.cfg.checkpoint_interval_secs));
                 if due {
                     result = self.checkpoint();
@@ -627,6 +689,12 @@ impl Writer {
     fn take(&mut self, m: Msg, waiters: &mut Vec<SyncSender<()>>) {
         match m {
             Msg::Record(kind, fields) => self.record(kind, fields),
+            Msg::Statement(ev) => {
+                let line = self
+                    .chain
+                    .append_raw(&now(), "statement", &statement_body(&ev));
+                self.pending.push(line);
+            }
             Msg::Flush(w) => waiters.push(w),
         }
     }

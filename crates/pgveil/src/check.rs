@@ -96,7 +96,7 @@ async fn check_database(
     url: &str,
     out: &mut (dyn Write + Send),
 ) -> Result<usize, CheckError> {
-    let db_err = |e: tokio_postgres::Error| CheckError::Database(e.to_string());
+    let db_err = |e: tokio_postgres::Error| CheckError::Database(pg_error(&e));
     let client = connect(url).await?;
     let catalog = catalog_columns(policy, &client).await.map_err(db_err)?;
     let mut counts: BTreeMap<ColumnRef, u64> = BTreeMap::new();
@@ -177,6 +177,18 @@ pub(crate) fn storage_of(catalog: &[CatalogColumn], column: &ColumnRef) -> Optio
 /// server offers it (certificates are not verified: these commands read
 /// catalog metadata, or write ciphertext only). The connection task ends
 /// when the client is dropped.
+/// A tokio-postgres error with the server's message and SQLSTATE (its
+/// `Display` says only "db error").
+pub(crate) fn pg_error(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(d) => format!("{} ({})", d.message(), d.code().code()),
+        None => match std::error::Error::source(e) {
+            Some(s) => format!("{e}: {s}"),
+            None => e.to_string(),
+        },
+    }
+}
+
 pub(crate) async fn connect(url: &str) -> Result<tokio_postgres::Client, CheckError> {
     let tls_cfg = crate::tls::upstream_config(&UpstreamConfig {
         tls_mode: UpstreamTlsMode::Require,
@@ -187,7 +199,7 @@ pub(crate) async fn connect(url: &str) -> Result<tokio_postgres::Client, CheckEr
     let tls = tokio_postgres_rustls::MakeRustlsConnect::new((*tls_cfg).clone());
     let (client, conn) = tokio_postgres::connect(url, tls)
         .await
-        .map_err(|e| CheckError::Database(e.to_string()))?;
+        .map_err(|e| CheckError::Database(pg_error(&e)))?;
     tokio::spawn(conn);
     Ok(client)
 }

@@ -431,12 +431,8 @@ impl Config {
         fix(&mut self.tls.key_file);
         fix(&mut self.tls.client_ca_file);
         fix(&mut self.upstream.ca_file);
-        if self.audit.dir.is_relative() {
-            self.audit.dir = base.join(&self.audit.dir);
-        }
-        if self.audit.signing_key_file.is_relative() {
-            self.audit.signing_key_file = base.join(&self.audit.signing_key_file);
-        }
+        // audit.dir and audit.signing_key_file are resolved where they are
+        // used (Config::resolve), like the policy and key files.
     }
 
     /// Resolves a path from the file relative to the file's directory.

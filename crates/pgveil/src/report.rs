@@ -170,7 +170,12 @@ pub async fn gather(cfg: &Config, database: Option<&str>) -> Result<Facts, Repor
     }
     if let Some(url) = database {
         let client = crate::check::connect(url).await?;
-        let db = |e: tokio_postgres::Error| ReportError::Database(e.to_string());
+        let db = |e: tokio_postgres::Error| {
+            ReportError::Database(match e.as_db_error() {
+                Some(d) => format!("{} ({})", d.message(), d.code().code()),
+                None => e.to_string(),
+            })
+        };
         let catalog = crate::check::catalog_columns(&policy, &client)
             .await
             .map_err(db)?;
@@ -333,7 +338,7 @@ fn safeguards(f: &Facts) -> Vec<(&'static str, &'static str, String, bool)> {
         "Access control: only authorised persons or software see ePHI",
         match &f.access {
             Some((default, roles)) => format!(
-                "[access] rules for {} role(s) and write rights; roles without a rule: {default}; the role is the one PostgreSQL confirms for each statement",
+                "[access] rules for {} role(s) and write rights; roles without a rule: {default}; the role is the one PostgreSQL reports for the session (asked again after every statement that may change it)",
                 roles.iter().filter(|(r, _)| !r.starts_with("write ")).count()
             ),
             None => "no [access] section: every login that passes pgveil gets plaintext".to_owned(),
