@@ -210,13 +210,6 @@ fn retention_explains_a_later_start_and_resume_continues() {
 }
 
 #[test]
-fn times_are_rfc3339() {
-    assert_eq!(format_time(0, 0), "1970-01-01T00:00:00.000000Z");
-    assert_eq!(format_time(951_782_400, 5), "2000-02-29T00:00:00.000005Z");
-    assert_eq!(format_time(1_796_601_600, 0), "2026-12-07T00:00:00.000000Z");
-}
-
-#[test]
 fn raw_records_are_json_and_chain_like_the_others() {
     let mut chain = Chain::default();
     let mut body = String::from("\"who\":");

@@ -61,6 +61,8 @@ impl Decision {
 pub struct ColumnFact {
     /// `schema.table.column`.
     pub column: ColumnRef,
+    /// `column` as text (rendered once, not per record).
+    pub name: Arc<str>,
     /// Its label (`unlabeled` without one).
     pub label: String,
     /// Read or written.
@@ -116,7 +118,7 @@ pub struct StatementEvent {
     /// The statement with its literals replaced by `?`.
     pub fingerprint: Arc<str>,
     /// Protected columns touched.
-    pub columns: Vec<ColumnFact>,
+    pub columns: Arc<[ColumnFact]>,
     /// How it ended.
     pub outcome: Outcome,
     /// From the client's message to the statement's end.
@@ -141,7 +143,7 @@ pub(crate) struct Draft {
     pub kind: &'static str,
     pub protocol: &'static str,
     pub fingerprint: Arc<str>,
-    pub columns: Vec<ColumnFact>,
+    pub columns: Arc<[ColumnFact]>,
     pub started: Instant,
     /// `DataRow`s seen (for `PortalSuspended`).
     pub rows: u64,

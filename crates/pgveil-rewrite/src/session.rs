@@ -132,6 +132,9 @@ struct AccessCols {
     kind: &'static str,
     /// The statement's fingerprint, for audit (kept only with an observer).
     fingerprint: Option<Arc<str>>,
+    /// Audit facts as last decided, with the role epoch they were decided
+    /// in (a prepared statement's runs share them).
+    facts: std::sync::Mutex<Option<(u64, Arc<[ColumnFact]>)>>,
 }
 
 impl AccessCols {
@@ -163,6 +166,7 @@ impl AccessCols {
             writes,
             kind: st.kind.as_str(),
             fingerprint: None,
+            facts: Default::default(),
         }
     }
 
@@ -2904,43 +2908,34 @@ impl Session {
         if cols.is_empty() {
             return None;
         }
-        let policy = self.engine.policy();
-        let rules = self.rules();
-        let uses = cols
-            .reads
-            .iter()
-            .map(|c| (c, ColumnUse::Read))
-            .chain(cols.writes.iter().map(|c| (c, ColumnUse::Write)));
-        let columns = uses
-            .map(|(c, used)| {
-                let pc = policy.lookup_column(c);
-                let label = pc
-                    .and_then(|pc| pc.label.as_ref())
-                    .map_or(pgveil_policy::access::UNLABELED, |l| l.as_str())
-                    .to_owned();
-                let decision = match (pc, used) {
-                    (None, _) => Decision::Deny,
-                    (Some(pc), ColumnUse::Read) => match access::decide(rules, view, pc) {
-                        pgveil_policy::Access::Decrypt => Decision::Allow,
-                        pgveil_policy::Access::Mask => Decision::Mask,
-                        pgveil_policy::Access::Deny => Decision::Deny,
-                    },
-                    (Some(pc), ColumnUse::Write) => {
-                        if access::may_write(rules, view, pc) {
-                            Decision::Allow
-                        } else {
-                            Decision::Deny
-                        }
-                    }
-                };
-                ColumnFact {
-                    column: c.clone(),
-                    label,
-                    used,
-                    decision,
-                }
+        // Decided once per role epoch for a statement (not while the role
+        // is unconfirmed: Unknown is not that epoch's answer).
+        let known = match (view, &self.role.confirmed) {
+            (RoleView::Known(a), RoleView::Known(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        };
+        let epoch = self.role.epoch;
+        let cached = known
+            .then(|| {
+                cols.facts.lock().ok().and_then(|g| {
+                    g.as_ref()
+                        .filter(|(e, _)| *e == epoch)
+                        .map(|(_, f)| f.clone())
+                })
             })
-            .collect();
+            .flatten();
+        let columns = match cached {
+            Some(f) => f,
+            None => {
+                let f = self.column_facts(cols, view);
+                if known {
+                    if let Ok(mut g) = cols.facts.lock() {
+                        *g = Some((epoch, f.clone()));
+                    }
+                }
+                f
+            }
+        };
         Some(Box::new(Draft {
             role: access::role_name(view),
             kind: cols.kind,
@@ -3011,6 +3006,7 @@ impl Session {
                     .map_or(pgveil_policy::access::UNLABELED, |l| l.as_str())
                     .to_owned();
                 Some(ColumnFact {
+                    name: c.column.to_string().into(),
                     column: c.column.clone(),
                     label,
                     used: ColumnUse::Read,
@@ -3036,6 +3032,47 @@ impl Session {
             rows: 0,
             refused: None,
         })
+    }
+
+    /// The audit facts of `cols` under `view`.
+    fn column_facts(&self, cols: &AccessCols, view: &RoleView) -> Arc<[ColumnFact]> {
+        let policy = self.engine.policy();
+        let rules = self.rules();
+        let uses = cols
+            .reads
+            .iter()
+            .map(|c| (c, ColumnUse::Read))
+            .chain(cols.writes.iter().map(|c| (c, ColumnUse::Write)));
+        uses.map(|(c, used)| {
+            let pc = policy.lookup_column(c);
+            let label = pc
+                .and_then(|pc| pc.label.as_ref())
+                .map_or(pgveil_policy::access::UNLABELED, |l| l.as_str())
+                .to_owned();
+            let decision = match (pc, used) {
+                (None, _) => Decision::Deny,
+                (Some(pc), ColumnUse::Read) => match access::decide(rules, view, pc) {
+                    pgveil_policy::Access::Decrypt => Decision::Allow,
+                    pgveil_policy::Access::Mask => Decision::Mask,
+                    pgveil_policy::Access::Deny => Decision::Deny,
+                },
+                (Some(pc), ColumnUse::Write) => {
+                    if access::may_write(rules, view, pc) {
+                        Decision::Allow
+                    } else {
+                        Decision::Deny
+                    }
+                }
+            };
+            ColumnFact {
+                name: c.to_string().into(),
+                column: c.clone(),
+                label,
+                used,
+                decision,
+            }
+        })
+        .collect()
     }
 
     fn emit(&self, draft: Draft, outcome: Outcome) {
@@ -3149,6 +3186,7 @@ impl Session {
                     _ => ColumnUse::Read,
                 };
                 ColumnFact {
+                    name: c.to_string().into(),
                     column: c.clone(),
                     label,
                     used,

@@ -48,11 +48,76 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> AuditError + '_ {
     }
 }
 
+/// RFC 3339 UTC time with microseconds, from a Unix time.
+pub fn format_time(unix_secs: u64, micros: u32) -> String {
+    let (y, m, d) = pgveil_crypto::canonical::civil_from_days((unix_secs / 86_400) as i64);
+    let rem = unix_secs % 86_400;
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{micros:06}Z",
+        rem / 3600,
+        (rem / 60) % 60,
+        rem % 60
+    )
+}
+
 fn now() -> String {
     let d = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default();
-    pgveil_audit::format_time(d.as_secs(), d.subsec_micros())
+    format_time(d.as_secs(), d.subsec_micros())
+}
+
+/// An audit directory's segments (sorted by name) and HEAD, as read.
+pub struct LogFiles {
+    pub names: Vec<String>,
+    pub data: Vec<Vec<u8>>,
+    pub head: Option<Vec<u8>>,
+}
+
+impl LogFiles {
+    /// Reads `dir`'s segments and HEAD.
+    pub fn read(dir: &Path) -> Result<LogFiles, AuditError> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .map_err(io(dir))?
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.starts_with("audit-") && n.ends_with(".jsonl"))
+            .collect();
+        names.sort();
+        let mut data = Vec::new();
+        for n in &names {
+            let p = dir.join(n);
+            data.push(std::fs::read(&p).map_err(io(&p))?);
+        }
+        let head_path = dir.join("HEAD");
+        let head = match std::fs::read(&head_path) {
+            Ok(h) => Some(h),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io(&head_path)(e)),
+        };
+        Ok(LogFiles { names, data, head })
+    }
+
+    /// Verifies them with `key`.
+    pub fn verify(&self, key: &pgveil_audit::VerifyingKey) -> pgveil_audit::Report {
+        let segs: Vec<pgveil_audit::Segment<'_>> = self
+            .names
+            .iter()
+            .zip(&self.data)
+            .map(|(n, d)| pgveil_audit::Segment { name: n, data: d })
+            .collect();
+        pgveil_audit::verify(&segs, self.head.as_deref(), key)
+    }
+}
+
+#[cfg(test)]
+mod time_tests {
+    #[test]
+    fn times_are_rfc3339() {
+        use super::format_time;
+        assert_eq!(format_time(0, 0), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(format_time(951_782_400, 5), "2000-02-29T00:00:00.000005Z");
+        assert_eq!(format_time(1_796_601_600, 0), "2026-12-07T00:00:00.000000Z");
+    }
 }
 
 enum Msg {
@@ -225,7 +290,7 @@ fn statement_body(ev: &StatementEvent) -> String {
             b.push(',');
         }
         b.push_str("{\"column\":");
-        json_str(&mut b, &c.column.to_string());
+        json_str(&mut b, &c.name);
         b.push_str(",\"label\":");
         json_str(&mut b, &c.label);
         let _ = write!(
@@ -289,6 +354,9 @@ struct Writer {
     last_retention: Option<Instant>,
     /// The latest checkpoint, until HEAD holds it.
     head_pending: Option<String>,
+    /// `time` of the records taken in this round (one clock read and
+    /// format per round, not per record).
+    batch_time: String,
 }
 
 impl Writer {
@@ -305,6 +373,7 @@ impl Writer {
             last_checkpoint: Instant::now(),
             last_retention: None,
             head_pending: None,
+            batch_time: now(),
         };
         // Continue the chain of the newest segment, if any — but only a log
         // that still holds HEAD's checkpoint: a log cut short while pgveil
@@ -431,7 +500,7 @@ impl Writer {
     }
 
     fn record(&mut self, kind: &str, fields: Map<String, Value>) {
-        let line = self.chain.append(&now(), kind, fields);
+        let line = self.chain.append(&self.batch_time, kind, fields);
         self.pending.push(line);
     }
 
@@ -613,6 +682,7 @@ impl Writer {
         let mut waiters: Vec<SyncSender<()>> = Vec::new();
         loop {
             std::thread::sleep(interval);
+            self.batch_time = now();
             let mut closed = false;
             let mut got = false;
             // Bounded, so a failing disk does not grow memory without limit
@@ -687,9 +757,9 @@ impl Writer {
         match m {
             Msg::Record(kind, fields) => self.record(kind, fields),
             Msg::Statement(ev) => {
-                let line = self
-                    .chain
-                    .append_raw(&now(), "statement", &statement_body(&ev));
+                let line =
+                    self.chain
+                        .append_raw(&self.batch_time, "statement", &statement_body(&ev));
                 self.pending.push(line);
             }
             Msg::Flush(w) => waiters.push(w),
@@ -732,29 +802,9 @@ pub fn verify(dir: &Path, public_key: &Path, out: &mut dyn Write) -> Result<bool
         path: public_key.to_path_buf(),
         source,
     })?;
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .map_err(io(dir))?
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|n| n.starts_with("audit-") && n.ends_with(".jsonl"))
-        .collect();
-    names.sort();
-    let mut data = Vec::new();
-    for n in &names {
-        let p = dir.join(n);
-        data.push(std::fs::read(&p).map_err(io(&p))?);
-    }
-    let segs: Vec<pgveil_audit::Segment<'_>> = names
-        .iter()
-        .zip(&data)
-        .map(|(n, d)| pgveil_audit::Segment { name: n, data: d })
-        .collect();
-    let head_path = dir.join("HEAD");
-    let head = match std::fs::read(&head_path) {
-        Ok(h) => Some(h),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(io(&head_path)(e)),
-    };
-    let r = pgveil_audit::verify(&segs, head.as_deref(), &key);
+    let files = LogFiles::read(dir)?;
+    let names = &files.names;
+    let r = files.verify(&key);
     let range = match (r.first_seq, r.last_seq) {
         (Some(a), Some(b)) => format!("seq {a}..={b}"),
         _ => "no records".to_owned(),

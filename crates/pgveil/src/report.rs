@@ -42,6 +42,28 @@ pub struct ColumnFacts {
     pub guard: Option<String>,
 }
 
+impl ColumnFacts {
+    /// The protected-columns table's cells for this column.
+    fn cells(&self) -> [String; 9] {
+        let (n, bad) = self
+            .coverage
+            .map_or(("-".to_owned(), "-".to_owned()), |(n, b)| {
+                (n.to_string(), b.to_string())
+            });
+        [
+            self.column.clone(),
+            self.ty.clone(),
+            self.mode.clone(),
+            self.label.clone(),
+            self.key.clone(),
+            self.key_age_days.map_or("-".to_owned(), |d| d.to_string()),
+            n,
+            bad,
+            self.guard.clone().unwrap_or_else(|| "-".to_owned()),
+        ]
+    }
+}
+
 /// A verified chain: records, first seq, last seq, signed through seq, at.
 #[derive(Debug, Clone, Default)]
 pub struct Verified {
@@ -102,7 +124,7 @@ pub async fn gather(cfg: &Config, database: Option<&str>) -> Result<Facts, Repor
     let policy = crate::keys::load_policy(cfg)?;
     let ages = crate::keys::key_ages(cfg)?;
     let mut f = Facts {
-        generated: pgveil_audit::format_time(now.as_secs(), 0),
+        generated: crate::audit::format_time(now.as_secs(), 0),
         version: env!("CARGO_PKG_VERSION").to_owned(),
         database: database.map(redact_url),
         client_tls: cfg
@@ -270,28 +292,10 @@ fn audit_facts(cfg: &Config) -> Result<AuditFacts, ReportError> {
     let Ok(key) = pgveil_audit::SigningKey::from_text(&text) else {
         return Ok(facts);
     };
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| ReportError::Io { path, source }
+    let Ok(files) = crate::audit::LogFiles::read(&dir) else {
+        return Ok(facts);
     };
-    let mut names: Vec<String> = std::fs::read_dir(&dir)
-        .map_err(io(&dir))?
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|n| pgveil_audit::segment_seq(n).is_some())
-        .collect();
-    names.sort();
-    let mut data = Vec::new();
-    for n in &names {
-        let p = dir.join(n);
-        data.push(std::fs::read(&p).map_err(io(&p))?);
-    }
-    let segs: Vec<pgveil_audit::Segment<'_>> = names
-        .iter()
-        .zip(&data)
-        .map(|(n, d)| pgveil_audit::Segment { name: n, data: d })
-        .collect();
-    let head = std::fs::read(dir.join("HEAD")).ok();
-    let r = pgveil_audit::verify(&segs, head.as_deref(), &key.verifying_key());
+    let r = files.verify(&key.verifying_key());
     facts.verified = Some(if r.ok() {
         Ok(Verified {
             records: r.records,
@@ -303,7 +307,7 @@ fn audit_facts(cfg: &Config) -> Result<AuditFacts, ReportError> {
     } else {
         Err(r.problems.iter().map(ToString::to_string).collect())
     });
-    for d in &data {
+    for d in &files.data {
         for line in d.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
             let Ok(v) = serde_json::from_slice::<serde_json::Value>(line) else {
                 continue;
@@ -463,21 +467,7 @@ pub fn markdown(f: &Facts) -> String {
     }
     s.push_str("\n## Protected columns\n\n| column | type | mode | label | key | key age (days) | non-NULL values | not encrypted | guard |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
     for c in &f.columns {
-        let (n, bad) = c
-            .coverage
-            .map_or(("-".to_owned(), "-".to_owned()), |(n, b)| {
-                (n.to_string(), b.to_string())
-            });
-        s.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {n} | {bad} | {} |\n",
-            c.column,
-            c.ty,
-            c.mode,
-            c.label,
-            c.key,
-            c.key_age_days.map_or("-".to_owned(), |d| d.to_string()),
-            c.guard.as_deref().unwrap_or("-")
-        ));
+        s.push_str(&format!("| {} |\n", c.cells().join(" | ")));
     }
     s.push_str("\n## Access rules\n\n");
     match &f.access {
@@ -620,21 +610,8 @@ pub fn html(f: &Facts) -> String {
     }
     s.push_str("</tbody></table>\n<h2>Protected columns</h2>\n<table id=\"columns\"><thead><tr><th>column</th><th>type</th><th>mode</th><th>label</th><th>key</th><th>key age (days)</th><th>non-NULL values</th><th>not encrypted</th><th>guard</th></tr></thead><tbody>\n");
     for c in &f.columns {
-        let (n, bad) = c
-            .coverage
-            .map_or(("-".to_owned(), "-".to_owned()), |(n, b)| {
-                (n.to_string(), b.to_string())
-            });
-        s.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{n}</td><td>{bad}</td><td>{}</td></tr>\n",
-            esc(&c.column),
-            esc(&c.ty),
-            esc(&c.mode),
-            esc(&c.label),
-            esc(&c.key),
-            c.key_age_days.map_or("-".to_owned(), |d| d.to_string()),
-            esc(c.guard.as_deref().unwrap_or("-"))
-        ));
+        let cells: Vec<String> = c.cells().iter().map(|x| esc(x)).collect();
+        s.push_str(&format!("<tr><td>{}</td></tr>\n", cells.join("</td><td>")));
     }
     s.push_str("</tbody></table>\n<h2>Access rules</h2>\n");
     match &f.access {

@@ -73,6 +73,7 @@
 //! * All input is assumed to be UTF-8 (`client_encoding = UTF8`).
 
 mod datetime;
+pub use datetime::civil_from_days;
 mod float;
 mod json;
 mod numeric;
