@@ -265,6 +265,13 @@ async fn each_role_gets_plaintext_masks_or_a_refusal() {
     assert_eq!(sqlstate(&e), "42501");
     // Counting, NULL tests and sorting on a denied column read it too
     // (which rows have a value, which share one).
+    // The same through SQL PREPARE: its EXECUTE is checked with the
+    // prepared statement's reads.
+    u.batch_execute("PREPARE pc AS SELECT count(ssn) FROM patients WHERE ssn IS NOT NULL")
+        .await
+        .unwrap();
+    let e = u.simple_query("EXECUTE pc").await.unwrap_err();
+    denied(&e, "public.patients.ssn", "read", "acc_unlisted");
     for sql in [
         "SELECT count(ssn), count(DISTINCT ssn) FROM patients",
         "SELECT id FROM patients WHERE ssn IS NOT NULL",

@@ -397,6 +397,10 @@ async fn indirect_reads_cursors_settings_and_a_cut_log() {
     ))
     .await
     .unwrap();
+    c.batch_execute("PREPARE pc AS SELECT count(ssn) FROM patients")
+        .await
+        .unwrap();
+    c.simple_query("EXECUTE pc").await.unwrap();
     c.simple_query("SELECT count(ssn) FROM patients")
         .await
         .unwrap();
@@ -434,6 +438,7 @@ async fn indirect_reads_cursors_settings_and_a_cut_log() {
         .map(|r| r["fingerprint"].as_str().unwrap())
         .collect();
     assert!(fps.contains(&"SELECT count(ssn) FROM patients"), "{fps:?}");
+    assert!(fps.contains(&"EXECUTE pc"), "{fps:?}");
     assert!(
         fps.contains(&"SELECT id FROM patients WHERE ssn IS NULL"),
         "{fps:?}"

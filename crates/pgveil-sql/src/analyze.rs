@@ -1221,8 +1221,10 @@ where
                     .get_mut()
                     .extend(inner.accounted.into_inner());
                 self.protected_tables.append(&mut inner.protected_tables);
+                // The prepared plan carries its own facts (its EXECUTE is
+                // checked and recorded with them).
+                inner.plan.settle(inner.referenced.take());
                 self.plan.reads = inner.plan.reads.clone();
-                self.plan.reads.extend(inner.referenced.take());
                 self.plan.writes = inner.plan.writes.clone();
                 // Literals inside the PREPARE text are encrypted now.
                 self.plan.literals = std::mem::take(&mut inner.plan.literals);

@@ -350,10 +350,7 @@ fn plan(sql: &str, policy: &Policy, opts: &AnalyzeOptions) -> Result<Plan, Refus
         w.check_coverage(&tokens)?;
         let referenced = w.referenced.take();
         let mut p = w.plan;
-        p.reads.extend(referenced);
-        // A ciphertext copied into a column is a write to it.
-        let copied: Vec<_> = p.copies.iter().map(|c| c.to.clone()).collect();
-        p.writes.extend(copied);
+        p.settle(referenced);
         p.fingerprint = lex::fingerprint_tokens(text, &tokens).into();
         p.literals.sort_by_key(|l| l.span.start);
         p.max_param = tokens

@@ -350,6 +350,15 @@ pub struct StatementPlan {
 }
 
 impl StatementPlan {
+    /// Completes the access facts after the walk: every protected column a
+    /// reference resolved to is a read, and a ciphertext copied into a
+    /// column is a write to it.
+    pub(crate) fn settle(&mut self, referenced: BTreeSet<ColumnRef>) {
+        self.reads.extend(referenced);
+        let copied: Vec<ColumnRef> = self.copies.iter().map(|c| c.to.clone()).collect();
+        self.writes.extend(copied);
+    }
+
     pub(crate) fn new(span: Range<usize>, kind: StatementKind) -> Self {
         StatementPlan {
             span,
