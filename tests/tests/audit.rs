@@ -401,6 +401,11 @@ async fn indirect_reads_cursors_settings_and_a_cut_log() {
         .await
         .unwrap();
     c.simple_query("EXECUTE pc").await.unwrap();
+    // Destroying values without naming them is recorded too.
+    c.simple_query("DELETE FROM patients WHERE id < 0")
+        .await
+        .unwrap();
+    c.simple_query("TRUNCATE visits").await.unwrap();
     c.simple_query("SELECT count(ssn) FROM patients")
         .await
         .unwrap();
@@ -439,6 +444,23 @@ async fn indirect_reads_cursors_settings_and_a_cut_log() {
         .collect();
     assert!(fps.contains(&"SELECT count(ssn) FROM patients"), "{fps:?}");
     assert!(fps.contains(&"EXECUTE pc"), "{fps:?}");
+    for (fp, column) in [
+        ("DELETE FROM patients WHERE id < ?", "public.patients.ssn"),
+        ("TRUNCATE visits", "public.visits.subjective"),
+    ] {
+        let r = stmts
+            .iter()
+            .find(|r| r["fingerprint"] == fp)
+            .unwrap_or_else(|| panic!("no record of {fp}: {fps:?}"));
+        assert!(
+            r["columns"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c["column"] == column && c["use"] == "delete"),
+            "{r}"
+        );
+    }
     assert!(
         fps.contains(&"SELECT id FROM patients WHERE ssn IS NULL"),
         "{fps:?}"

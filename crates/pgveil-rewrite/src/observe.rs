@@ -19,6 +19,8 @@ pub enum ColumnUse {
     Read,
     /// Written (INSERT, UPDATE, COPY FROM).
     Write,
+    /// Destroyed without being named (DELETE rows, TRUNCATE, DROP COLUMN).
+    Delete,
 }
 
 impl ColumnUse {
@@ -27,6 +29,7 @@ impl ColumnUse {
         match self {
             ColumnUse::Read => "read",
             ColumnUse::Write => "write",
+            ColumnUse::Delete => "delete",
         }
     }
 }

@@ -128,6 +128,8 @@ impl Shape {
 struct AccessCols {
     reads: Vec<ColumnRef>,
     writes: Vec<ColumnRef>,
+    /// Destroyed, not named: audit only (see `StatementPlan::deletes`).
+    deletes: Vec<ColumnRef>,
     /// The statement's kind, for audit.
     kind: &'static str,
     /// The statement's fingerprint, for audit (kept only with an observer).
@@ -152,10 +154,12 @@ impl AccessCols {
                 _ => reads.extend(cols),
             }
         }
+        let mut deletes: Vec<ColumnRef> = st.deletes.iter().cloned().collect();
         if let Some(pgveil_sql::PreparedOp::Prepare { .. }) = &st.prepared {
             // PREPARE runs nothing: its EXECUTE is checked.
             reads.clear();
             writes.clear();
+            deletes.clear();
         }
         reads.sort();
         reads.dedup();
@@ -164,6 +168,7 @@ impl AccessCols {
         AccessCols {
             reads,
             writes,
+            deletes,
             kind: st.kind.as_str(),
             fingerprint: None,
             facts: Default::default(),
@@ -171,7 +176,7 @@ impl AccessCols {
     }
 
     fn is_empty(&self) -> bool {
-        self.reads.is_empty() && self.writes.is_empty()
+        self.reads.is_empty() && self.writes.is_empty() && self.deletes.is_empty()
     }
 }
 
@@ -1515,6 +1520,7 @@ impl Session {
                 let inner = AccessCols::of(plan);
                 cols.reads.extend(inner.reads);
                 cols.writes.extend(inner.writes);
+                cols.deletes.extend(inner.deletes);
             }
         }
         cols
@@ -3042,7 +3048,8 @@ impl Session {
             .reads
             .iter()
             .map(|c| (c, ColumnUse::Read))
-            .chain(cols.writes.iter().map(|c| (c, ColumnUse::Write)));
+            .chain(cols.writes.iter().map(|c| (c, ColumnUse::Write)))
+            .chain(cols.deletes.iter().map(|c| (c, ColumnUse::Delete)));
         uses.map(|(c, used)| {
             let pc = policy.lookup_column(c);
             let label = pc
@@ -3063,6 +3070,8 @@ impl Session {
                         Decision::Deny
                     }
                 }
+                // PostgreSQL's privileges decide who may delete.
+                (Some(_), ColumnUse::Delete) => Decision::Allow,
             };
             ColumnFact {
                 name: c.to_string().into(),

@@ -1226,6 +1226,7 @@ where
                 inner.plan.settle(inner.referenced.take());
                 self.plan.reads = inner.plan.reads.clone();
                 self.plan.writes = inner.plan.writes.clone();
+                self.plan.deletes = inner.plan.deletes.clone();
                 // Literals inside the PREPARE text are encrypted now.
                 self.plan.literals = std::mem::take(&mut inner.plan.literals);
                 self.plan.nulls = std::mem::take(&mut inner.plan.nulls);
@@ -1323,7 +1324,6 @@ where
             | Statement::Set(_)
             | Statement::ShowVariable { .. }
             | Statement::Drop { .. }
-            | Statement::Truncate(_)
             | Statement::Grant(_)
             | Statement::Revoke(_)
             | Statement::Comment { .. }
@@ -1334,6 +1334,18 @@ where
             | Statement::Close { .. }
             | Statement::LISTEN { .. }
             | Statement::UNLISTEN { .. } => Ok(()),
+            // Destroys every protected value of the tables: recorded.
+            Statement::Truncate(t) => {
+                for target in &t.table_names {
+                    if let Some(tq) = self.resolve_table(&target.name) {
+                        self.plan.touches_protected = true;
+                        for c in self.policy.table(&tq).into_iter().flat_map(|t| t.columns()) {
+                            self.plan.deletes.insert(c.column.clone());
+                        }
+                    }
+                }
+                Ok(())
+            }
             other => {
                 // Fail closed: any other statement that names a protected
                 // table is refused.
@@ -1568,8 +1580,14 @@ where
                 Op::AddConstraint { constraint, .. } => {
                     self.table_constraint(constraint, &rel)?;
                 }
-                Op::DropColumn { .. }
-                | Op::DropConstraint { .. }
+                Op::DropColumn { column_names, .. } => {
+                    for n in column_names {
+                        if let Some(pc) = lookup(self, n) {
+                            self.plan.deletes.insert(pc.column.clone());
+                        }
+                    }
+                }
+                Op::DropConstraint { .. }
                 | Op::RenameConstraint { .. }
                 | Op::DisableRowLevelSecurity
                 | Op::EnableRowLevelSecurity
@@ -2894,6 +2912,12 @@ where
             let r = self.table_factor(&twj.relation, &mut rels);
             self.dml_target = false;
             r?;
+        }
+        // The deleted rows' protected values: recorded.
+        for t in rels.iter().filter_map(|r| r.table.as_ref()) {
+            for c in self.policy.table(t).into_iter().flat_map(|t| t.columns()) {
+                self.plan.deletes.insert(c.column.clone());
+            }
         }
         for twj in d.using.iter().flatten() {
             self.join_tree(twj, &mut rels)?;

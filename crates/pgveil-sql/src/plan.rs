@@ -337,6 +337,10 @@ pub struct StatementPlan {
     pub reads: BTreeSet<ColumnRef>,
     /// Protected columns the statement writes.
     pub writes: BTreeSet<ColumnRef>,
+    /// Protected columns whose stored values the statement destroys without
+    /// naming them (`DELETE` rows, `TRUNCATE`, `DROP COLUMN`): recorded by
+    /// the audit log, not subject to the access rules.
+    pub deletes: BTreeSet<ColumnRef>,
     /// The statement with its literals replaced by `?` (for audit).
     pub fingerprint: std::sync::Arc<str>,
     /// For `COPY` on a protected table.
@@ -370,6 +374,7 @@ impl StatementPlan {
             copies: Vec::new(),
             reads: BTreeSet::new(),
             writes: BTreeSet::new(),
+            deletes: BTreeSet::new(),
             fingerprint: std::sync::Arc::from(""),
             copy: None,
             prepared: None,
