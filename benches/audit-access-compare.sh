@@ -55,18 +55,7 @@ GOV_PID=$!
 trap 'kill $GOV_PID 2>/dev/null || true; cleanup' EXIT
 sleep 1
 
-rows=$(python3 -c "print(','.join(f\"('First{i}', 'Last{i}', '{i:03d}-00-{i:04d}', '19{i%100:02d}-0{1+i%9}-1{i%9}')\" for i in range(100)))")
-PSQL -p "$VEIL_PORT" -U postgres -d enc -c "INSERT INTO patients (first_name, last_name, ssn, date_of_birth) VALUES $rows"
-echo 'SELECT first_name, last_name, ssn, date_of_birth FROM patients;' > "$work/select.sql"
-cat > "$work/insert.sql" <<'SQL'
-\set r random(1, 1000000000)
-INSERT INTO visits (patient_id, patient_ssn, visit_date, provider, subjective, objective, assessment) VALUES
- (1, :r, '2024-01-01', 'dr', :r, :r, :r), (1, :r, '2024-01-01', 'dr', :r, :r, :r),
- (1, :r, '2024-01-01', 'dr', :r, :r, :r), (1, :r, '2024-01-01', 'dr', :r, :r, :r),
- (1, :r, '2024-01-01', 'dr', :r, :r, :r), (1, :r, '2024-01-01', 'dr', :r, :r, :r),
- (1, :r, '2024-01-01', 'dr', :r, :r, :r), (1, :r, '2024-01-01', 'dr', :r, :r, :r),
- (1, :r, '2024-01-01', 'dr', :r, :r, :r), (1, :r, '2024-01-01', 'dr', :r, :r, :r);
-SQL
+seed_patients "$VEIL_PORT" enc
 [ "$(id -u)" = 0 ] && chown -R postgres: "$work"
 
 tps() { # port mode script clients secs

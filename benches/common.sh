@@ -119,3 +119,22 @@ d=[float(x) for x in '$d'.split()]; n=[float(x) for x in '$n'.split()]; v=[float
 print(f'$mode ratio pgveil/direct: p50 {v[0]/d[0]:.2f}x  p99 {v[1]/d[1]:.2f}x  (target p50 <= ${target}x); the proxy hop alone: p50 {n[0]/d[0]:.2f}x')"
   done
 }
+
+# The encrypted-read and insert workloads shared by encryption-compare.sh and
+# audit-access-compare.sh: $work/select.sql (100 rows x 4 protected columns,
+# once seed_patients has run) and $work/insert.sql (10-row INSERTs of visits
+# with 4 protected columns); PATIENT_ROWS is the 100 patients as VALUES.
+PATIENT_ROWS=$(python3 -c "print(','.join(f\"('First{i}', 'Last{i}', '{i:03d}-00-{i:04d}', '19{i%100:02d}-0{1+i%9}-1{i%9}')\" for i in range(100)))")
+seed_patients() { # port db
+  PSQL -p "$1" -U postgres -d "$2" -c "INSERT INTO patients (first_name, last_name, ssn, date_of_birth) VALUES $PATIENT_ROWS"
+}
+echo 'SELECT first_name, last_name, ssn, date_of_birth FROM patients;' > "$work/select.sql"
+cat > "$work/insert.sql" <<'SQL'
+\set r random(1, 1000000000)
+INSERT INTO visits (patient_id, patient_ssn, visit_date, provider, subjective, objective, assessment) VALUES
+ (1, :r, '2024-01-01', 'dr', :r, :r, :r), (1, :r, '2024-01-01', 'dr', :r, :r, :r),
+ (1, :r, '2024-01-01', 'dr', :r, :r, :r), (1, :r, '2024-01-01', 'dr', :r, :r, :r),
+ (1, :r, '2024-01-01', 'dr', :r, :r, :r), (1, :r, '2024-01-01', 'dr', :r, :r, :r),
+ (1, :r, '2024-01-01', 'dr', :r, :r, :r), (1, :r, '2024-01-01', 'dr', :r, :r, :r),
+ (1, :r, '2024-01-01', 'dr', :r, :r, :r), (1, :r, '2024-01-01', 'dr', :r, :r, :r);
+SQL

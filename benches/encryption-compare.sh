@@ -24,22 +24,10 @@ cd "$(dirname "$0")/.."
 . benches/common.sh
 
 # 100 patients, written through pgveil (ciphertext) and directly (plaintext).
-rows=$(python3 -c "print(','.join(f\"('First{i}', 'Last{i}', '{i:03d}-00-{i:04d}', '19{i%100:02d}-0{1+i%9}-1{i%9}')\" for i in range(100)))")
-PSQL -p "$VEIL_PORT" -U postgres -d enc -c "INSERT INTO patients (first_name, last_name, ssn, date_of_birth) VALUES $rows"
-PSQL -p "$PG_PORT" -U postgres -d plain -c "INSERT INTO patients (first_name, last_name, ssn, date_of_birth) VALUES $rows"
+seed_patients "$VEIL_PORT" enc
+seed_patients "$PG_PORT" plain
 [ "$(PSQL -p "$PG_PORT" -U postgres -d enc -At -c "SELECT count(*) FROM patients WHERE ssn LIKE 'pgv1:%'")" = 100 ] \
   || { echo "enc.patients does not hold ciphertext" >&2; exit 1; }
-
-echo 'SELECT first_name, last_name, ssn, date_of_birth FROM patients;' > "$work/select.sql"
-cat > "$work/insert.sql" <<'SQL'
-\set r random(1, 1000000000)
-INSERT INTO visits (patient_id, patient_ssn, visit_date, provider, subjective, objective, assessment) VALUES
- (1, :r, '2024-01-01', 'dr', :r, :r, :r), (1, :r, '2024-01-01', 'dr', :r, :r, :r),
- (1, :r, '2024-01-01', 'dr', :r, :r, :r), (1, :r, '2024-01-01', 'dr', :r, :r, :r),
- (1, :r, '2024-01-01', 'dr', :r, :r, :r), (1, :r, '2024-01-01', 'dr', :r, :r, :r),
- (1, :r, '2024-01-01', 'dr', :r, :r, :r), (1, :r, '2024-01-01', 'dr', :r, :r, :r),
- (1, :r, '2024-01-01', 'dr', :r, :r, :r), (1, :r, '2024-01-01', 'dr', :r, :r, :r);
-SQL
 [ "$(id -u)" = 0 ] && chown -R postgres: "$work"
 
 tps() { # port db mode script|-S clients secs
