@@ -310,13 +310,7 @@ impl ColumnCrypto {
         bufs: &mut DecryptBuffers,
         out: &mut Vec<u8>,
     ) -> Result<(), RewriteError> {
-        let fail = |reason: String| {
-            self.stats.errors.fetch_add(1, Ordering::Relaxed);
-            RewriteError::Decrypt {
-                column: self.column.clone(),
-                reason,
-            }
-        };
+        let fail = |reason: String| self.decrypt_failed(reason);
         let keys = self.keys.as_deref().map_err(|r| fail(r.clone()))?;
         // Canonical text is the text output format, except for timestamptz
         // in a session with a non-UTC fixed offset: decrypt straight into
@@ -362,6 +356,16 @@ impl ColumnCrypto {
 }
 
 impl ColumnCrypto {
+    /// A stored value of this column that did not decrypt: counted, and the
+    /// error (no value) for the client.
+    fn decrypt_failed(&self, reason: String) -> RewriteError {
+        self.stats.errors.fetch_add(1, Ordering::Relaxed);
+        RewriteError::Decrypt {
+            column: self.column.clone(),
+            reason,
+        }
+    }
+
     /// Decrypts a stored value and appends its `mask`ed form to `out` in
     /// `format`; `Ok(false)` (nothing appended) when the mask gives `NULL`.
     /// The plaintext never leaves `bufs` (wiped before returning).
@@ -373,13 +377,7 @@ impl ColumnCrypto {
         bufs: &mut DecryptBuffers,
         out: &mut Vec<u8>,
     ) -> Result<bool, RewriteError> {
-        let fail = |reason: String| {
-            self.stats.errors.fetch_add(1, Ordering::Relaxed);
-            RewriteError::Decrypt {
-                column: self.column.clone(),
-                reason,
-            }
-        };
+        let fail = |reason: String| self.decrypt_failed(reason);
         let keys = self.keys.as_deref().map_err(|r| fail(r.clone()))?;
         bufs.plain.clear();
         let r = keys.decrypt_stored_into(stored, &mut bufs.envelope, &mut bufs.plain);

@@ -700,21 +700,30 @@ where
         Ok(())
     }
 
-    /// `p.*` / `*` as a function argument (`row_to_json(p.*)`, `ROW(p.*)`):
-    /// refused when it covers a protected relation.
-    fn wildcard_arg(&self, qual: Option<&ObjectName>, fname: &str) -> R {
-        let qual = qual.and_then(object_parts).and_then(|p| p.last().cloned());
-        if qual.is_none() && fname == "count" {
-            return Ok(());
-        }
+    /// The protected table a `p.*` / `*` (qualifier `qual`) covers, if any,
+    /// and the qualifier's last part.
+    fn wildcard_table(
+        &self,
+        qual: Option<&ObjectName>,
+    ) -> (Option<QualifiedTable>, Option<String>) {
+        let q = qual.and_then(object_parts).and_then(|p| p.last().cloned());
         let hit = self
             .scopes
             .iter()
             .rev()
             .flatten()
-            .filter(|r| qual.as_ref().is_none_or(|q| &r.name == q))
+            .filter(|r| q.as_ref().is_none_or(|q| &r.name == q))
             .find_map(|r| r.table.clone());
-        match hit {
+        (hit, q)
+    }
+
+    /// `p.*` / `*` as a function argument (`row_to_json(p.*)`, `ROW(p.*)`):
+    /// refused when it covers a protected relation.
+    fn wildcard_arg(&self, qual: Option<&ObjectName>, fname: &str) -> R {
+        if qual.is_none() && fname == "count" {
+            return Ok(());
+        }
+        match self.wildcard_table(qual).0 {
             Some(t) => Err(Refusal::unsupported(
                 None,
                 format!(
@@ -728,23 +737,15 @@ where
     /// `p.*` / `*` used as a value inside an expression: refused when it
     /// covers a protected relation.
     fn whole_row_wildcard(&self, qual: Option<&ObjectName>) -> R {
-        let q = qual.and_then(object_parts).and_then(|p| p.last().cloned());
-        let hit = self
-            .scopes
-            .iter()
-            .rev()
-            .flatten()
-            .filter(|r| q.as_ref().is_none_or(|q| &r.name == q))
-            .find_map(|r| r.table.clone());
-        match hit {
-            Some(t) => Err(Refusal::unsupported(
+        match self.wildcard_table(qual) {
+            (Some(t), q) => Err(Refusal::unsupported(
                 None,
                 format!(
                     "{}* inside an expression is a whole row of protected table {t}: its protected columns would travel as ciphertext; select the columns by name",
                     q.map(|q| format!("{q}.")).unwrap_or_default()
                 ),
             )),
-            None => Ok(()),
+            (None, _) => Ok(()),
         }
     }
 
