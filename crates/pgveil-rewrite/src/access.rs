@@ -149,6 +149,9 @@ pub(crate) struct RoleState {
     pub(crate) epoch: u64,
     /// A role query in flight.
     pub(crate) reader: Option<RoleReader>,
+    /// Something that may change the role was sent after the query in
+    /// flight: its answer describes an earlier state and settles nothing.
+    changed_in_flight: bool,
 }
 
 impl RoleState {
@@ -159,6 +162,20 @@ impl RoleState {
             tx_sensitive: false,
             epoch: 1,
             reader: None,
+            changed_in_flight: false,
+        }
+    }
+
+    /// A role query is sent now (behind everything sent so far).
+    pub(crate) fn asking(&mut self) {
+        self.reader = Some(RoleReader::default());
+        self.changed_in_flight = false;
+    }
+
+    fn unsettle(&mut self) {
+        self.dirty = true;
+        if self.reader.is_some() {
+            self.changed_in_flight = true;
         }
     }
 
@@ -176,10 +193,10 @@ impl RoleState {
     pub(crate) fn note(&mut self, effect: Option<RoleEffect>) {
         match effect {
             Some(RoleEffect::Changes) => {
-                self.dirty = true;
+                self.unsettle();
                 self.tx_sensitive = true;
             }
-            Some(RoleEffect::MayEndTransaction) if self.tx_sensitive => self.dirty = true,
+            Some(RoleEffect::MayEndTransaction) if self.tx_sensitive => self.unsettle(),
             _ => {}
         }
     }
@@ -198,7 +215,7 @@ impl RoleState {
     /// the role rolled back.
     pub(crate) fn server_error(&mut self) {
         if self.tx_sensitive {
-            self.dirty = true;
+            self.unsettle();
         }
     }
 
@@ -208,10 +225,12 @@ impl RoleState {
             self.epoch += 1;
         }
         // A failed query (an aborted transaction) is asked again before the
-        // next statement; until then every protected column is denied.
-        self.dirty = view == RoleView::Unknown;
+        // next statement; until then every protected column is denied. So is
+        // a change sent after the query: the answer predates it.
+        let later = std::mem::take(&mut self.changed_in_flight);
+        self.dirty = view == RoleView::Unknown || later;
         self.confirmed = view;
-        if status == b'I' {
+        if status == b'I' && !later {
             self.tx_sensitive = false;
         }
     }
@@ -388,6 +407,31 @@ pub(crate) fn mask_canonical(kind: MaskKind, ty: LogicalType, canonical: &[u8]) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_answer_does_not_settle_a_change_sent_after_its_query() {
+        let known = || {
+            RoleView::Known(Arc::new(Roles {
+                current_user: "a".into(),
+                ..Default::default()
+            }))
+        };
+        let mut r = RoleState::new();
+        r.asking();
+        // SET ROLE pipelined behind the role query.
+        r.note(Some(RoleEffect::Changes));
+        r.answered(known(), b'I');
+        assert_eq!(
+            *r.for_client(),
+            RoleView::Unknown,
+            "the change is not settled"
+        );
+        assert!(r.tx_sensitive);
+        r.asking();
+        r.answered(known(), b'I');
+        assert_eq!(*r.for_client(), known());
+        assert!(!r.tx_sensitive);
+    }
 
     #[test]
     fn masks_keep_the_documented_shapes() {

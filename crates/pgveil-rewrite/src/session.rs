@@ -610,18 +610,7 @@ impl Session {
             return Ok(());
         }
         let policy = self.engine.policy();
-        let denied = |c: &ColumnRef, action: &'static str| {
-            let label = policy
-                .lookup_column(c)
-                .and_then(|pc| pc.label.as_ref())
-                .map_or(pgveil_policy::access::UNLABELED, |l| l.as_str());
-            RewriteError::Denied(Box::new(Denial {
-                column: c.clone(),
-                label: label.to_owned(),
-                action,
-                role: access::role_name(view),
-            }))
-        };
+        let denied = |c: &ColumnRef, action| self.denied(c, action, view);
         for c in &cols.reads {
             let allowed = policy.lookup_column(c).is_some_and(|pc| {
                 access::decide(self.rules(), view, pc) != pgveil_policy::Access::Deny
@@ -653,7 +642,7 @@ impl Session {
             return None;
         }
         self.role_attempted = true;
-        self.role.reader = Some(RoleReader::default());
+        self.role.asking();
         self.push(Expect::RoleRefresh);
         Some(frontend::query(access::ROLE_QUERY.as_bytes()))
     }
@@ -1590,23 +1579,22 @@ impl Session {
         } else if !self.copy_statements.is_empty() {
             self.copy_statements.remove(&name);
         }
-        if self.access_on {
-            match access::effect(sql) {
-                Some(e) => {
-                    if self.role_statements.len() >= MAX_TRACKED {
-                        // Forgetting one would let its Execute change the
-                        // role unseen: refuse instead.
-                        return self.refuse_extended(
-                            too_many("prepared statements that may change the role"),
-                            out,
-                        );
-                    }
-                    self.role_statements.insert(name.clone(), e);
-                }
-                None => {
-                    self.role_statements.remove(&name);
-                }
+        // Never forgotten on a Parse: the server may reject this Parse (a
+        // name in use) or skip it (after an error in its batch) and keep the
+        // statement the name held. A name that no longer changes the role
+        // costs a role query per batch that executes it, nothing worse.
+        if let (true, Some(e)) = (self.access_on, access::effect(sql)) {
+            if self.role_statements.len() >= MAX_TRACKED
+                && !self.role_statements.contains_key(&name)
+            {
+                // Forgetting one would let its Execute change the role
+                // unseen: refuse instead.
+                return self.refuse_extended(
+                    too_many("prepared statements that may change the role"),
+                    out,
+                );
             }
+            self.role_statements.insert(name.clone(), e);
         }
         let unsure = self.text_settings_in_flight;
         if pgveil_sql::mentions_text_setting(sql) {
@@ -1856,18 +1844,12 @@ impl Session {
         } else if !self.copy_portals.is_empty() {
             self.copy_portals.remove(&portal);
         }
-        if self.access_on {
-            match self.role_statements.get(stmt).copied() {
-                Some(e) => {
-                    if self.role_portals.len() >= MAX_TRACKED {
-                        self.role_portals.clear();
-                    }
-                    self.role_portals.insert(portal.clone(), e);
-                }
-                None => {
-                    self.role_portals.remove(&portal);
-                }
+        // Likewise kept through a Bind the server may reject or skip.
+        if let (true, Some(e)) = (self.access_on, self.role_statements.get(stmt).copied()) {
+            if self.role_portals.len() >= MAX_TRACKED && !self.role_portals.contains_key(&portal) {
+                return self.refuse_extended(too_many("portals that may change the role"), out);
             }
+            self.role_portals.insert(portal.clone(), e);
         }
         if self.unsettled(stmt, false) {
             let e = Self::unsettled_error(stmt);
@@ -2999,18 +2981,13 @@ impl Session {
     /// none of its own (a `FETCH` from a cursor, a statement pgveil did not
     /// analyse): its columns and decisions are the result's.
     fn shape_draft(&self, shape: &Shape) -> Box<Draft> {
-        let policy = self.engine.policy();
         let columns = shape
             .cols
             .iter()
             .zip(&shape.reveal)
             .filter_map(|(c, r)| {
                 let c = c.as_ref()?;
-                let label = policy
-                    .lookup_column(&c.column)
-                    .and_then(|pc| pc.label.as_ref())
-                    .map_or(pgveil_policy::access::UNLABELED, |l| l.as_str())
-                    .to_owned();
+                let label = self.label_of(&c.column).to_owned();
                 Some(ColumnFact {
                     name: c.column.to_string().into(),
                     column: c.column.clone(),
@@ -3052,10 +3029,7 @@ impl Session {
             .chain(cols.deletes.iter().map(|c| (c, ColumnUse::Delete)));
         uses.map(|(c, used)| {
             let pc = policy.lookup_column(c);
-            let label = pc
-                .and_then(|pc| pc.label.as_ref())
-                .map_or(pgveil_policy::access::UNLABELED, |l| l.as_str())
-                .to_owned();
+            let label = self.label_of(c).to_owned();
             let decision = match (pc, used) {
                 (None, _) => Decision::Deny,
                 (Some(pc), ColumnUse::Read) => match access::decide(rules, view, pc) {
@@ -3182,13 +3156,7 @@ impl Session {
         let columns = err
             .column()
             .map(|c| {
-                let label = self
-                    .engine
-                    .policy()
-                    .lookup_column(c)
-                    .and_then(|pc| pc.label.as_ref())
-                    .map_or(pgveil_policy::access::UNLABELED, |l| l.as_str())
-                    .to_owned();
+                let label = self.label_of(c).to_owned();
                 let used = match err {
                     RewriteError::Denied(d) if d.action == "read" => ColumnUse::Read,
                     RewriteError::Denied(_) => ColumnUse::Write,
@@ -3229,19 +3197,26 @@ impl Session {
     fn denial(&self, shape: &Shape) -> Option<RewriteError> {
         let i = shape.reveal.iter().position(|r| *r == Reveal::Deny)?;
         let col = shape.cols.get(i)?.as_ref()?;
-        let view = &self.role.confirmed;
-        let label = self
-            .engine
-            .policy()
-            .lookup_column(&col.column)
-            .and_then(|pc| pc.label.as_ref())
-            .map_or(pgveil_policy::access::UNLABELED, |l| l.as_str());
-        Some(RewriteError::Denied(Box::new(Denial {
-            column: col.column.clone(),
-            label: label.to_owned(),
-            action: "read",
+        Some(self.denied(&col.column, "read", &self.role.confirmed))
+    }
+
+    /// The access rules' refusal of `action` on `c` for `view`.
+    fn denied(&self, c: &ColumnRef, action: &'static str, view: &RoleView) -> RewriteError {
+        RewriteError::Denied(Box::new(Denial {
+            column: c.clone(),
+            label: self.label_of(c).to_owned(),
+            action,
             role: access::role_name(view),
-        })))
+        }))
+    }
+
+    /// A protected column's label (`unlabeled` without one).
+    fn label_of(&self, c: &ColumnRef) -> &str {
+        self.engine
+            .policy()
+            .lookup_column(c)
+            .and_then(|pc| pc.label.as_ref())
+            .map_or(pgveil_policy::access::UNLABELED, |l| l.as_str())
     }
 
     fn decrypt_row(
